@@ -1,0 +1,19 @@
+//! Everything `verify-api` and `verify-worker` share: settings, the domain types that make
+//! bad input unrepresentable (phone numbers, codes, statuses), the PostgreSQL repository, the
+//! RabbitMQ topology and job message, and Twilio's request signature (the API checks it,
+//! the fake Twilio makes it).
+
+pub mod broker;
+pub mod code;
+pub mod db;
+pub mod job;
+pub mod observability;
+pub mod phone;
+pub mod repo;
+pub mod settings;
+pub mod signature;
+pub mod status;
+pub mod twilio_sid;
+
+/// The SQL migrations in `migrations/`, embedded so that each binary applies them at start.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
