@@ -1,1 +1,13 @@
-pub fn x(){}
+//! `verify-api`: starts phone verifications (PostgreSQL + a confirmed RabbitMQ publish),
+//! checks codes synchronously, receives Twilio's status callbacks, and serves ops endpoints.
+
+pub mod app;
+mod auth;
+pub mod config;
+mod error;
+mod extract;
+mod routes;
+mod state;
+
+pub use app::{Application, router};
+pub use config::{ApiConfig, SETTINGS};

@@ -22,3 +22,23 @@ pub fn pool(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     crate::MIGRATOR.run(pool).await.context("Failed to apply database migrations")
 }
+
+/// Applies migrations, waiting for the database if it is not up yet (a process may start
+/// before its database). Gives up only when `shutdown` fires.
+pub async fn migrate_when_ready(
+    pool: &PgPool,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match migrate(pool).await {
+            Ok(()) => return Ok(()),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "database not ready; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => anyhow::bail!("stopped before the database was ready"),
+            _ = tokio::time::sleep(delay) => {},
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

@@ -9,6 +9,7 @@ pub mod db;
 pub mod job;
 pub mod observability;
 pub mod phone;
+pub mod process;
 pub mod repo;
 pub mod settings;
 pub mod signature;

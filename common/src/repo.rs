@@ -144,6 +144,7 @@ pub struct ReservedCheck {
     /// Attempts used, this one included.
     pub check_attempts: i32,
     pub max_check_attempts: i32,
+    pub delivery_status: DeliveryStatus,
 }
 
 /// Counts one check attempt against the newest pending verification of `phone_number`
@@ -156,7 +157,7 @@ pub async fn reserve_check(pool: &PgPool, phone_number: &str) -> sqlx::Result<Op
          WHERE id = (SELECT id FROM verifications WHERE phone_number = $1 AND status = 'pending' \
                      ORDER BY seq DESC LIMIT 1) \
            AND status = 'pending' AND expires_at > now() AND check_attempts < max_check_attempts \
-         RETURNING id, code_hmac, check_attempts, max_check_attempts",
+         RETURNING id, code_hmac, check_attempts, max_check_attempts, delivery_status",
     )
     .bind(phone_number)
     .fetch_optional(pool)
@@ -167,6 +168,7 @@ pub async fn reserve_check(pool: &PgPool, phone_number: &str) -> sqlx::Result<Op
             code_hmac: row.try_get("code_hmac")?,
             check_attempts: row.try_get("check_attempts")?,
             max_check_attempts: row.try_get("max_check_attempts")?,
+            delivery_status: parse_column(&row, "delivery_status")?,
         })
     })
     .transpose()

@@ -149,6 +149,38 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// `PUBLIC_BASE_URL`: an http(s) URL without query or fragment, kept without a trailing `/`.
+pub fn public_base_url(env: &Env) -> Result<String, SettingError> {
+    let raw = env.string("PUBLIC_BASE_URL")?;
+    let trimmed = raw.trim_end_matches('/');
+    let rest = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.contains(['?', '#', ' ']) => Ok(trimmed.to_owned()),
+        _ => Err(SettingError::new(
+            "PUBLIC_BASE_URL",
+            format!("must be an http(s) URL without a query, got {raw:?}"),
+        )),
+    }
+}
+
+/// `TWILIO_ACCOUNT_SID`: `AC` and 32 hex digits.
+pub fn account_sid(env: &Env) -> Result<String, SettingError> {
+    let sid = env.string("TWILIO_ACCOUNT_SID")?;
+    if !crate::twilio_sid::is_sid(&sid, "AC") {
+        return Err(SettingError::new("TWILIO_ACCOUNT_SID", "must be AC followed by 32 hex digits"));
+    }
+    Ok(sid)
+}
+
+/// `LOG_FORMAT`: json, text or auto.
+pub fn log_format(env: &Env) -> Result<String, SettingError> {
+    let format = env.string("LOG_FORMAT")?;
+    match format.as_str() {
+        "auto" | "json" | "text" => Ok(format),
+        _ => Err(SettingError::new("LOG_FORMAT", "must be json, text or auto")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

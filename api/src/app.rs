@@ -1,0 +1,108 @@
+//! Building and running the HTTP application.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::middleware;
+use axum::routing::{get, post};
+use common::broker::Publisher;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::require_api_key;
+use crate::config::ApiConfig;
+use crate::error::ApiError;
+use crate::extract::BODY_LIMIT;
+use crate::routes::{ops, verifications, webhooks};
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// No request may take longer; a slow dependency gives the client an answer, not a hang.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The router, callable from tests with any state.
+pub fn router(state: AppState) -> Router {
+    let authenticated = Router::new()
+        .route("/v1/verifications", post(verifications::start))
+        .route("/v1/verifications/check", post(verifications::check))
+        .route("/v1/verifications/{id}", get(verifications::get))
+        .route("/v1/ops/queues", get(ops::queues))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    Router::new()
+        .merge(authenticated)
+        .route(webhooks::PATH, post(webhooks::twilio_status))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// A bound, ready-to-run API. Binding happens in [`Application::build`], so `API_LISTEN`
+/// may use port 0 and tests read the real port from [`Application::port`].
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(config: ApiConfig, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        let pool = common::db::pool(config.database_url.expose(), config.database_max_connections)?;
+        common::db::migrate_when_ready(&pool, shutdown).await?;
+        let publisher = Publisher::new(
+            config.amqp_url.expose(),
+            "verify-api",
+            config.topology.clone(),
+            config.publish_timeout,
+        );
+        // Connect now so the first request does not pay for it; an outage here is not fatal.
+        if let Err(e) = publisher.channel().await {
+            tracing::warn!(error = format!("{e:#}"), "RabbitMQ not reachable yet; will retry on demand");
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("Failed to listen on {}", config.listen))?;
+        let state = AppState::new(config, pool, publisher, common::observability::metrics_handle());
+        Ok(Self { listener, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Serves until `shutdown`, then lets in-flight requests finish within the grace period.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let grace = self.state.config.shutdown_grace;
+        tracing::info!(addr = %self.listener.local_addr()?, "verify-api listening");
+        let app = router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let stop = shutdown.clone();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            result = &mut server => return result.context("HTTP server failed"),
+            _ = shutdown.cancelled() => {}
+        }
+        match tokio::time::timeout(grace, server).await {
+            Ok(result) => result.context("HTTP server failed"),
+            Err(_) => {
+                tracing::warn!("in-flight requests did not finish within the grace period");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `verify-api`'s settings: one table for `--help` and for reading.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::broker::Topology;
+use common::code::CodeLength;
+use common::settings::{Env, Secret, Setting, SettingError, account_sid, log_format, public_base_url};
+
+pub const SETTINGS: &[Setting] = &[
+    Setting::with_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/verify", "PostgreSQL URL"),
+    Setting::with_default("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", "RabbitMQ URL (the vhost is part of it)"),
+    Setting::with_default("API_LISTEN", "127.0.0.1:8080", "HTTP listen address"),
+    Setting::required("API_KEYS", "comma-separated bearer tokens accepted on /v1/* (not on the webhook)"),
+    Setting::required("VERIFY_SECRET", "key of the HMAC that stores codes, at least 32 bytes; never logged"),
+    Setting::with_default("PUBLIC_BASE_URL", "http://127.0.0.1:8080", "the API's external URL; Twilio signs callbacks against it"),
+    Setting::required("TWILIO_ACCOUNT_SID", "AC + 32 hex digits"),
+    Setting::required("TWILIO_AUTH_TOKEN", "HMAC key of X-Twilio-Signature"),
+    Setting::with_default("CODE_LENGTH", "6", "digits in a code, 4 to 10"),
+    Setting::with_default("CODE_TTL_SECONDS", "600", "how long a code can be checked, 30 to 86400"),
+    Setting::with_default("MAX_CHECK_ATTEMPTS", "5", "wrong codes allowed per verification, 1 to 20"),
+    Setting::with_default("SEND_QUEUE", "sms.send", "name of the send queue; retry and dead-letter queues are named after it"),
+    Setting::with_default("PUBLISH_TIMEOUT_MS", "5000", "longest wait for RabbitMQ (connect, publisher confirm) before a 503"),
+    Setting::with_default("DATABASE_MAX_CONNECTIONS", "16", "PostgreSQL connections in the pool"),
+    Setting::with_default("SHUTDOWN_GRACE_SECONDS", "30", "longest wait for in-flight requests on SIGTERM"),
+    Setting::with_default("LOG_FORMAT", "auto", "json, text, or auto (json unless stderr is a terminal)"),
+];
+
+/// Everything `verify-api` reads at start, validated.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub database_url: Secret,
+    pub amqp_url: Secret,
+    pub listen: SocketAddr,
+    pub api_keys: Vec<Secret>,
+    pub verify_secret: Secret,
+    pub public_base_url: String,
+    pub twilio_account_sid: String,
+    pub twilio_auth_token: Secret,
+    pub code_length: CodeLength,
+    pub code_ttl: Duration,
+    pub max_check_attempts: i32,
+    pub topology: Topology,
+    pub publish_timeout: Duration,
+    pub database_max_connections: u32,
+    pub shutdown_grace: Duration,
+    pub log_format: String,
+}
+
+impl ApiConfig {
+    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
+        Ok(Self {
+            database_url: Secret::new(env.string("DATABASE_URL")?),
+            amqp_url: Secret::new(env.string("AMQP_URL")?),
+            listen: env.parse("API_LISTEN")?,
+            api_keys: api_keys(env)?,
+            verify_secret: verify_secret(env)?,
+            public_base_url: public_base_url(env)?,
+            twilio_account_sid: account_sid(env)?,
+            twilio_auth_token: Secret::new(env.string("TWILIO_AUTH_TOKEN")?),
+            code_length: CodeLength::new(env.number_in("CODE_LENGTH", CodeLength::MIN..=CodeLength::MAX)?)
+                .expect("range checked"),
+            code_ttl: Duration::from_secs(env.number_in("CODE_TTL_SECONDS", 30..=86_400)?),
+            max_check_attempts: env.number_in("MAX_CHECK_ATTEMPTS", 1..=20)?,
+            topology: Topology::new(&env.string("SEND_QUEUE")?)
+                .map_err(|e| SettingError::new("SEND_QUEUE", e))?,
+            publish_timeout: Duration::from_millis(env.number_in("PUBLISH_TIMEOUT_MS", 100..=60_000)?),
+            database_max_connections: env.number_in("DATABASE_MAX_CONNECTIONS", 1..=1000)?,
+            shutdown_grace: Duration::from_secs(env.number_in("SHUTDOWN_GRACE_SECONDS", 0..=3600)?),
+            log_format: log_format(env)?,
+        })
+    }
+}
+
+fn api_keys(env: &Env) -> Result<Vec<Secret>, SettingError> {
+    let keys: Vec<Secret> = env
+        .string("API_KEYS")?
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(Secret::new)
+        .collect();
+    if keys.is_empty() {
+        return Err(SettingError::new("API_KEYS", "needs at least one non-empty key"));
+    }
+    if keys.iter().any(|k| k.expose().len() < 16) {
+        return Err(SettingError::new("API_KEYS", "every key must be at least 16 characters"));
+    }
+    Ok(keys)
+}
+
+fn verify_secret(env: &Env) -> Result<Secret, SettingError> {
+    let secret = env.string("VERIFY_SECRET")?;
+    if secret.len() < 32 {
+        return Err(SettingError::new("VERIFY_SECRET", format!("must be at least 32 bytes, got {}", secret.len())));
+    }
+    Ok(Secret::new(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(extra: &[(&str, &str)]) -> Env {
+        let mut pairs = vec![
+            ("API_KEYS", "key-0123456789abcdef"),
+            ("VERIFY_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+        ];
+        pairs.extend_from_slice(extra);
+        Env::from_map(SETTINGS, pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = ApiConfig::from_env(&env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.code_length.digits(), 6);
+        assert_eq!(c.code_ttl, Duration::from_secs(600));
+        assert_eq!(c.max_check_attempts, 5);
+        assert_eq!(c.topology.send_queue(), "sms.send");
+        assert_eq!(c.public_base_url, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_short_verify_secret_is_refused_by_name() {
+        let err = ApiConfig::from_env(&env(&[("VERIFY_SECRET", "short")])).unwrap_err();
+        assert_eq!(err.name, "VERIFY_SECRET");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("CODE_LENGTH", "3"),
+            ("CODE_LENGTH", "six"),
+            ("API_LISTEN", "nowhere"),
+            ("TWILIO_ACCOUNT_SID", "AC123"),
+            ("PUBLIC_BASE_URL", "ftp://x"),
+            ("API_KEYS", " , "),
+            ("SEND_QUEUE", "amq.x"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            let err = ApiConfig::from_env(&env(&[(name, value)])).unwrap_err();
+            assert_eq!(err.name, name, "{name}={value}: {err}");
+        }
+    }
+}

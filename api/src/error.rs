@@ -1,0 +1,93 @@
+//! The one error type of the HTTP boundary. Every error answers
+//! `{"error": {"code", "message"}}`; 5xx bodies say nothing internal, the cause is logged once.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidPhoneNumber(String),
+    #[error("{0}")]
+    InvalidCode(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("the request signature is missing or wrong")]
+    InvalidSignature,
+    #[error("no such verification")]
+    VerificationNotFound,
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("request body is larger than 16 KiB")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    UnsupportedMediaType(&'static str),
+    #[error("the service is temporarily unavailable; try again")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::InvalidPhoneNumber(_) => (StatusCode::BAD_REQUEST, "invalid_phone_number"),
+            Self::InvalidCode(_) => (StatusCode::BAD_REQUEST, "invalid_code"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::InvalidSignature => (StatusCode::FORBIDDEN, "invalid_signature"),
+            Self::VerificationNotFound => (StatusCode::NOT_FOUND, "verification_not_found"),
+            Self::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    /// A database that cannot be reached is an outage (503); anything else is a bug (500).
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(e.into()),
+            sqlx::Error::Database(ref db) if db.code().is_some_and(|c| c.starts_with("57") || c.starts_with("08")) => {
+                Self::Unavailable(e.into())
+            }
+            _ => Self::Internal(e.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        match &self {
+            Self::Unavailable(cause) => tracing::warn!(error = format!("{cause:#}"), "answering 503"),
+            Self::Internal(cause) => tracing::error!(error = format!("{cause:#}"), "answering 500"),
+            _ => {}
+        }
+        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        let mut response = (status, body).into_response();
+        if matches!(self, Self::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if matches!(self, Self::Unavailable(_)) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,3 @@
+pub mod ops;
+pub mod verifications;
+pub mod webhooks;

@@ -1,0 +1,203 @@
+//! Starting, checking and reading verifications.
+
+use axum::extract::{Path, State, rejection::PathRejection};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use common::code::Code;
+use common::job::SendJob;
+use common::phone::PhoneNumber;
+use common::repo::{self, NewVerification, Verification};
+use common::status::{DeliveryStatus, VerificationStatus};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::StrictJson;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    phone_number: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    phone_number: String,
+    code: String,
+}
+
+/// The answer to a start.
+#[derive(Debug, Serialize)]
+pub struct Started {
+    id: Uuid,
+    phone_number: String,
+    status: VerificationStatus,
+    delivery_status: DeliveryStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+/// The answer to a check.
+#[derive(Debug, Serialize)]
+pub struct Checked {
+    id: Uuid,
+    phone_number: String,
+    status: VerificationStatus,
+    valid: bool,
+    attempts_remaining: i32,
+    delivery_status: DeliveryStatus,
+}
+
+/// A verification as `GET /v1/verifications/{id}` shows it.
+#[derive(Debug, Serialize)]
+pub struct VerificationView {
+    id: Uuid,
+    phone_number: String,
+    status: VerificationStatus,
+    delivery_status: DeliveryStatus,
+    check_attempts: i32,
+    send_attempts: i32,
+    provider_message_sid: Option<String>,
+    delivery_error_code: Option<i32>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+}
+
+impl From<Verification> for VerificationView {
+    fn from(v: Verification) -> Self {
+        Self {
+            id: v.id,
+            phone_number: v.phone_number,
+            status: v.status,
+            delivery_status: v.delivery_status,
+            check_attempts: v.check_attempts,
+            send_attempts: v.send_attempts,
+            provider_message_sid: v.provider_message_sid,
+            delivery_error_code: v.delivery_error_code,
+            created_at: v.created_at,
+            updated_at: v.updated_at,
+            expires_at: v.expires_at,
+        }
+    }
+}
+
+fn parse_phone(raw: &str) -> Result<PhoneNumber, ApiError> {
+    PhoneNumber::parse(raw).map_err(|e| ApiError::InvalidPhoneNumber(e.to_string()))
+}
+
+fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// `POST /v1/verifications`: store the verification, publish its send job, and answer 202
+/// only once the broker confirmed the job. A failed publish removes the verification again
+/// (503), so nothing is left pending without a job and no SMS goes out for a 503.
+/// Older pending verifications of the number are canceled only after the confirm, so a
+/// failed start leaves the previous code working.
+#[tracing::instrument(skip_all, fields(verification_id))]
+pub async fn start(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    StrictJson(req): StrictJson<StartRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let phone = parse_phone(&req.phone_number)?;
+    let id = Uuid::new_v4();
+    tracing::Span::current().record("verification_id", tracing::field::display(id));
+    let code = Code::generate(state.config.code_length);
+    let request_id = request_id(&headers);
+    let verification = repo::insert(
+        &state.pool,
+        &NewVerification {
+            id,
+            phone_number: phone.as_str(),
+            code_hmac: &state.hasher.digest(id, &code),
+            max_check_attempts: state.config.max_check_attempts,
+            ttl_seconds: state.config.code_ttl.as_secs() as i64,
+            request_id: request_id.as_deref(),
+        },
+    )
+    .await?;
+
+    let job = SendJob::new(id, code.expose().to_owned(), request_id);
+    if let Err(publish_error) = state.publisher.publish(&job).await {
+        if let Err(e) = repo::discard_unpublished(&state.pool, id).await {
+            tracing::error!(error = %e, "could not remove a verification whose job was not published");
+        }
+        return Err(ApiError::Unavailable(publish_error));
+    }
+    match repo::supersede_older(&state.pool, phone.as_str(), verification.seq).await {
+        Ok(n) if n > 0 => tracing::info!(canceled = n, "superseded older verifications"),
+        Ok(_) => {}
+        // The new verification stands (its job is confirmed); a check only ever looks at the
+        // newest pending one, so an older one left pending can no longer be approved.
+        Err(e) => tracing::warn!(error = %e, "could not cancel older verifications"),
+    }
+    metrics::counter!("verify_verifications_started_total").increment(1);
+    tracing::info!(phone = %phone.masked(), "verification started");
+    let body = Started {
+        id,
+        phone_number: verification.phone_number,
+        status: verification.status,
+        delivery_status: verification.delivery_status,
+        created_at: verification.created_at,
+        expires_at: verification.expires_at,
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+/// `POST /v1/verifications/check`: one attempt is counted before the comparison (see
+/// [`repo::reserve_check`]); the comparison of HMACs is constant-time.
+#[tracing::instrument(skip_all, fields(verification_id))]
+pub async fn check(State(state): State<AppState>, StrictJson(req): StrictJson<CheckRequest>) -> Result<Json<Checked>, ApiError> {
+    let phone = parse_phone(&req.phone_number)?;
+    let code = Code::parse(&req.code, state.config.code_length).map_err(|e| ApiError::InvalidCode(e.to_string()))?;
+    let Some(reserved) = repo::reserve_check(&state.pool, phone.as_str()).await? else {
+        metrics::counter!("verify_checks_total", "outcome" => "not_found").increment(1);
+        return Err(ApiError::VerificationNotFound);
+    };
+    tracing::Span::current().record("verification_id", tracing::field::display(reserved.id));
+    let remaining = reserved.max_check_attempts - reserved.check_attempts;
+    let valid = state.hasher.matches(reserved.id, &code, &reserved.code_hmac);
+    let (status, delivery_status) = if valid {
+        let v = repo::approve(&state.pool, reserved.id).await?;
+        // None: it expired, or a new start superseded it, between the two statements.
+        let v = v.ok_or(ApiError::VerificationNotFound)?;
+        (v.status, v.delivery_status)
+    } else if remaining == 0 {
+        let v = repo::exhaust(&state.pool, reserved.id).await?;
+        (VerificationStatus::MaxAttemptsReached, v.map_or(reserved.delivery_status, |v| v.delivery_status))
+    } else {
+        (VerificationStatus::Pending, reserved.delivery_status)
+    };
+    let outcome = if valid { "approved" } else if remaining == 0 { "max_attempts_reached" } else { "wrong_code" };
+    metrics::counter!("verify_checks_total", "outcome" => outcome).increment(1);
+    tracing::info!(outcome, attempts_remaining = remaining, "code checked");
+    Ok(Json(Checked {
+        id: reserved.id,
+        phone_number: phone.as_str().to_owned(),
+        status,
+        valid,
+        attempts_remaining: remaining,
+        delivery_status,
+    }))
+}
+
+/// `GET /v1/verifications/{id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<Json<VerificationView>, ApiError> {
+    let Path(id) = id.map_err(|_| ApiError::InvalidRequest("id must be a UUID".into()))?;
+    let verification = repo::find(&state.pool, id).await?.ok_or(ApiError::VerificationNotFound)?;
+    Ok(Json(verification.into()))
+}

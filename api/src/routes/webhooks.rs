@@ -1,0 +1,58 @@
+//! `POST /v1/webhooks/twilio/status`: Twilio's delivery status callbacks.
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State, rejection::BytesRejection};
+use axum::http::{HeaderMap, StatusCode, header::CONTENT_TYPE};
+use common::repo::{self, DeliveryTarget};
+use common::signature;
+use common::status::DeliveryStatus;
+
+use crate::error::ApiError;
+use crate::extract::bytes_rejection;
+use crate::state::AppState;
+
+pub const PATH: &str = "/v1/webhooks/twilio/status";
+
+/// Checks `X-Twilio-Signature` against `PUBLIC_BASE_URL` + path (+ query) and every form
+/// parameter, keeps the callback, and moves the delivery status forwards only. An unknown
+/// `MessageSid` is kept too (the worker may not have stored it yet) and answered 204.
+#[tracing::instrument(skip_all, fields(message_sid))]
+pub async fn twilio_status(
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = body.map_err(|e| bytes_rejection(&e))?;
+    let is_form = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Err(ApiError::UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded"));
+    }
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+        .map_err(|_| ApiError::InvalidRequest("body is not a valid form".into()))?;
+    let url = match uri.query() {
+        Some(q) => format!("{}{}?{q}", state.config.public_base_url, PATH),
+        None => format!("{}{}", state.config.public_base_url, PATH),
+    };
+    let given = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !signature::is_valid(state.config.twilio_auth_token.expose(), &url, &params, given) {
+        tracing::warn!("status callback with a missing or wrong signature refused");
+        return Err(ApiError::InvalidSignature);
+    }
+
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let (Some(sid), Some(status)) = (param("MessageSid"), param("MessageStatus")) else {
+        return Err(ApiError::InvalidRequest("MessageSid and MessageStatus are required".into()));
+    };
+    tracing::Span::current().record("message_sid", sid);
+    let error_code = param("ErrorCode").and_then(|c| c.parse::<i32>().ok());
+    repo::record_event(&state.pool, sid, status, error_code).await?;
+    if let Some(next) = DeliveryStatus::from_twilio(status) {
+        let changed = repo::advance_delivery(&state.pool, DeliveryTarget::MessageSid(sid), next, error_code).await?;
+        tracing::info!(status, changed, "status callback");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
