@@ -1,1 +1,63 @@
-pub fn x(){}
+//! `verify-worker`: consumes send jobs from RabbitMQ and sends each code by SMS through
+//! Twilio's REST API, retrying transient failures with exponential backoff and recording
+//! every attempt and the delivery status in PostgreSQL.
+
+pub mod config;
+mod consumer;
+mod http;
+pub mod retry;
+pub mod send;
+pub mod twilio;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{SETTINGS, WorkerConfig};
+
+/// A bound, ready-to-run worker (its health listener bound, so port 0 works in tests).
+pub struct Worker {
+    listener: TcpListener,
+    ctx: Arc<send::SendContext>,
+}
+
+impl Worker {
+    pub async fn build(config: WorkerConfig, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        let pool = common::db::pool(config.database_url.expose(), config.database_max_connections)?;
+        common::db::migrate_when_ready(&pool, shutdown).await?;
+        let twilio = twilio::TwilioClient::new(
+            &config.twilio_api_base,
+            &config.twilio_account_sid,
+            config.twilio_auth_token.clone(),
+            config.twilio_timeout,
+        )?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("Failed to listen on {}", config.listen))?;
+        Ok(Self { listener, ctx: Arc::new(send::SendContext { pool, twilio, config }) })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Consumes until `shutdown`, then finishes in-flight sends within the grace period.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let consuming = Arc::new(AtomicBool::new(false));
+        let health = http::router(http::HealthState {
+            pool: self.ctx.pool.clone(),
+            consuming: Arc::clone(&consuming),
+            metrics: common::observability::metrics_handle(),
+        });
+        let stop = shutdown.clone();
+        let server = axum::serve(self.listener, health).with_graceful_shutdown(async move { stop.cancelled().await });
+        let server = tokio::spawn(server.into_future());
+        let result = consumer::run(Arc::clone(&self.ctx), consuming, shutdown).await;
+        server.abort();
+        self.ctx.pool.close().await;
+        result
+    }
+}

@@ -1,0 +1,149 @@
+//! A small client for Twilio's Messages API: create a message, and list messages to learn
+//! whether an ambiguous create went out.
+
+use std::time::Duration;
+
+use common::settings::Secret;
+use serde::Deserialize;
+
+use crate::config::Sender;
+use crate::retry::CallOutcome;
+
+#[derive(Clone)]
+pub struct TwilioClient {
+    http: reqwest::Client,
+    base: String,
+    account_sid: String,
+    auth_token: Secret,
+}
+
+/// One SMS to create.
+pub struct NewMessage<'a> {
+    pub to: &'a str,
+    pub sender: &'a Sender,
+    pub body: &'a str,
+    pub status_callback: &'a str,
+    /// Seconds Twilio may keep it queued (1..=36000).
+    pub validity_period: u64,
+}
+
+/// What a create call returned.
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    pub outcome: CallOutcome,
+    /// The `SM…` sid on success.
+    pub sid: Option<String>,
+    pub error_message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    sid: String,
+}
+
+#[derive(Deserialize)]
+struct TwilioError {
+    code: Option<i32>,
+    message: Option<String>,
+}
+
+/// A message as the list endpoint shows it (only what the duplicate check needs).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ListedMessage {
+    pub sid: String,
+    pub to: Option<String>,
+    pub body: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MessagePage {
+    messages: Vec<ListedMessage>,
+}
+
+impl TwilioClient {
+    pub fn new(base: &str, account_sid: &str, auth_token: Secret, timeout: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(3)))
+            .user_agent(concat!("verify-worker/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { http, base: base.to_owned(), account_sid: account_sid.to_owned(), auth_token })
+    }
+
+    fn messages_url(&self) -> String {
+        format!("{}/2010-04-01/Accounts/{}/Messages.json", self.base, self.account_sid)
+    }
+
+    /// `POST …/Messages.json`. Never fails: every result is a [`CallOutcome`] for the policy.
+    pub async fn create_message(&self, msg: &NewMessage<'_>) -> CallResult {
+        let validity = msg.validity_period.to_string();
+        let mut form = vec![
+            ("To", msg.to),
+            ("Body", msg.body),
+            ("StatusCallback", msg.status_callback),
+            ("ValidityPeriod", validity.as_str()),
+        ];
+        match msg.sender {
+            Sender::From(from) => form.push(("From", from)),
+            Sender::MessagingService(sid) => form.push(("MessagingServiceSid", sid)),
+        }
+        let response = self
+            .http
+            .post(self.messages_url())
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            .form(&form)
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return transport_failure(&e),
+        };
+        let status = response.status().as_u16();
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return transport_failure(&e),
+        };
+        if status == 201 {
+            if let Ok(created) = serde_json::from_slice::<Created>(&body) {
+                return CallResult { outcome: CallOutcome::Created, sid: Some(created.sid), error_message: None };
+            }
+            // A 201 we cannot read: the message exists, but we do not know its sid.
+            return CallResult {
+                outcome: CallOutcome::NoAnswer { written: true },
+                sid: None,
+                error_message: Some("201 with an unreadable body".into()),
+            };
+        }
+        let error = serde_json::from_slice::<TwilioError>(&body).ok();
+        CallResult {
+            outcome: CallOutcome::Answered { http_status: status, twilio_code: error.as_ref().and_then(|e| e.code) },
+            sid: None,
+            error_message: error.and_then(|e| e.message).or_else(|| Some(format!("HTTP {status}"))),
+        }
+    }
+
+    /// `GET …/Messages.json?To=…&DateSent>=…`: messages sent to `to` since `date` (YYYY-MM-DD).
+    pub async fn list_messages(&self, to: &str, date: &str) -> anyhow::Result<Vec<ListedMessage>> {
+        let page: MessagePage = self
+            .http
+            .get(self.messages_url())
+            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+            .query(&[("To", to), ("DateSent>", date), ("PageSize", "100")])
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(page.messages)
+    }
+}
+
+fn transport_failure(e: &reqwest::Error) -> CallResult {
+    // Only a connection that was never made is certain not to have reached Twilio.
+    let written = !e.is_connect();
+    CallResult {
+        outcome: CallOutcome::NoAnswer { written },
+        sid: None,
+        error_message: Some(if e.is_timeout() { "timed out".into() } else { format!("transport error: {e}") }),
+    }
+}
