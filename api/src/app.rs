@@ -62,6 +62,15 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: ApiConfig, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("Failed to listen on {}", config.listen))?;
+        Self::with_listener(config, listener, shutdown).await
+    }
+
+    /// Like [`Application::build`] on a listener bound by the caller (tests bind first to
+    /// learn the port that `PUBLIC_BASE_URL` must name).
+    pub async fn with_listener(config: ApiConfig, listener: TcpListener, shutdown: &CancellationToken) -> anyhow::Result<Self> {
         let pool = common::db::pool(config.database_url.expose(), config.database_max_connections)?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         let publisher = Publisher::new(
@@ -74,9 +83,6 @@ impl Application {
         if let Err(e) = publisher.channel().await {
             tracing::warn!(error = format!("{e:#}"), "RabbitMQ not reachable yet; will retry on demand");
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("Failed to listen on {}", config.listen))?;
         let state = AppState::new(config, pool, publisher, common::observability::metrics_handle());
         Ok(Self { listener, state })
     }

@@ -1,0 +1,202 @@
+//! The fake's memory: messages received, faults to inject, how callbacks end.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// One fault to inject into the next create call (or drawn at random, see `fault_rate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// 429 / 20429: too many concurrent requests (never processed).
+    TooManyRequests,
+    /// 503 / 20503: service unavailable (never processed).
+    Unavailable,
+    /// 500 / 20500 without creating the message.
+    InternalError,
+    /// 500 / 20500 after the message was created (and will be delivered).
+    InternalErrorAfterCreate,
+    /// No answer until the client gives up, without creating the message.
+    Timeout,
+    /// No answer until the client gives up, after the message was created.
+    TimeoutAfterCreate,
+}
+
+/// How a message's status callbacks end.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct FinalStatus {
+    pub status: String,
+    pub error_code: Option<i32>,
+}
+
+/// A message the fake accepted.
+#[derive(Debug, Clone, Serialize)]
+pub struct SentMessage {
+    pub sid: String,
+    pub to: String,
+    pub from: Option<String>,
+    pub messaging_service_sid: Option<String>,
+    pub body: String,
+    pub status_callback: Option<String>,
+    pub validity_period: Option<u32>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub date_created: time::OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeConfig {
+    pub account_sid: String,
+    pub auth_token: String,
+    /// Post `sent` and `delivered` callbacks after each accepted message.
+    pub callbacks: bool,
+    /// Pause before each callback.
+    pub callback_delay: Duration,
+    /// How long an injected timeout holds the request.
+    pub timeout_hold: Duration,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        Self {
+            account_sid: "AC00000000000000000000000000000001".into(),
+            auth_token: "fake-auth-token".into(),
+            callbacks: true,
+            callback_delay: Duration::from_millis(20),
+            timeout_hold: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Memory {
+    pub messages: Vec<SentMessage>,
+    pub create_calls: u64,
+    pub faults: VecDeque<Fault>,
+    pub fault_rate: f64,
+    pub latency: Duration,
+    pub final_status: HashMap<String, FinalStatus>,
+    pub callbacks_sent: u64,
+}
+
+pub(crate) struct Shared {
+    pub config: FakeConfig,
+    pub memory: Mutex<Memory>,
+    pub http: reqwest::Client,
+    /// Woken whenever a message is accepted or a callback delivered.
+    pub changed: tokio::sync::Notify,
+}
+
+/// A running fake, bound to a port of 127.0.0.1; stops when dropped.
+pub struct FakeTwilio {
+    pub base_url: String,
+    pub(crate) shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl FakeTwilio {
+    /// Starts on a random port.
+    pub async fn start(config: FakeConfig) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the fake Twilio");
+        Self::serve(listener, config)
+    }
+
+    /// Serves on `listener` in the background.
+    pub fn serve(listener: TcpListener, config: FakeConfig) -> Self {
+        let base_url = format!("http://{}", listener.local_addr().expect("bound address"));
+        let shared = Arc::new(Shared {
+            config,
+            memory: Mutex::new(Memory::default()),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("http client"),
+            changed: tokio::sync::Notify::new(),
+        });
+        let stop = CancellationToken::new();
+        let app = super::handlers::router(Arc::clone(&shared));
+        let until = stop.clone();
+        tokio::spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(async move { until.cancelled().await });
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "fake Twilio stopped");
+            }
+        });
+        Self { base_url, shared, stop }
+    }
+
+    pub fn config(&self) -> &FakeConfig {
+        &self.shared.config
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.shared.memory.lock().expect("fake Twilio memory")
+    }
+
+    /// Every message accepted, oldest first.
+    pub fn messages(&self) -> Vec<SentMessage> {
+        self.memory().messages.clone()
+    }
+
+    pub fn messages_to(&self, to: &str) -> Vec<SentMessage> {
+        self.memory().messages.iter().filter(|m| m.to == to).cloned().collect()
+    }
+
+    /// Create calls received, whatever their answer.
+    pub fn create_calls(&self) -> u64 {
+        self.memory().create_calls
+    }
+
+    /// Status callbacks posted so far.
+    pub fn callbacks_sent(&self) -> u64 {
+        self.memory().callbacks_sent
+    }
+
+    /// Queues faults for the next create calls, in order.
+    pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.memory().faults.extend(faults);
+    }
+
+    /// Delay added to every create call.
+    pub fn set_latency(&self, latency: Duration) {
+        self.memory().latency = latency;
+    }
+
+    /// Fraction (0..1) of create calls that get a random 500, 503 or timeout.
+    pub fn set_fault_rate(&self, rate: f64) {
+        self.memory().fault_rate = rate;
+    }
+
+    /// Makes messages to `to` end in `status` (e.g. `undelivered` with 30003).
+    pub fn set_final_status(&self, to: &str, status: &str, error_code: Option<i32>) {
+        self.memory()
+            .final_status
+            .insert(to.to_owned(), FinalStatus { status: status.to_owned(), error_code });
+    }
+}
+
+impl FakeTwilio {
+    /// Waits until `done` holds (checked after every message and callback), or panics
+    /// after `limit`.
+    pub async fn wait_until(&self, limit: Duration, what: &str, mut done: impl FnMut(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.shared.changed.notified();
+            if done(self) {
+                return;
+            }
+            // Also wake on a timer: a condition may depend on state outside the fake.
+            let step = tokio::time::Instant::now() + Duration::from_millis(50);
+            if tokio::time::Instant::now() >= deadline {
+                panic!("timed out after {limit:?} waiting for {what}");
+            }
+            let _ = tokio::time::timeout_at(step.min(deadline), changed).await;
+        }
+    }
+}
+
+impl Drop for FakeTwilio {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,286 @@
+//! Starts the whole service for one test: its own PostgreSQL database, its own queue
+//! names, the fake Twilio on a random port, the API and (optionally) a worker in process.
+//!
+//! Tests need PostgreSQL and RabbitMQ and fail loudly, never skip, when either is missing.
+//! `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) names the
+//! server whose databases the tests create; `TEST_AMQP_URL` the broker.
+
+use std::time::Duration;
+
+use common::settings::Env;
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::fake_twilio::{FakeConfig, FakeTwilio};
+
+pub const API_KEY: &str = "test-key-0123456789abcdef";
+pub const VERIFY_SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+pub const FROM: &str = "+15005550006";
+
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// Settings that differ from the defaults for one test.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub start_worker: bool,
+    pub extra_env: Vec<(&'static str, String)>,
+    pub fake: FakeConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            start_worker: true,
+            extra_env: vec![
+                ("RETRY_INITIAL_MS", "20".into()),
+                ("RETRY_MAX_DELAY_MS", "200".into()),
+                ("TWILIO_TIMEOUT_MS", "1000".into()),
+                ("SHUTDOWN_GRACE_SECONDS", "5".into()),
+            ],
+            fake: FakeConfig { timeout_hold: Duration::from_secs(3), ..FakeConfig::default() },
+        }
+    }
+}
+
+impl Options {
+    pub fn env(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.extra_env.retain(|(n, _)| *n != name);
+        self.extra_env.push((name, value.into()));
+        self
+    }
+
+    pub fn without_worker(mut self) -> Self {
+        self.start_worker = false;
+        self
+    }
+}
+
+/// One running service, for one test.
+pub struct TestApp {
+    pub api_base: String,
+    pub http: reqwest::Client,
+    pub fake: FakeTwilio,
+    pub pool: PgPool,
+    pub queue: String,
+    pub database_name: String,
+    env: Vec<(String, String)>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+async fn create_database() -> (String, String) {
+    let admin = admin_database_url();
+    let mut conn = PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is required for these tests and is not reachable at {admin}: {e}"));
+    let name = format!("verify_test_{}", Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("creating the test database");
+    let url = match admin.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("TEST_DATABASE_URL must end with a database name"),
+    };
+    (name, url)
+}
+
+async fn check_broker() {
+    let url = amqp_url();
+    let conn = common::broker::connect(&url, "verify-tests")
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ is required for these tests and is not reachable at {url}: {e}"));
+    drop(conn.close(200, "ok".into()).await);
+}
+
+/// Logs through the test harness's capture, so only failing tests show them.
+fn init_test_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
+    drop(tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init());
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let (database_name, database_url) = create_database().await;
+    check_broker().await;
+    let fake = FakeTwilio::start(options.fake.clone()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the API");
+    let api_base = format!("http://{}", listener.local_addr().expect("API address"));
+    let queue = format!("test.{}.sms.send", Uuid::new_v4().simple());
+    let mut env: Vec<(String, String)> = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("AMQP_URL", &amqp_url()),
+        ("API_LISTEN", "127.0.0.1:0"),
+        ("WORKER_LISTEN", "127.0.0.1:0"),
+        ("API_KEYS", &format!("{API_KEY},second-key-0123456789")),
+        ("VERIFY_SECRET", VERIFY_SECRET),
+        ("PUBLIC_BASE_URL", &api_base),
+        ("TWILIO_ACCOUNT_SID", &options.fake.account_sid),
+        ("TWILIO_AUTH_TOKEN", &options.fake.auth_token),
+        ("TWILIO_FROM", FROM),
+        ("TWILIO_API_BASE", &fake.base_url),
+        ("SEND_QUEUE", &queue),
+        ("DATABASE_MAX_CONNECTIONS", "8"),
+        ("LOG_FORMAT", "text"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (name, value) in &options.extra_env {
+        env.retain(|(n, _)| n != name);
+        env.push((name.to_string(), value.clone()));
+    }
+    init_test_logging();
+
+    let shutdown = CancellationToken::new();
+    let api_config = verify_api::ApiConfig::from_env(&Env::from_map(verify_api::SETTINGS, env.clone()))
+        .expect("test API settings");
+    let api = verify_api::Application::with_listener(api_config, listener, &shutdown)
+        .await
+        .expect("building the API");
+    let pool = PgPool::connect(&database_url).await.expect("connecting to the test database");
+    let mut app = TestApp {
+        api_base,
+        http: reqwest::Client::new(),
+        fake,
+        pool,
+        queue,
+        database_name,
+        env,
+        tasks: vec![tokio::spawn(api.run(shutdown.clone()))],
+        shutdown,
+    };
+    if options.start_worker {
+        app.start_worker().await;
+    }
+    app
+}
+
+impl TestApp {
+    /// Starts one more worker in this process (each is a separate consumer).
+    pub async fn start_worker(&mut self) {
+        let config = verify_worker::WorkerConfig::from_env(&Env::from_map(verify_worker::SETTINGS, self.env.clone()))
+            .expect("test worker settings");
+        let worker = verify_worker::Worker::build(config, &self.shutdown).await.expect("building the worker");
+        self.tasks.push(tokio::spawn(worker.run(self.shutdown.clone())));
+    }
+
+    /// The settings this app runs with, for starting real processes against it.
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.api_base))
+            .bearer_auth(API_KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("calling the API")
+    }
+
+    pub async fn start(&self, phone: &str) -> reqwest::Response {
+        self.post_json("/v1/verifications", &json!({"phone_number": phone})).await
+    }
+
+    /// Starts a verification that must be accepted; returns its id.
+    pub async fn start_ok(&self, phone: &str) -> Uuid {
+        let response = self.start(phone).await;
+        assert_eq!(response.status(), 202, "start for {phone}");
+        let body: Value = response.json().await.expect("start body");
+        body["id"].as_str().and_then(|s| s.parse().ok()).expect("an id in the start body")
+    }
+
+    pub async fn check(&self, phone: &str, code: &str) -> reqwest::Response {
+        self.post_json("/v1/verifications/check", &json!({"phone_number": phone, "code": code})).await
+    }
+
+    pub async fn get_verification(&self, id: Uuid) -> Value {
+        let response = self
+            .http
+            .get(format!("{}/v1/verifications/{id}", self.api_base))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("calling the API");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("verification body")
+    }
+
+    /// Waits for the `n`-th SMS to `phone` and returns its code (the last run of digits).
+    pub async fn wait_for_code(&self, phone: &str, n: usize) -> String {
+        self.fake
+            .wait_until(Duration::from_secs(20), &format!("SMS #{n} to {phone}"), |f| f.messages_to(phone).len() >= n)
+            .await;
+        let body = self.fake.messages_to(phone)[n - 1].body.clone();
+        code_in(&body).unwrap_or_else(|| panic!("no code in {body:?}"))
+    }
+
+    /// Polls the API until the verification's field `field` equals `value`.
+    pub async fn wait_for_field(&self, id: Uuid, field: &str, value: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.get_verification(id).await;
+            if v[field] == value {
+                return v;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{field} of {id} never became {value}: {v}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Messages ready in a queue, from a passive declare.
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        let conn = common::broker::connect(&amqp_url(), "verify-tests").await.expect("broker");
+        let channel = conn.create_channel().await.expect("channel");
+        let depth = common::broker::queue_depths(&channel, &[queue.to_owned()]).await.expect("queue depth")[0].messages_ready;
+        drop(conn.close(200, "ok".into()).await);
+        depth
+    }
+
+    /// Stops the service, then removes this test's database and queues.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            match tokio::time::timeout(Duration::from_secs(15), task).await {
+                Ok(Ok(Ok(()))) => {}
+                other => panic!("a component did not stop cleanly: {other:?}"),
+            }
+        }
+        self.pool.close().await;
+        if let Ok(conn) = common::broker::connect(&amqp_url(), "verify-tests").await {
+            if let Ok(channel) = conn.create_channel().await {
+                for q in [self.queue.clone(), format!("{}.dead", self.queue)] {
+                    drop(channel.queue_delete(q.as_str().into(), Default::default()).await);
+                }
+            }
+            drop(conn.close(200, "ok".into()).await);
+        }
+        if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
+            let drop_db = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database_name);
+            drop(sqlx::query(sqlx::AssertSqlSafe(drop_db)).execute(&mut conn).await);
+        }
+    }
+}
+
+/// The code in an SMS body: its last run of digits.
+pub fn code_in(body: &str) -> Option<String> {
+    body.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).last().map(str::to_owned)
+}
