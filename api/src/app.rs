@@ -33,7 +33,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/verifications/check", post(verifications::check))
         .route("/v1/verifications/{id}", get(verifications::get))
         .route("/v1/ops/queues", get(ops::queues))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
     Router::new()
         .merge(authenticated)
         .route(webhooks::PATH, post(webhooks::twilio_status))
@@ -70,8 +73,15 @@ impl Application {
 
     /// Like [`Application::build`] on a listener bound by the caller (tests bind first to
     /// learn the port that `PUBLIC_BASE_URL` must name).
-    pub async fn with_listener(config: ApiConfig, listener: TcpListener, shutdown: &CancellationToken) -> anyhow::Result<Self> {
-        let pool = common::db::pool(config.database_url.expose(), config.database_max_connections)?;
+    pub async fn with_listener(
+        config: ApiConfig,
+        listener: TcpListener,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let pool = common::db::pool(
+            config.database_url.expose(),
+            config.database_max_connections,
+        )?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         let publisher = Publisher::new(
             config.amqp_url.expose(),
@@ -81,9 +91,17 @@ impl Application {
         );
         // Connect now so the first request does not pay for it; an outage here is not fatal.
         if let Err(e) = publisher.channel().await {
-            tracing::warn!(error = format!("{e:#}"), "RabbitMQ not reachable yet; will retry on demand");
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "RabbitMQ not reachable yet; will retry on demand"
+            );
         }
-        let state = AppState::new(config, pool, publisher, common::observability::metrics_handle());
+        let state = AppState::new(
+            config,
+            pool,
+            publisher,
+            common::observability::metrics_handle(),
+        );
         Ok(Self { listener, state })
     }
 
@@ -97,7 +115,8 @@ impl Application {
         tracing::info!(addr = %self.listener.local_addr()?, "verify-api listening");
         let app = router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let stop = shutdown.clone();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        let server = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
         let mut server = std::pin::pin!(server.into_future());
         tokio::select! {
             result = &mut server => return result.context("HTTP server failed"),

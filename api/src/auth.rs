@@ -8,7 +8,11 @@ use axum::response::Response;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_api_key(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let token = request
         .headers()
         .get(AUTHORIZATION)

@@ -5,25 +5,73 @@ use std::time::Duration;
 
 use common::broker::Topology;
 use common::code::CodeLength;
-use common::settings::{Env, Secret, Setting, SettingError, account_sid, log_format, public_base_url};
+use common::settings::{
+    Env, Secret, Setting, SettingError, account_sid, log_format, public_base_url,
+};
 
 pub const SETTINGS: &[Setting] = &[
-    Setting::with_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/verify", "PostgreSQL URL"),
-    Setting::with_default("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", "RabbitMQ URL (the vhost is part of it)"),
+    Setting::with_default(
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/verify",
+        "PostgreSQL URL",
+    ),
+    Setting::with_default(
+        "AMQP_URL",
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        "RabbitMQ URL (the vhost is part of it)",
+    ),
     Setting::with_default("API_LISTEN", "127.0.0.1:8080", "HTTP listen address"),
-    Setting::required("API_KEYS", "comma-separated bearer tokens accepted on /v1/* (not on the webhook)"),
-    Setting::required("VERIFY_SECRET", "key of the HMAC that stores codes, at least 32 bytes; never logged"),
-    Setting::with_default("PUBLIC_BASE_URL", "http://127.0.0.1:8080", "the API's external URL; Twilio signs callbacks against it"),
+    Setting::required(
+        "API_KEYS",
+        "comma-separated bearer tokens accepted on /v1/* (not on the webhook)",
+    ),
+    Setting::required(
+        "VERIFY_SECRET",
+        "key of the HMAC that stores codes, at least 32 bytes; never logged",
+    ),
+    Setting::with_default(
+        "PUBLIC_BASE_URL",
+        "http://127.0.0.1:8080",
+        "the API's external URL; Twilio signs callbacks against it",
+    ),
     Setting::required("TWILIO_ACCOUNT_SID", "AC + 32 hex digits"),
     Setting::required("TWILIO_AUTH_TOKEN", "HMAC key of X-Twilio-Signature"),
     Setting::with_default("CODE_LENGTH", "6", "digits in a code, 4 to 10"),
-    Setting::with_default("CODE_TTL_SECONDS", "600", "how long a code can be checked, 30 to 86400"),
-    Setting::with_default("MAX_CHECK_ATTEMPTS", "5", "wrong codes allowed per verification, 1 to 20"),
-    Setting::with_default("SEND_QUEUE", "sms.send", "name of the send queue; retry and dead-letter queues are named after it"),
-    Setting::with_default("PUBLISH_TIMEOUT_MS", "5000", "longest wait for RabbitMQ (connect, publisher confirm) before a 503"),
-    Setting::with_default("DATABASE_MAX_CONNECTIONS", "16", "PostgreSQL connections in the pool"),
-    Setting::with_default("SHUTDOWN_GRACE_SECONDS", "30", "longest wait for in-flight requests on SIGTERM"),
-    Setting::with_default("LOG_FORMAT", "auto", "json, text, or auto (json unless stderr is a terminal)"),
+    Setting::with_default(
+        "CODE_TTL_SECONDS",
+        "600",
+        "how long a code can be checked, 30 to 86400",
+    ),
+    Setting::with_default(
+        "MAX_CHECK_ATTEMPTS",
+        "5",
+        "wrong codes allowed per verification, 1 to 20",
+    ),
+    Setting::with_default(
+        "SEND_QUEUE",
+        "sms.send",
+        "name of the send queue; retry and dead-letter queues are named after it",
+    ),
+    Setting::with_default(
+        "PUBLISH_TIMEOUT_MS",
+        "5000",
+        "longest wait for RabbitMQ (connect, publisher confirm) before a 503",
+    ),
+    Setting::with_default(
+        "DATABASE_MAX_CONNECTIONS",
+        "16",
+        "PostgreSQL connections in the pool",
+    ),
+    Setting::with_default(
+        "SHUTDOWN_GRACE_SECONDS",
+        "30",
+        "longest wait for in-flight requests on SIGTERM",
+    ),
+    Setting::with_default(
+        "LOG_FORMAT",
+        "auto",
+        "json, text, or auto (json unless stderr is a terminal)",
+    ),
 ];
 
 /// Everything `verify-api` reads at start, validated.
@@ -58,13 +106,17 @@ impl ApiConfig {
             public_base_url: public_base_url(env)?,
             twilio_account_sid: account_sid(env)?,
             twilio_auth_token: Secret::new(env.string("TWILIO_AUTH_TOKEN")?),
-            code_length: CodeLength::new(env.number_in("CODE_LENGTH", CodeLength::MIN..=CodeLength::MAX)?)
-                .expect("range checked"),
+            code_length: CodeLength::new(
+                env.number_in("CODE_LENGTH", CodeLength::MIN..=CodeLength::MAX)?,
+            )
+            .expect("range checked"),
             code_ttl: Duration::from_secs(env.number_in("CODE_TTL_SECONDS", 30..=86_400)?),
             max_check_attempts: env.number_in("MAX_CHECK_ATTEMPTS", 1..=20)?,
             topology: Topology::new(&env.string("SEND_QUEUE")?)
                 .map_err(|e| SettingError::new("SEND_QUEUE", e))?,
-            publish_timeout: Duration::from_millis(env.number_in("PUBLISH_TIMEOUT_MS", 100..=60_000)?),
+            publish_timeout: Duration::from_millis(
+                env.number_in("PUBLISH_TIMEOUT_MS", 100..=60_000)?,
+            ),
             database_max_connections: env.number_in("DATABASE_MAX_CONNECTIONS", 1..=1000)?,
             shutdown_grace: Duration::from_secs(env.number_in("SHUTDOWN_GRACE_SECONDS", 0..=3600)?),
             log_format: log_format(env)?,
@@ -81,10 +133,16 @@ fn api_keys(env: &Env) -> Result<Vec<Secret>, SettingError> {
         .map(Secret::new)
         .collect();
     if keys.is_empty() {
-        return Err(SettingError::new("API_KEYS", "needs at least one non-empty key"));
+        return Err(SettingError::new(
+            "API_KEYS",
+            "needs at least one non-empty key",
+        ));
     }
     if keys.iter().any(|k| k.expose().len() < 16) {
-        return Err(SettingError::new("API_KEYS", "every key must be at least 16 characters"));
+        return Err(SettingError::new(
+            "API_KEYS",
+            "every key must be at least 16 characters",
+        ));
     }
     Ok(keys)
 }
@@ -92,7 +150,10 @@ fn api_keys(env: &Env) -> Result<Vec<Secret>, SettingError> {
 fn verify_secret(env: &Env) -> Result<Secret, SettingError> {
     let secret = env.string("VERIFY_SECRET")?;
     if secret.len() < 32 {
-        return Err(SettingError::new("VERIFY_SECRET", format!("must be at least 32 bytes, got {}", secret.len())));
+        return Err(SettingError::new(
+            "VERIFY_SECRET",
+            format!("must be at least 32 bytes, got {}", secret.len()),
+        ));
     }
     Ok(Secret::new(secret))
 }
@@ -109,7 +170,12 @@ mod tests {
             ("TWILIO_AUTH_TOKEN", "token"),
         ];
         pairs.extend_from_slice(extra);
-        Env::from_map(SETTINGS, pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Env::from_map(
+            SETTINGS,
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
     }
 
     #[test]

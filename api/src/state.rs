@@ -26,10 +26,22 @@ pub struct Inner {
 }
 
 impl AppState {
-    pub fn new(config: ApiConfig, pool: PgPool, publisher: Publisher, metrics: PrometheusHandle) -> Self {
+    pub fn new(
+        config: ApiConfig,
+        pool: PgPool,
+        publisher: Publisher,
+        metrics: PrometheusHandle,
+    ) -> Self {
         let api_key_digests = config.api_keys.iter().map(|k| digest(k.expose())).collect();
         let hasher = CodeHasher::new(config.verify_secret.clone());
-        Self(Arc::new(Inner { config, pool, publisher, hasher, metrics, api_key_digests }))
+        Self(Arc::new(Inner {
+            config,
+            pool,
+            publisher,
+            hasher,
+            metrics,
+            api_key_digests,
+        }))
     }
 
     /// Whether `token` is one of `API_KEYS`. Every key is compared, in constant time, so
@@ -39,7 +51,9 @@ impl AppState {
         let given = digest(token);
         self.api_key_digests
             .iter()
-            .fold(subtle::Choice::from(0), |found, key| found | key.ct_eq(&given))
+            .fold(subtle::Choice::from(0), |found, key| {
+                found | key.ct_eq(&given)
+            })
             .into()
     }
 }

@@ -25,9 +25,13 @@ impl Topology {
         let ok = !send_queue.is_empty()
             && send_queue.len() <= 200
             && !send_queue.starts_with("amq.")
-            && send_queue.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c));
+            && send_queue
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c));
         if ok {
-            Ok(Self { send_queue: send_queue.to_owned() })
+            Ok(Self {
+                send_queue: send_queue.to_owned(),
+            })
         } else {
             Err("must be 1 to 200 characters of letters, digits, '.', '_', '-' or ':', not starting with 'amq.'".into())
         }
@@ -62,13 +66,20 @@ impl Topology {
             )
             .await?;
         let mut send_args = quorum_arguments();
-        send_args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        send_args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
         send_args.insert(
             "x-dead-letter-routing-key".into(),
             AMQPValue::LongString(self.dead_letter_queue().as_str().into()),
         );
         channel
-            .queue_declare(self.send_queue.as_str().into(), QueueDeclareOptions::durable(), send_args)
+            .queue_declare(
+                self.send_queue.as_str().into(),
+                QueueDeclareOptions::durable(),
+                send_args,
+            )
             .await?;
         Ok(())
     }
@@ -76,14 +87,17 @@ impl Topology {
 
 fn quorum_arguments() -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     args
 }
 
 /// Opens one connection (each costs an OS thread in lapin: one per process is the rule).
 pub async fn connect(url: &str, connection_name: &str) -> lapin::Result<Connection> {
-    let props = ConnectionProperties::default()
-        .with_connection_name(LongString::from(connection_name));
+    let props =
+        ConnectionProperties::default().with_connection_name(LongString::from(connection_name));
     Connection::connect(url, props).await
 }
 
@@ -129,7 +143,13 @@ impl Publisher {
     /// `timeout` bounds every connect and every publish-until-confirm, so callers answer
     /// quickly during an outage instead of hanging.
     pub fn new(url: &str, name: &str, topology: Topology, timeout: Duration) -> Self {
-        Self { url: url.into(), name: name.into(), topology, timeout, link: Mutex::new(None) }
+        Self {
+            url: url.into(),
+            name: name.into(),
+            topology,
+            timeout,
+            link: Mutex::new(None),
+        }
     }
 
     pub fn topology(&self) -> &Topology {
@@ -140,10 +160,11 @@ impl Publisher {
     /// if there is none.
     pub async fn channel(&self) -> anyhow::Result<Channel> {
         let mut link = self.link.lock().await;
-        if let Some((conn, channel)) = link.as_ref() {
-            if conn.status().connected() && channel.status().connected() {
-                return Ok(channel.clone());
-            }
+        if let Some((conn, channel)) = link.as_ref()
+            && conn.status().connected()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
         }
         *link = None;
         let fresh = tokio::time::timeout(self.timeout, self.open())
@@ -155,9 +176,17 @@ impl Publisher {
     }
 
     async fn open(&self) -> anyhow::Result<(Connection, Channel)> {
-        let conn = connect(&self.url, &self.name).await.context("Failed to connect to RabbitMQ")?;
-        let channel = conn.create_channel().await.context("Failed to open a channel")?;
-        self.topology.declare(&channel).await.context("Failed to declare the queues")?;
+        let conn = connect(&self.url, &self.name)
+            .await
+            .context("Failed to connect to RabbitMQ")?;
+        let channel = conn
+            .create_channel()
+            .await
+            .context("Failed to open a channel")?;
+        self.topology
+            .declare(&channel)
+            .await
+            .context("Failed to declare the queues")?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -176,7 +205,10 @@ impl Publisher {
                     "".into(),
                     self.topology.send_queue().into(),
                     // mandatory: a message no queue would take comes back instead of vanishing.
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
                     &payload,
                     job_properties(job),
                 )
@@ -203,10 +235,13 @@ impl Publisher {
     /// Depth of every queue of the topology.
     pub async fn queue_depths(&self) -> anyhow::Result<Vec<QueueDepth>> {
         let channel = self.channel().await?;
-        tokio::time::timeout(self.timeout, queue_depths(&channel, &self.topology.queues()))
-            .await
-            .map_err(|_| anyhow!("timed out reading queue depths"))?
-            .context("Failed to read queue depths")
+        tokio::time::timeout(
+            self.timeout,
+            queue_depths(&channel, &self.topology.queues()),
+        )
+        .await
+        .map_err(|_| anyhow!("timed out reading queue depths"))?
+        .context("Failed to read queue depths")
     }
 }
 
@@ -226,7 +261,10 @@ mod tests {
     fn queue_names_derive_from_the_send_queue() {
         let t = Topology::new("sms.send").unwrap();
         assert_eq!(t.dead_letter_queue(), "sms.send.dead");
-        assert_eq!(t.queues(), vec!["sms.send".to_string(), "sms.send.dead".to_string()]);
+        assert_eq!(
+            t.queues(),
+            vec!["sms.send".to_string(), "sms.send.dead".to_string()]
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@ impl CodeLength {
     pub const MAX: u8 = 10;
 
     pub fn new(digits: u8) -> Option<Self> {
-        (Self::MIN..=Self::MAX).contains(&digits).then_some(Self(digits))
+        (Self::MIN..=Self::MAX)
+            .contains(&digits)
+            .then_some(Self(digits))
     }
 
     pub fn digits(self) -> usize {
@@ -142,7 +144,10 @@ mod tests {
                 .iter()
                 .map(|&c| (f64::from(c) - expected).powi(2) / expected)
                 .sum();
-            assert!(chi2 < 33.72, "digit position {pos} is not uniform: chi2 = {chi2}, {row:?}");
+            assert!(
+                chi2 < 33.72,
+                "digit position {pos} is not uniform: chi2 = {chi2}, {row:?}"
+            );
         }
     }
 

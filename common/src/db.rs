@@ -20,7 +20,10 @@ pub fn pool(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
 /// Applies pending migrations. sqlx takes an advisory lock, so processes starting together
 /// apply each migration once.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    crate::MIGRATOR.run(pool).await.context("Failed to apply database migrations")
+    crate::MIGRATOR
+        .run(pool)
+        .await
+        .context("Failed to apply database migrations")
 }
 
 /// Applies migrations, waiting for the database if it is not up yet (a process may start

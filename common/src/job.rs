@@ -38,7 +38,13 @@ pub enum JobError {
 
 impl SendJob {
     pub fn new(verification_id: Uuid, code: String, request_id: Option<String>) -> Self {
-        Self { v: JOB_VERSION, verification_id, code, request_id, attempt: 0 }
+        Self {
+            v: JOB_VERSION,
+            verification_id,
+            code,
+            request_id,
+            attempt: 0,
+        }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -80,7 +86,10 @@ mod tests {
 
     #[test]
     fn garbage_and_unknown_versions_are_refused() {
-        assert!(matches!(SendJob::from_bytes(b"{not json"), Err(JobError::Malformed(_))));
+        assert!(matches!(
+            SendJob::from_bytes(b"{not json"),
+            Err(JobError::Malformed(_))
+        ));
         let v2 = br#"{"v":2,"verification_id":"3f0c9a4e-0000-4000-8000-000000000000","code":"1"}"#;
         assert!(matches!(SendJob::from_bytes(v2), Err(JobError::Version(2))));
     }

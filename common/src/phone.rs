@@ -68,26 +68,50 @@ mod tests {
 
     #[test]
     fn a_valid_e164_number_is_accepted() {
-        assert_eq!(PhoneNumber::parse("+14155552671").unwrap().as_str(), "+14155552671");
+        assert_eq!(
+            PhoneNumber::parse("+14155552671").unwrap().as_str(),
+            "+14155552671"
+        );
         assert!(PhoneNumber::parse("+447911123456").is_ok());
     }
 
     #[test]
     fn numbers_not_in_e164_form_are_refused() {
-        for input in ["14155552671", "+1 415 555 2671", "+1415555267a", "+", "", "+0123456789", "+1234567890123456"] {
-            assert_eq!(PhoneNumber::parse(input), Err(PhoneError::NotE164), "{input}");
+        for input in [
+            "14155552671",
+            "+1 415 555 2671",
+            "+1415555267a",
+            "+",
+            "",
+            "+0123456789",
+            "+1234567890123456",
+        ] {
+            assert_eq!(
+                PhoneNumber::parse(input),
+                Err(PhoneError::NotE164),
+                "{input}"
+            );
         }
     }
 
     #[test]
     fn well_formed_but_impossible_numbers_are_refused() {
         assert_eq!(PhoneNumber::parse("+10005550000"), Err(PhoneError::Invalid));
-        assert_eq!(PhoneNumber::parse("+999123456789"), Err(PhoneError::Invalid));
+        assert_eq!(
+            PhoneNumber::parse("+999123456789"),
+            Err(PhoneError::Invalid)
+        );
     }
 
     #[test]
     fn masking_keeps_only_the_prefix_and_the_last_four_digits() {
-        assert_eq!(PhoneNumber::parse("+14155552671").unwrap().masked(), "+1415***2671");
-        assert_eq!(format!("{:?}", PhoneNumber::parse("+14155552671").unwrap()), "PhoneNumber(+1415***2671)");
+        assert_eq!(
+            PhoneNumber::parse("+14155552671").unwrap().masked(),
+            "+1415***2671"
+        );
+        assert_eq!(
+            format!("{:?}", PhoneNumber::parse("+14155552671").unwrap()),
+            "PhoneNumber(+1415***2671)"
+        );
     }
 }

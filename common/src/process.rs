@@ -8,7 +8,12 @@ use crate::settings::{Env, Setting, SettingError, help_text};
 
 /// Handles the command line shared by both binaries: `--help` prints every setting and
 /// exits 0; anything unexpected exits 2. Returns the remaining arguments (subcommands).
-pub fn parse_args(binary: &str, about: &str, settings: &[Setting], subcommands: &[&str]) -> Result<Vec<String>, ExitCode> {
+pub fn parse_args(
+    binary: &str,
+    about: &str,
+    settings: &[Setting],
+    subcommands: &[&str],
+) -> Result<Vec<String>, ExitCode> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
         print!("{}", help_text(binary, about, settings));
@@ -41,8 +46,9 @@ pub fn shutdown_on_signals() -> CancellationToken {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler");
             tokio::select! {
                 _ = ctrl_c => {},
                 _ = term.recv() => {},

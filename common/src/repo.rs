@@ -102,17 +102,22 @@ pub async fn insert(pool: &PgPool, new: &NewVerification<'_>) -> sqlx::Result<Ve
 /// Removes a verification whose send job never reached the broker, so nothing is left
 /// pending with no job. Only while its SMS is still `queued`.
 pub async fn discard_unpublished(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM verifications WHERE id = $1 AND delivery_status = 'queued'")
-        .bind(id)
-        .execute(pool)
-        .await?;
+    let done =
+        sqlx::query("DELETE FROM verifications WHERE id = $1 AND delivery_status = 'queued'")
+            .bind(id)
+            .execute(pool)
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Cancels every pending verification of `phone_number` older than `newer_seq`; their SMS,
 /// if still queued, becomes `canceled` so the worker skips it. One already past its expiry
 /// becomes `expired` instead.
-pub async fn supersede_older(pool: &PgPool, phone_number: &str, newer_seq: i64) -> sqlx::Result<u64> {
+pub async fn supersede_older(
+    pool: &PgPool,
+    phone_number: &str,
+    newer_seq: i64,
+) -> sqlx::Result<u64> {
     let done = sqlx::query(
         "UPDATE verifications SET \
            status = CASE WHEN expires_at <= now() THEN 'expired' ELSE 'canceled' END, \
@@ -129,10 +134,14 @@ pub async fn supersede_older(pool: &PgPool, phone_number: &str, newer_seq: i64) 
 }
 
 pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Verification>> {
-    let row = sqlx::query(concat!("SELECT ", columns!(), " FROM verifications WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM verifications WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     row.as_ref().map(Verification::from_row).transpose()
 }
 
@@ -151,7 +160,10 @@ pub struct ReservedCheck {
 /// before the code is compared. Counting first, in one statement, is what keeps parallel
 /// guesses from getting more than `max_check_attempts` comparisons: once the count is
 /// reached no further attempt is handed out. `None`: no verification can be checked.
-pub async fn reserve_check(pool: &PgPool, phone_number: &str) -> sqlx::Result<Option<ReservedCheck>> {
+pub async fn reserve_check(
+    pool: &PgPool,
+    phone_number: &str,
+) -> sqlx::Result<Option<ReservedCheck>> {
     let row = sqlx::query(
         "UPDATE verifications SET check_attempts = check_attempts + 1, updated_at = now() \
          WHERE id = (SELECT id FROM verifications WHERE phone_number = $1 AND status = 'pending' \
@@ -204,7 +216,11 @@ pub async fn exhaust(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Verificatio
 #[derive(Debug, Clone)]
 pub enum Claim {
     /// The send is ours: the row is now `sending`.
-    Claimed { phone_number: String, expires_at: OffsetDateTime, send_attempts: i32 },
+    Claimed {
+        phone_number: String,
+        expires_at: OffsetDateTime,
+        send_attempts: i32,
+    },
     /// Nothing to send: the verification is gone, superseded, expired, or already sent.
     Skip(Option<Verification>),
 }
@@ -354,7 +370,13 @@ pub async fn mark_submitted(pool: &PgPool, id: Uuid, message_sid: &str) -> sqlx:
     .await?;
     for (status, error_code) in events_for(pool, message_sid).await? {
         if let Some(next) = DeliveryStatus::from_twilio(&status) {
-            advance_delivery(pool, DeliveryTarget::MessageSid(message_sid), next, error_code).await?;
+            advance_delivery(
+                pool,
+                DeliveryTarget::MessageSid(message_sid),
+                next,
+                error_code,
+            )
+            .await?;
         }
     }
     Ok(done.rows_affected() == 1)
@@ -367,21 +389,27 @@ pub async fn record_event(
     message_status: &str,
     error_code: Option<i32>,
 ) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO delivery_events (message_sid, message_status, error_code) VALUES ($1, $2, $3)")
-        .bind(message_sid)
-        .bind(message_status)
-        .bind(error_code)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO delivery_events (message_sid, message_status, error_code) VALUES ($1, $2, $3)",
+    )
+    .bind(message_sid)
+    .bind(message_status)
+    .bind(error_code)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
 async fn events_for(pool: &PgPool, message_sid: &str) -> sqlx::Result<Vec<(String, Option<i32>)>> {
-    let rows = sqlx::query("SELECT message_status, error_code FROM delivery_events WHERE message_sid = $1 ORDER BY id")
-        .bind(message_sid)
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    let rows = sqlx::query(
+        "SELECT message_status, error_code FROM delivery_events WHERE message_sid = $1 ORDER BY id",
+    )
+    .bind(message_sid)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }
 
 /// Whether PostgreSQL answers (used by `/readyz`).
@@ -395,9 +423,18 @@ mod tests {
 
     #[test]
     fn only_failures_and_expiry_change_a_pending_verification() {
-        assert_eq!(verification_effect(DeliveryStatus::Failed), Some(VerificationStatus::Failed));
-        assert_eq!(verification_effect(DeliveryStatus::Undelivered), Some(VerificationStatus::Failed));
-        assert_eq!(verification_effect(DeliveryStatus::Expired), Some(VerificationStatus::Expired));
+        assert_eq!(
+            verification_effect(DeliveryStatus::Failed),
+            Some(VerificationStatus::Failed)
+        );
+        assert_eq!(
+            verification_effect(DeliveryStatus::Undelivered),
+            Some(VerificationStatus::Failed)
+        );
+        assert_eq!(
+            verification_effect(DeliveryStatus::Expired),
+            Some(VerificationStatus::Expired)
+        );
         assert_eq!(verification_effect(DeliveryStatus::Delivered), None);
         assert_eq!(verification_effect(DeliveryStatus::Canceled), None);
     }

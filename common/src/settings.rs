@@ -20,10 +20,22 @@ pub struct Setting {
 
 impl Setting {
     pub const fn required(name: &'static str, help: &'static str) -> Self {
-        Self { name, default: None, help }
+        Self {
+            name,
+            default: None,
+            help,
+        }
     }
-    pub const fn with_default(name: &'static str, default: &'static str, help: &'static str) -> Self {
-        Self { name, default: Some(default), help }
+    pub const fn with_default(
+        name: &'static str,
+        default: &'static str,
+        help: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            default: Some(default),
+            help,
+        }
     }
 }
 
@@ -37,7 +49,10 @@ pub struct SettingError {
 
 impl SettingError {
     pub fn new(name: &'static str, problem: impl Into<String>) -> Self {
-        Self { name, problem: problem.into() }
+        Self {
+            name,
+            problem: problem.into(),
+        }
     }
 }
 
@@ -110,7 +125,11 @@ impl Env {
         } else {
             Err(SettingError::new(
                 name,
-                format!("must be between {} and {}, got {value}", range.start(), range.end()),
+                format!(
+                    "must be between {} and {}, got {value}",
+                    range.start(),
+                    range.end()
+                ),
             ))
         }
     }
@@ -118,7 +137,9 @@ impl Env {
 
 /// The `--help` text: what the binary does, then every setting with its default.
 pub fn help_text(binary: &str, about: &str, settings: &[Setting]) -> String {
-    let mut out = format!("{binary}: {about}\n\nUsage: {binary} [--help]\n\nSettings (environment variables):\n");
+    let mut out = format!(
+        "{binary}: {about}\n\nUsage: {binary} [--help]\n\nSettings (environment variables):\n"
+    );
     for s in settings {
         let default = match s.default {
             None => "required".to_owned(),
@@ -153,7 +174,9 @@ impl fmt::Debug for Secret {
 pub fn public_base_url(env: &Env) -> Result<String, SettingError> {
     let raw = env.string("PUBLIC_BASE_URL")?;
     let trimmed = raw.trim_end_matches('/');
-    let rest = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://"));
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"));
     match rest {
         Some(rest) if !rest.is_empty() && !rest.contains(['?', '#', ' ']) => Ok(trimmed.to_owned()),
         _ => Err(SettingError::new(
@@ -167,7 +190,10 @@ pub fn public_base_url(env: &Env) -> Result<String, SettingError> {
 pub fn account_sid(env: &Env) -> Result<String, SettingError> {
     let sid = env.string("TWILIO_ACCOUNT_SID")?;
     if !crate::twilio_sid::is_sid(&sid, "AC") {
-        return Err(SettingError::new("TWILIO_ACCOUNT_SID", "must be AC followed by 32 hex digits"));
+        return Err(SettingError::new(
+            "TWILIO_ACCOUNT_SID",
+            "must be AC followed by 32 hex digits",
+        ));
     }
     Ok(sid)
 }
@@ -177,7 +203,10 @@ pub fn log_format(env: &Env) -> Result<String, SettingError> {
     let format = env.string("LOG_FORMAT")?;
     match format.as_str() {
         "auto" | "json" | "text" => Ok(format),
-        _ => Err(SettingError::new("LOG_FORMAT", "must be json, text or auto")),
+        _ => Err(SettingError::new(
+            "LOG_FORMAT",
+            "must be json, text or auto",
+        )),
     }
 }
 
@@ -191,7 +220,10 @@ mod tests {
     ];
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_map(SETTINGS, pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Env::from_map(
+            SETTINGS,
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
     }
 
     #[test]
@@ -207,13 +239,18 @@ mod tests {
 
     #[test]
     fn an_out_of_range_number_is_refused() {
-        let err = env(&[("COUNT", "11")]).number_in("COUNT", 4u32..=10).unwrap_err();
+        let err = env(&[("COUNT", "11")])
+            .number_in("COUNT", 4u32..=10)
+            .unwrap_err();
         assert_eq!(err.to_string(), "COUNT: must be between 4 and 10, got 11");
     }
 
     #[test]
     fn a_secret_does_not_print() {
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret([redacted])");
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret([redacted])"
+        );
     }
 
     #[test]

@@ -2,9 +2,7 @@
 
 /// Whether `sid` is `prefix` followed by 32 hex digits.
 pub fn is_sid(sid: &str, prefix: &str) -> bool {
-    sid.len() == 34
-        && sid.starts_with(prefix)
-        && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
+    sid.len() == 34 && sid.starts_with(prefix) && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[cfg(test)]

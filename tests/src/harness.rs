@@ -22,11 +22,13 @@ pub const VERIFY_SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 pub const FROM: &str = "+15005550006";
 
 pub fn admin_database_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// Settings that differ from the defaults for one test.
@@ -47,7 +49,10 @@ impl Default for Options {
                 ("TWILIO_TIMEOUT_MS", "1000".into()),
                 ("SHUTDOWN_GRACE_SECONDS", "5".into()),
             ],
-            fake: FakeConfig { timeout_hold: Duration::from_secs(3), ..FakeConfig::default() },
+            fake: FakeConfig {
+                timeout_hold: Duration::from_secs(3),
+                ..FakeConfig::default()
+            },
         }
     }
 }
@@ -80,9 +85,9 @@ pub struct TestApp {
 
 async fn create_database() -> (String, String) {
     let admin = admin_database_url();
-    let mut conn = PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is required for these tests and is not reachable at {admin}: {e}"));
+    let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is required for these tests and is not reachable at {admin}: {e}")
+    });
     let name = format!("verify_test_{}", Uuid::new_v4().simple());
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
@@ -99,7 +104,9 @@ async fn check_broker() {
     let url = amqp_url();
     let conn = common::broker::connect(&url, "verify-tests")
         .await
-        .unwrap_or_else(|e| panic!("RabbitMQ is required for these tests and is not reachable at {url}: {e}"));
+        .unwrap_or_else(|e| {
+            panic!("RabbitMQ is required for these tests and is not reachable at {url}: {e}")
+        });
     drop(conn.close(200, "ok".into()).await);
 }
 
@@ -107,7 +114,12 @@ async fn check_broker() {
 fn init_test_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
-    drop(tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init());
+    drop(
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init(),
+    );
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -118,7 +130,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let (database_name, database_url) = create_database().await;
     check_broker().await;
     let fake = FakeTwilio::start(options.fake.clone()).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the API");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding the API");
     let api_base = format!("http://{}", listener.local_addr().expect("API address"));
     let queue = format!("test.{}.sms.send", Uuid::new_v4().simple());
     let mut env: Vec<(String, String)> = [
@@ -147,12 +161,15 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     init_test_logging();
 
     let shutdown = CancellationToken::new();
-    let api_config = verify_api::ApiConfig::from_env(&Env::from_map(verify_api::SETTINGS, env.clone()))
-        .expect("test API settings");
+    let api_config =
+        verify_api::ApiConfig::from_env(&Env::from_map(verify_api::SETTINGS, env.clone()))
+            .expect("test API settings");
     let api = verify_api::Application::with_listener(api_config, listener, &shutdown)
         .await
         .expect("building the API");
-    let pool = PgPool::connect(&database_url).await.expect("connecting to the test database");
+    let pool = PgPool::connect(&database_url)
+        .await
+        .expect("connecting to the test database");
     let mut app = TestApp {
         api_base,
         http: reqwest::Client::new(),
@@ -173,10 +190,16 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 impl TestApp {
     /// Starts one more worker in this process (each is a separate consumer).
     pub async fn start_worker(&mut self) {
-        let config = verify_worker::WorkerConfig::from_env(&Env::from_map(verify_worker::SETTINGS, self.env.clone()))
-            .expect("test worker settings");
-        let worker = verify_worker::Worker::build(config, &self.shutdown).await.expect("building the worker");
-        self.tasks.push(tokio::spawn(worker.run(self.shutdown.clone())));
+        let config = verify_worker::WorkerConfig::from_env(&Env::from_map(
+            verify_worker::SETTINGS,
+            self.env.clone(),
+        ))
+        .expect("test worker settings");
+        let worker = verify_worker::Worker::build(config, &self.shutdown)
+            .await
+            .expect("building the worker");
+        self.tasks
+            .push(tokio::spawn(worker.run(self.shutdown.clone())));
     }
 
     /// The settings this app runs with, for starting real processes against it.
@@ -195,7 +218,8 @@ impl TestApp {
     }
 
     pub async fn start(&self, phone: &str) -> reqwest::Response {
-        self.post_json("/v1/verifications", &json!({"phone_number": phone})).await
+        self.post_json("/v1/verifications", &json!({"phone_number": phone}))
+            .await
     }
 
     /// Starts a verification that must be accepted; returns its id.
@@ -203,11 +227,18 @@ impl TestApp {
         let response = self.start(phone).await;
         assert_eq!(response.status(), 202, "start for {phone}");
         let body: Value = response.json().await.expect("start body");
-        body["id"].as_str().and_then(|s| s.parse().ok()).expect("an id in the start body")
+        body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("an id in the start body")
     }
 
     pub async fn check(&self, phone: &str, code: &str) -> reqwest::Response {
-        self.post_json("/v1/verifications/check", &json!({"phone_number": phone, "code": code})).await
+        self.post_json(
+            "/v1/verifications/check",
+            &json!({"phone_number": phone, "code": code}),
+        )
+        .await
     }
 
     pub async fn get_verification(&self, id: Uuid) -> Value {
@@ -225,7 +256,11 @@ impl TestApp {
     /// Waits for the `n`-th SMS to `phone` and returns its code (the last run of digits).
     pub async fn wait_for_code(&self, phone: &str, n: usize) -> String {
         self.fake
-            .wait_until(Duration::from_secs(20), &format!("SMS #{n} to {phone}"), |f| f.messages_to(phone).len() >= n)
+            .wait_until(
+                Duration::from_secs(20),
+                &format!("SMS #{n} to {phone}"),
+                |f| f.messages_to(phone).len() >= n,
+            )
             .await;
         let body = self.fake.messages_to(phone)[n - 1].body.clone();
         code_in(&body).unwrap_or_else(|| panic!("no code in {body:?}"))
@@ -248,9 +283,14 @@ impl TestApp {
 
     /// Messages ready in a queue, from a passive declare.
     pub async fn queue_depth(&self, queue: &str) -> u32 {
-        let conn = common::broker::connect(&amqp_url(), "verify-tests").await.expect("broker");
+        let conn = common::broker::connect(&amqp_url(), "verify-tests")
+            .await
+            .expect("broker");
         let channel = conn.create_channel().await.expect("channel");
-        let depth = common::broker::queue_depths(&channel, &[queue.to_owned()]).await.expect("queue depth")[0].messages_ready;
+        let depth = common::broker::queue_depths(&channel, &[queue.to_owned()])
+            .await
+            .expect("queue depth")[0]
+            .messages_ready;
         drop(conn.close(200, "ok".into()).await);
         depth
     }
@@ -268,19 +308,32 @@ impl TestApp {
         if let Ok(conn) = common::broker::connect(&amqp_url(), "verify-tests").await {
             if let Ok(channel) = conn.create_channel().await {
                 for q in [self.queue.clone(), format!("{}.dead", self.queue)] {
-                    drop(channel.queue_delete(q.as_str().into(), Default::default()).await);
+                    drop(
+                        channel
+                            .queue_delete(q.as_str().into(), Default::default())
+                            .await,
+                    );
                 }
             }
             drop(conn.close(200, "ok".into()).await);
         }
         if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
-            let drop_db = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database_name);
-            drop(sqlx::query(sqlx::AssertSqlSafe(drop_db)).execute(&mut conn).await);
+            let drop_db = format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.database_name
+            );
+            drop(
+                sqlx::query(sqlx::AssertSqlSafe(drop_db))
+                    .execute(&mut conn)
+                    .await,
+            );
         }
     }
 }
 
 /// The code in an SMS body: its last run of digits.
 pub fn code_in(body: &str) -> Option<String> {
-    body.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).last().map(str::to_owned)
+    body.rsplit(|c: char| !c.is_ascii_digit())
+        .find(|s| !s.is_empty())
+        .map(str::to_owned)
 }

@@ -5,32 +5,105 @@ use std::time::Duration;
 
 use common::broker::Topology;
 use common::phone::PhoneNumber;
-use common::settings::{Env, Secret, Setting, SettingError, account_sid, log_format, public_base_url};
+use common::settings::{
+    Env, Secret, Setting, SettingError, account_sid, log_format, public_base_url,
+};
 use common::twilio_sid::is_sid;
 
 use crate::retry::RetryPolicy;
 
 pub const SETTINGS: &[Setting] = &[
-    Setting::with_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/verify", "PostgreSQL URL"),
-    Setting::with_default("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", "RabbitMQ URL (the vhost is part of it)"),
-    Setting::with_default("WORKER_LISTEN", "127.0.0.1:9091", "address of the worker's /healthz, /readyz and /metrics"),
-    Setting::with_default("PUBLIC_BASE_URL", "http://127.0.0.1:8080", "the API's external URL; StatusCallback points at it"),
+    Setting::with_default(
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/verify",
+        "PostgreSQL URL",
+    ),
+    Setting::with_default(
+        "AMQP_URL",
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        "RabbitMQ URL (the vhost is part of it)",
+    ),
+    Setting::with_default(
+        "WORKER_LISTEN",
+        "127.0.0.1:9091",
+        "address of the worker's /healthz, /readyz and /metrics",
+    ),
+    Setting::with_default(
+        "PUBLIC_BASE_URL",
+        "http://127.0.0.1:8080",
+        "the API's external URL; StatusCallback points at it",
+    ),
     Setting::required("TWILIO_ACCOUNT_SID", "AC + 32 hex digits"),
-    Setting::required("TWILIO_AUTH_TOKEN", "Basic-auth password of Twilio's REST API"),
-    Setting::with_default("TWILIO_FROM", "", "sender number (E.164); this or TWILIO_MESSAGING_SERVICE_SID is required"),
-    Setting::with_default("TWILIO_MESSAGING_SERVICE_SID", "", "MG + 32 hex digits; used instead of TWILIO_FROM when set"),
-    Setting::with_default("TWILIO_API_BASE", "https://api.twilio.com", "where Twilio's Messages API lives"),
-    Setting::with_default("TWILIO_TIMEOUT_MS", "10000", "longest wait for one Twilio call"),
-    Setting::with_default("WORKER_CONCURRENCY", "64", "sends in flight per worker (RabbitMQ prefetch), 1 to 1000"),
-    Setting::with_default("SEND_MAX_ATTEMPTS", "5", "Twilio calls per verification before its delivery is failed, 1 to 20"),
-    Setting::with_default("SMS_TEMPLATE", "Your verification code is {code}", "message body; must contain {code}"),
-    Setting::with_default("SEND_QUEUE", "sms.send", "name of the send queue; retry and dead-letter queues are named after it"),
-    Setting::with_default("RETRY_INITIAL_MS", "500", "first retry delay after a transient Twilio error"),
-    Setting::with_default("RETRY_MULTIPLIER", "2.0", "growth of the retry delay per attempt, 1.0 to 10.0"),
+    Setting::required(
+        "TWILIO_AUTH_TOKEN",
+        "Basic-auth password of Twilio's REST API",
+    ),
+    Setting::with_default(
+        "TWILIO_FROM",
+        "",
+        "sender number (E.164); this or TWILIO_MESSAGING_SERVICE_SID is required",
+    ),
+    Setting::with_default(
+        "TWILIO_MESSAGING_SERVICE_SID",
+        "",
+        "MG + 32 hex digits; used instead of TWILIO_FROM when set",
+    ),
+    Setting::with_default(
+        "TWILIO_API_BASE",
+        "https://api.twilio.com",
+        "where Twilio's Messages API lives",
+    ),
+    Setting::with_default(
+        "TWILIO_TIMEOUT_MS",
+        "10000",
+        "longest wait for one Twilio call",
+    ),
+    Setting::with_default(
+        "WORKER_CONCURRENCY",
+        "64",
+        "sends in flight per worker (RabbitMQ prefetch), 1 to 1000",
+    ),
+    Setting::with_default(
+        "SEND_MAX_ATTEMPTS",
+        "5",
+        "Twilio calls per verification before its delivery is failed, 1 to 20",
+    ),
+    Setting::with_default(
+        "SMS_TEMPLATE",
+        "Your verification code is {code}",
+        "message body; must contain {code}",
+    ),
+    Setting::with_default(
+        "SEND_QUEUE",
+        "sms.send",
+        "name of the send queue; retry and dead-letter queues are named after it",
+    ),
+    Setting::with_default(
+        "RETRY_INITIAL_MS",
+        "500",
+        "first retry delay after a transient Twilio error",
+    ),
+    Setting::with_default(
+        "RETRY_MULTIPLIER",
+        "2.0",
+        "growth of the retry delay per attempt, 1.0 to 10.0",
+    ),
     Setting::with_default("RETRY_MAX_DELAY_MS", "10000", "longest retry delay"),
-    Setting::with_default("DATABASE_MAX_CONNECTIONS", "16", "PostgreSQL connections in the pool"),
-    Setting::with_default("SHUTDOWN_GRACE_SECONDS", "30", "longest wait for in-flight sends on SIGTERM"),
-    Setting::with_default("LOG_FORMAT", "auto", "json, text, or auto (json unless stderr is a terminal)"),
+    Setting::with_default(
+        "DATABASE_MAX_CONNECTIONS",
+        "16",
+        "PostgreSQL connections in the pool",
+    ),
+    Setting::with_default(
+        "SHUTDOWN_GRACE_SECONDS",
+        "30",
+        "longest wait for in-flight sends on SIGTERM",
+    ),
+    Setting::with_default(
+        "LOG_FORMAT",
+        "auto",
+        "json, text, or auto (json unless stderr is a terminal)",
+    ),
 ];
 
 /// Who the SMS is from.
@@ -74,15 +147,20 @@ impl WorkerConfig {
             twilio_auth_token: Secret::new(env.string("TWILIO_AUTH_TOKEN")?),
             sender: sender(env)?,
             twilio_api_base: api_base(env)?,
-            twilio_timeout: Duration::from_millis(env.number_in("TWILIO_TIMEOUT_MS", 100..=120_000)?),
+            twilio_timeout: Duration::from_millis(
+                env.number_in("TWILIO_TIMEOUT_MS", 100..=120_000)?,
+            ),
             concurrency: env.number_in("WORKER_CONCURRENCY", 1..=1000)?,
             max_attempts,
             sms_template: sms_template(env)?,
-            topology: Topology::new(&env.string("SEND_QUEUE")?).map_err(|e| SettingError::new("SEND_QUEUE", e))?,
+            topology: Topology::new(&env.string("SEND_QUEUE")?)
+                .map_err(|e| SettingError::new("SEND_QUEUE", e))?,
             retry: RetryPolicy {
                 initial: Duration::from_millis(env.number_in("RETRY_INITIAL_MS", 1..=600_000)?),
                 multiplier: env.number_in("RETRY_MULTIPLIER", 1.0..=10.0)?,
-                max_delay: Duration::from_millis(env.number_in("RETRY_MAX_DELAY_MS", 1..=3_600_000)?),
+                max_delay: Duration::from_millis(
+                    env.number_in("RETRY_MAX_DELAY_MS", 1..=3_600_000)?,
+                ),
             },
             database_max_connections: env.number_in("DATABASE_MAX_CONNECTIONS", 1..=1000)?,
             shutdown_grace: Duration::from_secs(env.number_in("SHUTDOWN_GRACE_SECONDS", 0..=3600)?),
@@ -94,12 +172,18 @@ impl WorkerConfig {
 fn sender(env: &Env) -> Result<Sender, SettingError> {
     if let Some(sid) = env.optional("TWILIO_MESSAGING_SERVICE_SID") {
         if !is_sid(&sid, "MG") {
-            return Err(SettingError::new("TWILIO_MESSAGING_SERVICE_SID", "must be MG followed by 32 hex digits"));
+            return Err(SettingError::new(
+                "TWILIO_MESSAGING_SERVICE_SID",
+                "must be MG followed by 32 hex digits",
+            ));
         }
         return Ok(Sender::MessagingService(sid));
     }
     let from = env.optional("TWILIO_FROM").ok_or_else(|| {
-        SettingError::new("TWILIO_FROM", "is required when TWILIO_MESSAGING_SERVICE_SID is not set")
+        SettingError::new(
+            "TWILIO_FROM",
+            "is required when TWILIO_MESSAGING_SERVICE_SID is not set",
+        )
     })?;
     PhoneNumber::parse(&from)
         .map(|p| Sender::From(p.as_str().to_owned()))
@@ -110,8 +194,13 @@ fn api_base(env: &Env) -> Result<String, SettingError> {
     let raw = env.string("TWILIO_API_BASE")?;
     let base = raw.trim_end_matches('/');
     match url::Url::parse(base) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(base.to_owned()),
-        _ => Err(SettingError::new("TWILIO_API_BASE", format!("must be an http(s) URL, got {raw:?}"))),
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(base.to_owned())
+        }
+        _ => Err(SettingError::new(
+            "TWILIO_API_BASE",
+            format!("must be an http(s) URL, got {raw:?}"),
+        )),
     }
 }
 
@@ -121,7 +210,10 @@ fn sms_template(env: &Env) -> Result<String, SettingError> {
         return Err(SettingError::new("SMS_TEMPLATE", "must contain {code}"));
     }
     if template.chars().count() > 1500 {
-        return Err(SettingError::new("SMS_TEMPLATE", "must be at most 1500 characters (Twilio takes 1600 with the code)"));
+        return Err(SettingError::new(
+            "SMS_TEMPLATE",
+            "must be at most 1500 characters (Twilio takes 1600 with the code)",
+        ));
     }
     Ok(template)
 }
@@ -137,7 +229,12 @@ mod tests {
             ("TWILIO_FROM", "+14155550100"),
         ];
         pairs.extend_from_slice(extra);
-        Env::from_map(SETTINGS, pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Env::from_map(
+            SETTINGS,
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
     }
 
     #[test]
@@ -153,7 +250,11 @@ mod tests {
 
     #[test]
     fn a_messaging_service_wins_over_a_from_number() {
-        let c = WorkerConfig::from_env(&env(&[("TWILIO_MESSAGING_SERVICE_SID", "MG0123456789abcdef0123456789abcdef")])).unwrap();
+        let c = WorkerConfig::from_env(&env(&[(
+            "TWILIO_MESSAGING_SERVICE_SID",
+            "MG0123456789abcdef0123456789abcdef",
+        )]))
+        .unwrap();
         assert!(matches!(c.sender, Sender::MessagingService(_)));
     }
 
@@ -177,9 +278,15 @@ mod tests {
     fn a_sender_is_required() {
         let env = Env::from_map(
             SETTINGS,
-            [("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"), ("TWILIO_AUTH_TOKEN", "t")]
-                .map(|(k, v)| (k.to_string(), v.to_string())),
+            [
+                ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+                ("TWILIO_AUTH_TOKEN", "t"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        assert_eq!(WorkerConfig::from_env(&env).unwrap_err().name, "TWILIO_FROM");
+        assert_eq!(
+            WorkerConfig::from_env(&env).unwrap_err().name,
+            "TWILIO_FROM"
+        );
     }
 }

@@ -7,11 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use common::job::SendJob;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
+};
 use lapin::types::FieldTable;
-use common::job::SendJob;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,14 +26,22 @@ const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
 
 /// Consumes until `shutdown`, reconnecting with capped exponential backoff after any
 /// connection or channel failure. `connected` tells `/readyz` whether a consumer is live.
-pub async fn run(ctx: Arc<SendContext>, connected: Arc<AtomicBool>, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    ctx: Arc<SendContext>,
+    connected: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
         match session(&ctx, &connected, &shutdown).await {
             Ok(()) => break,
             Err(e) => {
                 connected.store(false, Ordering::Relaxed);
-                tracing::warn!(error = format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "RabbitMQ session ended; reconnecting");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "RabbitMQ session ended; reconnecting"
+                );
             }
         }
         tokio::select! {
@@ -44,13 +55,24 @@ pub async fn run(ctx: Arc<SendContext>, connected: Arc<AtomicBool>, shutdown: Ca
 }
 
 /// One connection's life. `Ok` only after a clean shutdown.
-async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn session(
+    ctx: &Arc<SendContext>,
+    connected: &AtomicBool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let config = &ctx.config;
     let conn = common::broker::connect(config.amqp_url.expose(), "verify-worker")
         .await
         .context("Failed to connect to RabbitMQ")?;
-    let channel = conn.create_channel().await.context("Failed to open a channel")?;
-    config.topology.declare(&channel).await.context("Failed to declare the queues")?;
+    let channel = conn
+        .create_channel()
+        .await
+        .context("Failed to open a channel")?;
+    config
+        .topology
+        .declare(&channel)
+        .await
+        .context("Failed to declare the queues")?;
     channel
         .basic_qos(config.concurrency, BasicQosOptions::default())
         .await
@@ -65,7 +87,11 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
         .await
         .context("Failed to start consuming")?;
     connected.store(true, Ordering::Relaxed);
-    tracing::info!(queue = config.topology.send_queue(), prefetch = config.concurrency, "consuming");
+    tracing::info!(
+        queue = config.topology.send_queue(),
+        prefetch = config.concurrency,
+        "consuming"
+    );
 
     let in_flight = TaskTracker::new();
     let ended = loop {
@@ -85,13 +111,22 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
     if ended.is_ok() {
         // Stop taking new jobs, then let in-flight sends finish within the grace period;
         // whatever is still unacked when the connection closes goes back to the queue.
-        if let Err(e) = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await {
+        if let Err(e) = channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await
+        {
             tracing::warn!(error = %e, "could not cancel the consumer");
         }
     }
     in_flight.close();
-    if tokio::time::timeout(config.shutdown_grace, in_flight.wait()).await.is_err() {
-        tracing::warn!(in_flight = in_flight.len(), "sends still running at the end of the grace period; they will be redelivered");
+    if tokio::time::timeout(config.shutdown_grace, in_flight.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = in_flight.len(),
+            "sends still running at the end of the grace period; they will be redelivered"
+        );
     }
     if let Err(e) = conn.close(200, "worker stopping".into()).await {
         tracing::debug!(error = %e, "closing the connection");
@@ -123,7 +158,13 @@ async fn handle(ctx: &SendContext, delivery: Delivery) {
         Err(e) => {
             tracing::warn!(verification_id = %job.verification_id, error = format!("{e:#}"), "job failed; returning it to the queue");
             tokio::time::sleep(REQUEUE_PAUSE).await;
-            if let Err(e) = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await {
+            if let Err(e) = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+            {
                 tracing::warn!(error = %e, "could not requeue a message");
             }
         }

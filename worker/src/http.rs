@@ -22,7 +22,10 @@ pub struct HealthState {
 
 pub fn router(state: HealthState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -35,11 +38,21 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
         .unwrap_or(false);
     let broker = state.consuming.load(Ordering::Relaxed);
     let word = |up: bool| if up { "up" } else { "down" };
-    let status = if database && broker { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(json!({"database": word(database), "broker": word(broker)})))
+    let status = if database && broker {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({"database": word(database), "broker": word(broker)})),
+    )
 }
 
 async fn metrics(State(state): State<HealthState>) -> impl IntoResponse {
     state.metrics.run_upkeep();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }

@@ -16,7 +16,10 @@ pub enum CallOutcome {
     /// HTTP 201.
     Created,
     /// Any other HTTP answer, with Twilio's error code when the body had one.
-    Answered { http_status: u16, twilio_code: Option<i32> },
+    Answered {
+        http_status: u16,
+        twilio_code: Option<i32>,
+    },
     /// No HTTP answer. `written`: the request may have reached Twilio (a timeout, a reset
     /// mid-response) as opposed to a connection that was never made.
     NoAnswer { written: bool },
@@ -53,9 +56,18 @@ pub fn classify(outcome: CallOutcome) -> Decision {
         CallOutcome::Created => Decision::Success,
         CallOutcome::NoAnswer { written: false } => Decision::Retry,
         CallOutcome::NoAnswer { written: true } => Decision::Ambiguous,
-        CallOutcome::Answered { twilio_code: Some(code), .. } if RETRYABLE_CODES.contains(&code) => Decision::Retry,
-        CallOutcome::Answered { http_status: 429 | 503, .. } => Decision::Retry,
-        CallOutcome::Answered { http_status: 400..=499, .. } => Decision::Permanent,
+        CallOutcome::Answered {
+            twilio_code: Some(code),
+            ..
+        } if RETRYABLE_CODES.contains(&code) => Decision::Retry,
+        CallOutcome::Answered {
+            http_status: 429 | 503,
+            ..
+        } => Decision::Retry,
+        CallOutcome::Answered {
+            http_status: 400..=499,
+            ..
+        } => Decision::Permanent,
         // 500, 502, 504 and anything unexpected (a 200 instead of 201, a redirect): the
         // message may exist.
         CallOutcome::Answered { .. } => Decision::Ambiguous,
@@ -96,7 +108,10 @@ mod tests {
     use CallOutcome::*;
 
     fn answered(http_status: u16, code: i32) -> CallOutcome {
-        Answered { http_status, twilio_code: Some(code) }
+        Answered {
+            http_status,
+            twilio_code: Some(code),
+        }
     }
 
     /// The table of ../shared/twilio/FACTS.md, row by row.
@@ -119,11 +134,41 @@ mod tests {
             (answered(400, 21611), Decision::Retry),
             (NoAnswer { written: false }, Decision::Retry),
             (NoAnswer { written: true }, Decision::Ambiguous),
-            (Answered { http_status: 429, twilio_code: None }, Decision::Retry),
-            (Answered { http_status: 503, twilio_code: None }, Decision::Retry),
-            (Answered { http_status: 502, twilio_code: None }, Decision::Ambiguous),
-            (Answered { http_status: 404, twilio_code: Some(20404) }, Decision::Permanent),
-            (Answered { http_status: 200, twilio_code: None }, Decision::Ambiguous),
+            (
+                Answered {
+                    http_status: 429,
+                    twilio_code: None,
+                },
+                Decision::Retry,
+            ),
+            (
+                Answered {
+                    http_status: 503,
+                    twilio_code: None,
+                },
+                Decision::Retry,
+            ),
+            (
+                Answered {
+                    http_status: 502,
+                    twilio_code: None,
+                },
+                Decision::Ambiguous,
+            ),
+            (
+                Answered {
+                    http_status: 404,
+                    twilio_code: Some(20404),
+                },
+                Decision::Permanent,
+            ),
+            (
+                Answered {
+                    http_status: 200,
+                    twilio_code: None,
+                },
+                Decision::Ambiguous,
+            ),
         ];
         for (outcome, expected) in table {
             assert_eq!(classify(outcome), expected, "{outcome:?}");

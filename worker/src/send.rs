@@ -21,11 +21,15 @@ use crate::twilio::{CallResult, NewMessage, TwilioClient};
 /// What became of a job. Every variant is final: the job is acked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
-    Submitted { sid: String },
+    Submitted {
+        sid: String,
+    },
     /// Nothing was sent, on purpose (superseded, expired, already sent, unknown).
     Skipped(&'static str),
     /// Twilio refused for good, or the attempts ran out.
-    Failed { twilio_code: Option<i32> },
+    Failed {
+        twilio_code: Option<i32>,
+    },
 }
 
 /// What the send step needs, shared by all in-flight sends of a worker.
@@ -53,7 +57,11 @@ impl SendContext {
     pub async fn process(&self, job: &SendJob) -> anyhow::Result<JobOutcome> {
         let id = job.verification_id;
         let (phone, expires_at, previous_attempts) = match repo::claim_send(&self.pool, id).await? {
-            Claim::Claimed { phone_number, expires_at, send_attempts } => (phone_number, expires_at, send_attempts),
+            Claim::Claimed {
+                phone_number,
+                expires_at,
+                send_attempts,
+            } => (phone_number, expires_at, send_attempts),
             Claim::Skip(found) => return self.skip(id, found).await,
         };
         if previous_attempts > 0 {
@@ -71,7 +79,13 @@ impl SendContext {
             attempt += 1;
             let remaining = (expires_at - OffsetDateTime::now_utc()).whole_seconds();
             if remaining < MIN_USEFUL_SECONDS {
-                repo::advance_delivery(&self.pool, DeliveryTarget::Id(id), DeliveryStatus::Expired, None).await?;
+                repo::advance_delivery(
+                    &self.pool,
+                    DeliveryTarget::Id(id),
+                    DeliveryStatus::Expired,
+                    None,
+                )
+                .await?;
                 return Ok(JobOutcome::Skipped("expired before it could be sent"));
             }
             let started_at = OffsetDateTime::now_utc();
@@ -87,12 +101,13 @@ impl SendContext {
                 .await;
             let mut decision = classify(result.outcome);
             let mut sid = result.sid.clone();
-            if decision == Decision::Ambiguous {
-                if let Some(found) = self.find_sent(&phone, &job.code).await {
-                    (decision, sid) = (Decision::Success, Some(found));
-                }
+            if decision == Decision::Ambiguous
+                && let Some(found) = self.find_sent(&phone, &job.code).await
+            {
+                (decision, sid) = (Decision::Success, Some(found));
             }
-            self.record(id, attempt, started_at, decision, &result, sid.as_deref()).await?;
+            self.record(id, attempt, started_at, decision, &result, sid.as_deref())
+                .await?;
             tracing::info!(attempt, outcome = decision.as_str(), to = %mask(&phone), "twilio call");
             match (decision, sid) {
                 (Decision::Success, Some(sid)) => {
@@ -100,10 +115,15 @@ impl SendContext {
                     return Ok(JobOutcome::Submitted { sid });
                 }
                 (Decision::Permanent, _) => return self.fail(id, twilio_code(&result)).await,
-                _ if attempt >= self.config.max_attempts as i32 => return self.fail(id, twilio_code(&result)).await,
+                _ if attempt >= self.config.max_attempts as i32 => {
+                    return self.fail(id, twilio_code(&result)).await;
+                }
                 _ => {
-                    let delay = schedule.next_backoff().unwrap_or(self.config.retry.max_delay);
-                    tokio::time::sleep(delay.min(Duration::from_secs(remaining.max(0) as u64))).await;
+                    let delay = schedule
+                        .next_backoff()
+                        .unwrap_or(self.config.retry.max_delay);
+                    tokio::time::sleep(delay.min(Duration::from_secs(remaining.max(0) as u64)))
+                        .await;
                 }
             }
         }
@@ -140,12 +160,22 @@ impl SendContext {
     }
 
     async fn fail(&self, id: Uuid, twilio_code: Option<i32>) -> anyhow::Result<JobOutcome> {
-        repo::advance_delivery(&self.pool, DeliveryTarget::Id(id), DeliveryStatus::Failed, twilio_code).await?;
+        repo::advance_delivery(
+            &self.pool,
+            DeliveryTarget::Id(id),
+            DeliveryStatus::Failed,
+            twilio_code,
+        )
+        .await?;
         Ok(JobOutcome::Failed { twilio_code })
     }
 
     /// Records why a job that could not be claimed is not sent.
-    async fn skip(&self, id: Uuid, found: Option<repo::Verification>) -> anyhow::Result<JobOutcome> {
+    async fn skip(
+        &self,
+        id: Uuid,
+        found: Option<repo::Verification>,
+    ) -> anyhow::Result<JobOutcome> {
         let Some(v) = found else {
             return Ok(JobOutcome::Skipped("no such verification"));
         };
@@ -163,12 +193,17 @@ impl SendContext {
     /// Looks for a message with this job's code sent to `phone` today or yesterday (UTC):
     /// the answer to "did the ambiguous call go out?". Any failure to ask counts as "no".
     async fn find_sent(&self, phone: &str, code: &str) -> Option<String> {
-        let since = (OffsetDateTime::now_utc() - time::Duration::days(1)).date().to_string();
+        let since = (OffsetDateTime::now_utc() - time::Duration::days(1))
+            .date()
+            .to_string();
         let body = self.body(code);
         match self.twilio.list_messages(phone, &since).await {
             Ok(messages) => messages
                 .into_iter()
-                .find(|m| m.body.as_deref() == Some(body.as_str()) && m.to.as_deref().is_none_or(|to| to == phone))
+                .find(|m| {
+                    m.body.as_deref() == Some(body.as_str())
+                        && m.to.as_deref().is_none_or(|to| to == phone)
+                })
                 .map(|m| m.sid),
             Err(e) => {
                 tracing::warn!(error = %e, "could not list messages to settle an ambiguous send");

@@ -61,17 +61,30 @@ struct MessagePage {
 }
 
 impl TwilioClient {
-    pub fn new(base: &str, account_sid: &str, auth_token: Secret, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        base: &str,
+        account_sid: &str,
+        auth_token: Secret,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
             .user_agent(concat!("verify-worker/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { http, base: base.to_owned(), account_sid: account_sid.to_owned(), auth_token })
+        Ok(Self {
+            http,
+            base: base.to_owned(),
+            account_sid: account_sid.to_owned(),
+            auth_token,
+        })
     }
 
     fn messages_url(&self) -> String {
-        format!("{}/2010-04-01/Accounts/{}/Messages.json", self.base, self.account_sid)
+        format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            self.base, self.account_sid
+        )
     }
 
     /// `POST …/Messages.json`. Never fails: every result is a [`CallOutcome`] for the policy.
@@ -105,7 +118,11 @@ impl TwilioClient {
         };
         if status == 201 {
             if let Ok(created) = serde_json::from_slice::<Created>(&body) {
-                return CallResult { outcome: CallOutcome::Created, sid: Some(created.sid), error_message: None };
+                return CallResult {
+                    outcome: CallOutcome::Created,
+                    sid: Some(created.sid),
+                    error_message: None,
+                };
             }
             // A 201 we cannot read: the message exists, but we do not know its sid.
             return CallResult {
@@ -116,9 +133,14 @@ impl TwilioClient {
         }
         let error = serde_json::from_slice::<TwilioError>(&body).ok();
         CallResult {
-            outcome: CallOutcome::Answered { http_status: status, twilio_code: error.as_ref().and_then(|e| e.code) },
+            outcome: CallOutcome::Answered {
+                http_status: status,
+                twilio_code: error.as_ref().and_then(|e| e.code),
+            },
             sid: None,
-            error_message: error.and_then(|e| e.message).or_else(|| Some(format!("HTTP {status}"))),
+            error_message: error
+                .and_then(|e| e.message)
+                .or_else(|| Some(format!("HTTP {status}"))),
         }
     }
 
@@ -144,6 +166,10 @@ fn transport_failure(e: &reqwest::Error) -> CallResult {
     CallResult {
         outcome: CallOutcome::NoAnswer { written },
         sid: None,
-        error_message: Some(if e.is_timeout() { "timed out".into() } else { format!("transport error: {e}") }),
+        error_message: Some(if e.is_timeout() {
+            "timed out".into()
+        } else {
+            format!("transport error: {e}")
+        }),
     }
 }

@@ -28,13 +28,23 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     );
     let up = |r: Result<bool, _>| if r.unwrap_or(false) { "up" } else { "down" };
     let (database, broker) = (up(database), up(broker));
-    let status = if database == "up" && broker == "up" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"database": database, "broker": broker})))
+    let status = if database == "up" && broker == "up" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"database": database, "broker": broker})),
+    )
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.run_upkeep();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 #[derive(Serialize)]
@@ -44,6 +54,10 @@ pub struct Queues {
 
 /// `GET /v1/ops/queues`: ready messages and consumers of every queue of the topology.
 pub async fn queues(State(state): State<AppState>) -> Result<Json<Queues>, ApiError> {
-    let queues = state.publisher.queue_depths().await.map_err(ApiError::Unavailable)?;
+    let queues = state
+        .publisher
+        .queue_depths()
+        .await
+        .map_err(ApiError::Unavailable)?;
     Ok(Json(Queues { queues }))
 }

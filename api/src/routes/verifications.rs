@@ -1,9 +1,9 @@
 //! Starting, checking and reading verifications.
 
+use axum::Json;
 use axum::extract::{Path, State, rejection::PathRejection};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::Json;
 use common::code::Code;
 use common::job::SendJob;
 use common::phone::PhoneNumber;
@@ -96,7 +96,10 @@ fn parse_phone(raw: &str) -> Result<PhoneNumber, ApiError> {
 }
 
 fn request_id(headers: &HeaderMap) -> Option<String> {
-    headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// `POST /v1/verifications`: store the verification, publish its send job, and answer 202
@@ -158,16 +161,22 @@ pub async fn start(
 /// `POST /v1/verifications/check`: one attempt is counted before the comparison (see
 /// [`repo::reserve_check`]); the comparison of HMACs is constant-time.
 #[tracing::instrument(skip_all, fields(verification_id))]
-pub async fn check(State(state): State<AppState>, StrictJson(req): StrictJson<CheckRequest>) -> Result<Json<Checked>, ApiError> {
+pub async fn check(
+    State(state): State<AppState>,
+    StrictJson(req): StrictJson<CheckRequest>,
+) -> Result<Json<Checked>, ApiError> {
     let phone = parse_phone(&req.phone_number)?;
-    let code = Code::parse(&req.code, state.config.code_length).map_err(|e| ApiError::InvalidCode(e.to_string()))?;
+    let code = Code::parse(&req.code, state.config.code_length)
+        .map_err(|e| ApiError::InvalidCode(e.to_string()))?;
     let Some(reserved) = repo::reserve_check(&state.pool, phone.as_str()).await? else {
         metrics::counter!("verify_checks_total", "outcome" => "not_found").increment(1);
         return Err(ApiError::VerificationNotFound);
     };
     tracing::Span::current().record("verification_id", tracing::field::display(reserved.id));
     let remaining = reserved.max_check_attempts - reserved.check_attempts;
-    let valid = state.hasher.matches(reserved.id, &code, &reserved.code_hmac);
+    let valid = state
+        .hasher
+        .matches(reserved.id, &code, &reserved.code_hmac);
     let (status, delivery_status) = if valid {
         let v = repo::approve(&state.pool, reserved.id).await?;
         // None: it expired, or a new start superseded it, between the two statements.
@@ -175,11 +184,20 @@ pub async fn check(State(state): State<AppState>, StrictJson(req): StrictJson<Ch
         (v.status, v.delivery_status)
     } else if remaining == 0 {
         let v = repo::exhaust(&state.pool, reserved.id).await?;
-        (VerificationStatus::MaxAttemptsReached, v.map_or(reserved.delivery_status, |v| v.delivery_status))
+        (
+            VerificationStatus::MaxAttemptsReached,
+            v.map_or(reserved.delivery_status, |v| v.delivery_status),
+        )
     } else {
         (VerificationStatus::Pending, reserved.delivery_status)
     };
-    let outcome = if valid { "approved" } else if remaining == 0 { "max_attempts_reached" } else { "wrong_code" };
+    let outcome = if valid {
+        "approved"
+    } else if remaining == 0 {
+        "max_attempts_reached"
+    } else {
+        "wrong_code"
+    };
     metrics::counter!("verify_checks_total", "outcome" => outcome).increment(1);
     tracing::info!(outcome, attempts_remaining = remaining, "code checked");
     Ok(Json(Checked {
@@ -198,6 +216,8 @@ pub async fn get(
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Json<VerificationView>, ApiError> {
     let Path(id) = id.map_err(|_| ApiError::InvalidRequest("id must be a UUID".into()))?;
-    let verification = repo::find(&state.pool, id).await?.ok_or(ApiError::VerificationNotFound)?;
+    let verification = repo::find(&state.pool, id)
+        .await?
+        .ok_or(ApiError::VerificationNotFound)?;
     Ok(Json(verification.into()))
 }

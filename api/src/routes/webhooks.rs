@@ -29,7 +29,9 @@ pub async fn twilio_status(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if !is_form {
-        return Err(ApiError::UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded"));
+        return Err(ApiError::UnsupportedMediaType(
+            "Content-Type must be application/x-www-form-urlencoded",
+        ));
     }
     let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
         .map_err(|_| ApiError::InvalidRequest("body is not a valid form".into()))?;
@@ -37,21 +39,42 @@ pub async fn twilio_status(
         Some(q) => format!("{}{}?{q}", state.config.public_base_url, PATH),
         None => format!("{}{}", state.config.public_base_url, PATH),
     };
-    let given = headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !signature::is_valid(state.config.twilio_auth_token.expose(), &url, &params, given) {
+    let given = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !signature::is_valid(
+        state.config.twilio_auth_token.expose(),
+        &url,
+        &params,
+        given,
+    ) {
         tracing::warn!("status callback with a missing or wrong signature refused");
         return Err(ApiError::InvalidSignature);
     }
 
-    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let (Some(sid), Some(status)) = (param("MessageSid"), param("MessageStatus")) else {
-        return Err(ApiError::InvalidRequest("MessageSid and MessageStatus are required".into()));
+        return Err(ApiError::InvalidRequest(
+            "MessageSid and MessageStatus are required".into(),
+        ));
     };
     tracing::Span::current().record("message_sid", sid);
     let error_code = param("ErrorCode").and_then(|c| c.parse::<i32>().ok());
     repo::record_event(&state.pool, sid, status, error_code).await?;
     if let Some(next) = DeliveryStatus::from_twilio(status) {
-        let changed = repo::advance_delivery(&state.pool, DeliveryTarget::MessageSid(sid), next, error_code).await?;
+        let changed = repo::advance_delivery(
+            &state.pool,
+            DeliveryTarget::MessageSid(sid),
+            next,
+            error_code,
+        )
+        .await?;
         tracing::info!(status, changed, "status callback");
     }
     Ok(StatusCode::NO_CONTENT)

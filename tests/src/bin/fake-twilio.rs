@@ -13,11 +13,31 @@ use verify_tests::fake_twilio::{FakeConfig, FakeTwilio};
 
 const SETTINGS: &[Setting] = &[
     Setting::with_default("FAKE_TWILIO_LISTEN", "127.0.0.1:8081", "listen address"),
-    Setting::with_default("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000001", "account sid it accepts"),
-    Setting::with_default("TWILIO_AUTH_TOKEN", "fake-auth-token", "auth token it accepts and signs callbacks with"),
-    Setting::with_default("FAKE_TWILIO_LATENCY_MS", "0", "delay added to every create call"),
-    Setting::with_default("FAKE_TWILIO_FAULT_RATE", "0", "fraction of create calls answered 500/503 or timed out"),
-    Setting::with_default("FAKE_TWILIO_CALLBACKS", "true", "post sent/delivered status callbacks"),
+    Setting::with_default(
+        "TWILIO_ACCOUNT_SID",
+        "AC00000000000000000000000000000001",
+        "account sid it accepts",
+    ),
+    Setting::with_default(
+        "TWILIO_AUTH_TOKEN",
+        "fake-auth-token",
+        "auth token it accepts and signs callbacks with",
+    ),
+    Setting::with_default(
+        "FAKE_TWILIO_LATENCY_MS",
+        "0",
+        "delay added to every create call",
+    ),
+    Setting::with_default(
+        "FAKE_TWILIO_FAULT_RATE",
+        "0",
+        "fraction of create calls answered 500/503 or timed out",
+    ),
+    Setting::with_default(
+        "FAKE_TWILIO_CALLBACKS",
+        "true",
+        "post sent/delivered status callbacks",
+    ),
     Setting::with_default("LOG_FORMAT", "auto", "json, text, or auto"),
 ];
 
@@ -46,7 +66,12 @@ fn from_env(env: &Env) -> Result<Settings, SettingError> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Err(code) = parse_args("fake-twilio", "a stand-in for Twilio's Messages API", SETTINGS, &[]) {
+    if let Err(code) = parse_args(
+        "fake-twilio",
+        "a stand-in for Twilio's Messages API",
+        SETTINGS,
+        &[],
+    ) {
         return code;
     }
     let settings = match load_config("fake-twilio", SETTINGS, from_env) {

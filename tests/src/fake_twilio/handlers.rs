@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Json;
 use base64::Engine;
 use rand::Rng;
 use serde_json::{Value, json};
@@ -23,7 +23,10 @@ type AppState = State<Arc<Shared>>;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/2010-04-01/Accounts/{account}/Messages.json", post(create).get(list))
+        .route(
+            "/2010-04-01/Accounts/{account}/Messages.json",
+            post(create).get(list),
+        )
         .route("/inbox", get(inbox))
         .route("/_fake/faults", post(control))
         .route("/healthz", get(|| async { "ok" }))
@@ -55,8 +58,14 @@ fn authorized(shared: &Shared, account: &str, headers: &HeaderMap) -> bool {
 fn magic_error(to: &str) -> Option<(i32, &'static str)> {
     match to {
         "+15005550001" => Some((21211, "The 'To' number is not a valid phone number.")),
-        "+15005550002" => Some((21612, "The 'To' phone number is not currently reachable via SMS.")),
-        "+15005550003" => Some((21408, "Permission to send an SMS has not been enabled for the region indicated by the 'To' number.")),
+        "+15005550002" => Some((
+            21612,
+            "The 'To' phone number is not currently reachable via SMS.",
+        )),
+        "+15005550003" => Some((
+            21408,
+            "Permission to send an SMS has not been enabled for the region indicated by the 'To' number.",
+        )),
         "+15005550004" => Some((21610, "Attempt to send to unsubscribed recipient")),
         "+15005550009" => Some((21614, "'To' number is not a valid mobile number")),
         _ => None,
@@ -69,14 +78,24 @@ fn next_fault(shared: &Shared) -> (Option<Fault>, Duration) {
     let fault = memory.faults.pop_front().or_else(|| {
         let mut rng = rand::rng();
         (memory.fault_rate > 0.0 && rng.random_bool(memory.fault_rate.min(1.0))).then(|| {
-            [Fault::InternalError, Fault::InternalErrorAfterCreate, Fault::Unavailable, Fault::Timeout, Fault::TimeoutAfterCreate]
-                [rng.random_range(0..5)]
+            [
+                Fault::InternalError,
+                Fault::InternalErrorAfterCreate,
+                Fault::Unavailable,
+                Fault::Timeout,
+                Fault::TimeoutAfterCreate,
+            ][rng.random_range(0..5)]
         })
     });
     (fault, memory.latency)
 }
 
-async fn create(State(shared): AppState, Path(account): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create(
+    State(shared): AppState,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (fault, latency) = next_fault(&shared);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -85,29 +104,61 @@ async fn create(State(shared): AppState, Path(account): Path<String>, headers: H
         return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
     }
     let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-    let form: HashMap<&str, &str> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let form: HashMap<&str, &str> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let Some(to) = form.get("To").copied().filter(|t| !t.is_empty()) else {
-        return twilio_error(StatusCode::BAD_REQUEST, 21604, "A 'To' phone number is required.");
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21604,
+            "A 'To' phone number is required.",
+        );
     };
-    let (from, service) = (form.get("From").map(|s| s.to_string()), form.get("MessagingServiceSid").map(|s| s.to_string()));
+    let (from, service) = (
+        form.get("From").map(|s| s.to_string()),
+        form.get("MessagingServiceSid").map(|s| s.to_string()),
+    );
     if from.is_none() && service.is_none() {
-        return twilio_error(StatusCode::BAD_REQUEST, 21603, "A 'From' phone number is required.");
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21603,
+            "A 'From' phone number is required.",
+        );
     }
     let text = form.get("Body").copied().unwrap_or("");
     if text.is_empty() {
         return twilio_error(StatusCode::BAD_REQUEST, 21602, "Message body is required.");
     }
     if text.chars().count() > 1600 {
-        return twilio_error(StatusCode::BAD_REQUEST, 21617, "The concatenated message body exceeds the 1600 character limit.");
+        return twilio_error(
+            StatusCode::BAD_REQUEST,
+            21617,
+            "The concatenated message body exceeds the 1600 character limit.",
+        );
     }
     if let Some((code, message)) = magic_error(to) {
         return twilio_error(StatusCode::BAD_REQUEST, code, message);
     }
     let hold = shared.config.timeout_hold;
     match fault {
-        Some(Fault::TooManyRequests) => return twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests"),
-        Some(Fault::Unavailable) => return twilio_error(StatusCode::SERVICE_UNAVAILABLE, 20503, "Service Unavailable"),
-        Some(Fault::InternalError) => return twilio_error(StatusCode::INTERNAL_SERVER_ERROR, 20500, "Internal Server Error"),
+        Some(Fault::TooManyRequests) => {
+            return twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
+        }
+        Some(Fault::Unavailable) => {
+            return twilio_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                20503,
+                "Service Unavailable",
+            );
+        }
+        Some(Fault::InternalError) => {
+            return twilio_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                20500,
+                "Internal Server Error",
+            );
+        }
         Some(Fault::Timeout) => {
             tokio::time::sleep(hold).await;
             return twilio_error(StatusCode::GATEWAY_TIMEOUT, 20500, "Timed out");
@@ -130,19 +181,35 @@ async fn create(State(shared): AppState, Path(account): Path<String>, headers: H
         memory.final_status.get(to).cloned()
     };
     shared.changed.notify_waiters();
-    if shared.config.callbacks {
-        if let Some(url) = message.status_callback.clone() {
-            let final_status = final_status.unwrap_or(FinalStatus { status: "delivered".into(), error_code: None });
-            tokio::spawn(post_callbacks(Arc::clone(&shared), url, message.clone(), final_status));
-        }
+    if shared.config.callbacks
+        && let Some(url) = message.status_callback.clone()
+    {
+        let final_status = final_status.unwrap_or(FinalStatus {
+            status: "delivered".into(),
+            error_code: None,
+        });
+        tokio::spawn(post_callbacks(
+            Arc::clone(&shared),
+            url,
+            message.clone(),
+            final_status,
+        ));
     }
     match fault {
-        Some(Fault::InternalErrorAfterCreate) => twilio_error(StatusCode::INTERNAL_SERVER_ERROR, 20500, "Internal Server Error"),
+        Some(Fault::InternalErrorAfterCreate) => twilio_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            20500,
+            "Internal Server Error",
+        ),
         Some(Fault::TimeoutAfterCreate) => {
             tokio::time::sleep(hold).await;
             twilio_error(StatusCode::GATEWAY_TIMEOUT, 20500, "Timed out")
         }
-        _ => (StatusCode::CREATED, Json(message_json(&shared.config.account_sid, &message))).into_response(),
+        _ => (
+            StatusCode::CREATED,
+            Json(message_json(&shared.config.account_sid, &message)),
+        )
+            .into_response(),
     }
 }
 
@@ -154,7 +221,11 @@ fn new_sid(prefix: &str) -> String {
 /// A message resource in Twilio's shape.
 fn message_json(account: &str, m: &SentMessage) -> Value {
     let date = m.date_created.format(&Rfc2822).unwrap_or_default();
-    let status = if m.messaging_service_sid.is_some() { "accepted" } else { "queued" };
+    let status = if m.messaging_service_sid.is_some() {
+        "accepted"
+    } else {
+        "queued"
+    };
     json!({
         "account_sid": account,
         "api_version": "2010-04-01",
@@ -180,8 +251,16 @@ fn message_json(account: &str, m: &SentMessage) -> Value {
 }
 
 /// Posts `sent`, then the final status, each signed as Twilio signs them.
-async fn post_callbacks(shared: Arc<Shared>, url: String, message: SentMessage, final_status: FinalStatus) {
-    for (status, error_code) in [("sent".to_owned(), None), (final_status.status, final_status.error_code)] {
+async fn post_callbacks(
+    shared: Arc<Shared>,
+    url: String,
+    message: SentMessage,
+    final_status: FinalStatus,
+) {
+    for (status, error_code) in [
+        ("sent".to_owned(), None),
+        (final_status.status, final_status.error_code),
+    ] {
         tokio::time::sleep(shared.config.callback_delay).await;
         let mut params = vec![
             ("AccountSid".to_owned(), shared.config.account_sid.clone()),
@@ -202,7 +281,13 @@ async fn post_callbacks(shared: Arc<Shared>, url: String, message: SentMessage, 
             params.push(("ErrorCode".to_owned(), code.to_string()));
         }
         let signature = common::signature::sign(&shared.config.auth_token, &url, &params);
-        let sent = shared.http.post(&url).header("X-Twilio-Signature", signature).form(&params).send().await;
+        let sent = shared
+            .http
+            .post(&url)
+            .header("X-Twilio-Signature", signature)
+            .form(&params)
+            .send()
+            .await;
         match sent {
             Ok(r) if r.status().is_success() => {
                 shared.memory.lock().expect("fake memory").callbacks_sent += 1;
@@ -215,14 +300,31 @@ async fn post_callbacks(shared: Arc<Shared>, url: String, message: SentMessage, 
 }
 
 /// `GET …/Messages.json?To=…&DateSent>=…`: one page in Twilio's list shape.
-async fn list(State(shared): AppState, Path(account): Path<String>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+async fn list(
+    State(shared): AppState,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     if !authorized(&shared, &account, &headers) {
         return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
     }
-    let params: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
-    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     let to = param("To");
-    let since = param("DateSent>").and_then(|d| time::Date::parse(&d, time::macros::format_description!("[year]-[month]-[day]")).ok());
+    let since = param("DateSent>").and_then(|d| {
+        time::Date::parse(
+            &d,
+            time::macros::format_description!("[year]-[month]-[day]"),
+        )
+        .ok()
+    });
     let memory = shared.memory.lock().expect("fake memory");
     let messages: Vec<Value> = memory
         .messages

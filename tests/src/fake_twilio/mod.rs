@@ -9,4 +9,4 @@
 mod handlers;
 mod state;
 
-pub use state::{Fault, FakeConfig, FakeTwilio, FinalStatus, SentMessage};
+pub use state::{FakeConfig, FakeTwilio, Fault, FinalStatus, SentMessage};

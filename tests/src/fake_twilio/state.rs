@@ -100,7 +100,9 @@ pub struct FakeTwilio {
 impl FakeTwilio {
     /// Starts on a random port.
     pub async fn start(config: FakeConfig) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the fake Twilio");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the fake Twilio");
         Self::serve(listener, config)
     }
 
@@ -110,19 +112,27 @@ impl FakeTwilio {
         let shared = Arc::new(Shared {
             config,
             memory: Mutex::new(Memory::default()),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("http client"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("http client"),
             changed: tokio::sync::Notify::new(),
         });
         let stop = CancellationToken::new();
         let app = super::handlers::router(Arc::clone(&shared));
         let until = stop.clone();
         tokio::spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async move { until.cancelled().await });
+            let server = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { until.cancelled().await });
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "fake Twilio stopped");
             }
         });
-        Self { base_url, shared, stop }
+        Self {
+            base_url,
+            shared,
+            stop,
+        }
     }
 
     pub fn config(&self) -> &FakeConfig {
@@ -139,7 +149,12 @@ impl FakeTwilio {
     }
 
     pub fn messages_to(&self, to: &str) -> Vec<SentMessage> {
-        self.memory().messages.iter().filter(|m| m.to == to).cloned().collect()
+        self.memory()
+            .messages
+            .iter()
+            .filter(|m| m.to == to)
+            .cloned()
+            .collect()
     }
 
     /// Create calls received, whatever their answer.
@@ -169,16 +184,25 @@ impl FakeTwilio {
 
     /// Makes messages to `to` end in `status` (e.g. `undelivered` with 30003).
     pub fn set_final_status(&self, to: &str, status: &str, error_code: Option<i32>) {
-        self.memory()
-            .final_status
-            .insert(to.to_owned(), FinalStatus { status: status.to_owned(), error_code });
+        self.memory().final_status.insert(
+            to.to_owned(),
+            FinalStatus {
+                status: status.to_owned(),
+                error_code,
+            },
+        );
     }
 }
 
 impl FakeTwilio {
     /// Waits until `done` holds (checked after every message and callback), or panics
     /// after `limit`.
-    pub async fn wait_until(&self, limit: Duration, what: &str, mut done: impl FnMut(&Self) -> bool) {
+    pub async fn wait_until(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut done: impl FnMut(&Self) -> bool,
+    ) {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let changed = self.shared.changed.notified();

@@ -29,7 +29,10 @@ async fn a_start_leads_to_exactly_one_sms_whose_code_approves() {
     let sms = &app.fake.messages_to(PHONE)[0];
     assert_eq!(sms.body, format!("Your verification code is {code}"));
     assert_eq!(sms.from.as_deref(), Some(verify_tests::harness::FROM));
-    assert_eq!(sms.status_callback.as_deref(), Some(format!("{}/v1/webhooks/twilio/status", app.api_base).as_str()));
+    assert_eq!(
+        sms.status_callback.as_deref(),
+        Some(format!("{}/v1/webhooks/twilio/status", app.api_base).as_str())
+    );
     let validity = sms.validity_period.unwrap();
     assert!((500..=600).contains(&validity), "ValidityPeriod {validity}");
 
@@ -44,7 +47,12 @@ async fn a_start_leads_to_exactly_one_sms_whose_code_approves() {
     let view = app.wait_for_field(id, "delivery_status", "delivered").await;
     assert_eq!(view["status"], "approved");
     assert_eq!(view["send_attempts"], 1);
-    assert!(view["provider_message_sid"].as_str().unwrap().starts_with("SM"));
+    assert!(
+        view["provider_message_sid"]
+            .as_str()
+            .unwrap()
+            .starts_with("SM")
+    );
     assert_eq!(app.fake.messages().len(), 1, "exactly one SMS");
     app.stop().await;
 }
@@ -92,9 +100,21 @@ async fn parallel_guesses_get_no_more_than_the_allowed_attempts() {
     let code = app.wait_for_code(PHONE, 1).await;
     let bad = wrong(&code);
     let guesses = (0..40).map(|_| app.check(PHONE, &bad));
-    let statuses: Vec<u16> = futures_util::future::join_all(guesses).await.iter().map(|r| r.status().as_u16()).collect();
-    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 5, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|&&s| s == 404).count(), 35, "{statuses:?}");
+    let statuses: Vec<u16> = futures_util::future::join_all(guesses)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 404).count(),
+        35,
+        "{statuses:?}"
+    );
     let view = app.get_verification(id).await;
     assert_eq!(view["check_attempts"], 5);
     assert_eq!(view["status"], "max_attempts_reached");
@@ -162,8 +182,13 @@ async fn a_superseded_verification_still_queued_sends_no_sms() {
     assert_eq!(first_view["delivery_status"], "canceled");
 
     app.start_worker().await;
-    app.wait_for_field(second, "delivery_status", "delivered").await;
-    assert_eq!(app.fake.messages_to(PHONE).len(), 1, "only the newest verification is texted");
+    app.wait_for_field(second, "delivery_status", "delivered")
+        .await;
+    assert_eq!(
+        app.fake.messages_to(PHONE).len(),
+        1,
+        "only the newest verification is texted"
+    );
     let first_view = app.get_verification(first).await;
     assert_eq!(first_view["delivery_status"], "canceled");
     assert_eq!(first_view["send_attempts"], 0);

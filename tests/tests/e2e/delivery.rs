@@ -11,13 +11,22 @@ async fn attempts(app: &TestApp, id: Uuid) -> Vec<(i32, String, Option<i32>)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn permanent_twilio_errors_fail_the_verification_without_retry() {
     let app = spawn_app().await;
-    for (to, code) in [("+15005550001", 21211), ("+15005550002", 21612), ("+15005550003", 21408), ("+15005550004", 21610), ("+15005550009", 21614)] {
+    for (to, code) in [
+        ("+15005550001", 21211),
+        ("+15005550002", 21612),
+        ("+15005550003", 21408),
+        ("+15005550004", 21610),
+        ("+15005550009", 21614),
+    ] {
         let id = app.start_ok(to).await;
         let view = app.wait_for_field(id, "delivery_status", "failed").await;
         assert_eq!(view["status"], "failed", "{to}");
         assert_eq!(view["delivery_error_code"], code, "{to}");
         assert_eq!(view["send_attempts"], 1, "{to}");
-        assert_eq!(attempts(&app, id).await, vec![(1, "permanent".to_string(), Some(code))]);
+        assert_eq!(
+            attempts(&app, id).await,
+            vec![(1, "permanent".to_string(), Some(code))]
+        );
     }
     assert_eq!(app.fake.create_calls(), 5, "no retries");
     assert!(app.fake.messages().is_empty());
@@ -27,14 +36,19 @@ async fn permanent_twilio_errors_fail_the_verification_without_retry() {
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_twilio_errors_are_retried_until_the_sms_is_submitted() {
     let app = spawn_app().await;
-    app.fake.push_faults([Fault::Unavailable, Fault::TooManyRequests]);
+    app.fake
+        .push_faults([Fault::Unavailable, Fault::TooManyRequests]);
     let id = app.start_ok("+14155552671").await;
     let view = app.wait_for_field(id, "delivery_status", "delivered").await;
     assert_eq!(view["status"], "pending");
     assert_eq!(view["send_attempts"], 3);
     assert_eq!(
         attempts(&app, id).await,
-        vec![(1, "retry".into(), Some(20503)), (2, "retry".into(), Some(20429)), (3, "submitted".into(), None)]
+        vec![
+            (1, "retry".into(), Some(20503)),
+            (2, "retry".into(), Some(20429)),
+            (3, "submitted".into(), None)
+        ]
     );
     assert_eq!(app.fake.messages().len(), 1);
     app.stop().await;
@@ -56,7 +70,10 @@ async fn transient_errors_stop_after_send_max_attempts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_connection_is_retried_as_transient() {
     // A port nothing listens on: every call is refused before anything is written.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let options = Options::default()
         .env("TWILIO_API_BASE", format!("http://{closed}"))
         .env("SEND_MAX_ATTEMPTS", "2");
@@ -64,7 +81,10 @@ async fn a_refused_connection_is_retried_as_transient() {
     let id = app.start_ok("+14155552671").await;
     let view = app.wait_for_field(id, "delivery_status", "failed").await;
     assert_eq!(view["send_attempts"], 2);
-    assert_eq!(attempts(&app, id).await, vec![(1, "retry".into(), None), (2, "retry".into(), None)]);
+    assert_eq!(
+        attempts(&app, id).await,
+        vec![(1, "retry".into(), None), (2, "retry".into(), None)]
+    );
     app.stop().await;
 }
 
@@ -75,8 +95,14 @@ async fn an_ambiguous_500_is_looked_up_instead_of_sent_twice() {
     let id = app.start_ok("+14155552671").await;
     let view = app.wait_for_field(id, "delivery_status", "delivered").await;
     assert_eq!(app.fake.messages().len(), 1, "the SMS went out once");
-    assert_eq!(view["provider_message_sid"].as_str(), Some(app.fake.messages()[0].sid.as_str()));
-    assert_eq!(attempts(&app, id).await, vec![(1, "submitted".into(), Some(20500))]);
+    assert_eq!(
+        view["provider_message_sid"].as_str(),
+        Some(app.fake.messages()[0].sid.as_str())
+    );
+    assert_eq!(
+        attempts(&app, id).await,
+        vec![(1, "submitted".into(), Some(20500))]
+    );
     app.stop().await;
 }
 
@@ -89,7 +115,11 @@ async fn an_ambiguous_500_that_sent_nothing_is_sent_again() {
     assert_eq!(app.fake.messages().len(), 1);
     assert_eq!(
         attempts(&app, id).await,
-        vec![(1, "ambiguous".into(), Some(20500)), (2, "ambiguous".into(), None), (3, "submitted".into(), None)]
+        vec![
+            (1, "ambiguous".into(), Some(20500)),
+            (2, "ambiguous".into(), None),
+            (3, "submitted".into(), None)
+        ]
     );
     app.stop().await;
 }
@@ -97,9 +127,12 @@ async fn an_ambiguous_500_that_sent_nothing_is_sent_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_undelivered_callback_fails_the_verification_with_its_error_code() {
     let app = spawn_app().await;
-    app.fake.set_final_status("+14155552671", "undelivered", Some(30003));
+    app.fake
+        .set_final_status("+14155552671", "undelivered", Some(30003));
     let id = app.start_ok("+14155552671").await;
-    let view = app.wait_for_field(id, "delivery_status", "undelivered").await;
+    let view = app
+        .wait_for_field(id, "delivery_status", "undelivered")
+        .await;
     assert_eq!(view["status"], "failed");
     assert_eq!(view["delivery_error_code"], 30003);
     app.stop().await;

@@ -10,13 +10,28 @@ use verify_tests::harness::{API_KEY, Options, amqp_url, spawn_app, spawn_app_wit
 #[tokio::test(flavor = "multi_thread")]
 async fn health_and_readiness_answer_when_everything_is_up() {
     let app = spawn_app().await;
-    let healthz = app.http.get(format!("{}/healthz", app.api_base)).send().await.unwrap();
+    let healthz = app
+        .http
+        .get(format!("{}/healthz", app.api_base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(healthz.status(), 200);
-    let readyz = app.http.get(format!("{}/readyz", app.api_base)).send().await.unwrap();
+    let readyz = app
+        .http
+        .get(format!("{}/readyz", app.api_base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(readyz.status(), 200);
     let body: Value = readyz.json().await.unwrap();
     assert_eq!(body, serde_json::json!({"database": "up", "broker": "up"}));
-    let metrics = app.http.get(format!("{}/metrics", app.api_base)).send().await.unwrap();
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.api_base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 200);
     app.stop().await;
 }
@@ -26,7 +41,13 @@ async fn the_queue_view_lists_the_send_and_dead_letter_queues() {
     let app = spawn_app_with(Options::default().without_worker()).await;
     app.start_ok("+14155552671").await;
     app.start_ok("+14155552672").await;
-    let response = app.http.get(format!("{}/v1/ops/queues", app.api_base)).bearer_auth(API_KEY).send().await.unwrap();
+    let response = app
+        .http
+        .get(format!("{}/v1/ops/queues", app.api_base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     let queues = body["queues"].as_array().unwrap();
@@ -40,7 +61,10 @@ async fn the_queue_view_lists_the_send_and_dead_letter_queues() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_start_while_the_broker_is_unreachable_answers_503_and_leaves_nothing() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let options = Options::default()
         .without_worker()
         .env("AMQP_URL", format!("amqp://guest:guest@{closed}/%2f"))
@@ -49,12 +73,23 @@ async fn a_start_while_the_broker_is_unreachable_answers_503_and_leaves_nothing(
     let started = std::time::Instant::now();
     let response = app.start("+14155552671").await;
     assert_eq!(response.status(), 503);
-    assert!(started.elapsed() < Duration::from_secs(3), "answered within the bounded wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered within the bounded wait"
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unavailable");
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM verifications").fetch_one(&app.pool).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM verifications")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 0, "no verification is left pending without a job");
-    let readyz = app.http.get(format!("{}/readyz", app.api_base)).send().await.unwrap();
+    let readyz = app
+        .http
+        .get(format!("{}/readyz", app.api_base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(readyz.status(), 503);
     assert_eq!(readyz.json::<Value>().await.unwrap()["broker"], "down");
     app.stop().await;
@@ -63,10 +98,18 @@ async fn a_start_while_the_broker_is_unreachable_answers_503_and_leaves_nothing(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_message_is_dead_lettered_and_does_not_block_the_queue() {
     let mut app = spawn_app_with(Options::default().without_worker()).await;
-    let conn = common::broker::connect(&amqp_url(), "verify-tests").await.unwrap();
+    let conn = common::broker::connect(&amqp_url(), "verify-tests")
+        .await
+        .unwrap();
     let channel = conn.create_channel().await.unwrap();
     channel
-        .basic_publish("".into(), app.queue.as_str().into(), BasicPublishOptions::default(), b"{not a job", BasicProperties::default())
+        .basic_publish(
+            "".into(),
+            app.queue.as_str().into(),
+            BasicPublishOptions::default(),
+            b"{not a job",
+            BasicProperties::default(),
+        )
         .await
         .unwrap();
     let id = app.start_ok("+14155552671").await;
@@ -75,7 +118,10 @@ async fn a_malformed_message_is_dead_lettered_and_does_not_block_the_queue() {
     let dead = format!("{}.dead", app.queue);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while app.queue_depth(&dead).await != 1 {
-        assert!(tokio::time::Instant::now() < deadline, "the malformed message never reached {dead}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the malformed message never reached {dead}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(app.queue_depth(&app.queue).await, 0);

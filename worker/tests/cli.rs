@@ -1,0 +1,56 @@
+//! The `verify-worker` binary's command line: `--help`, and exit code 2 on bad settings.
+
+use std::process::Command;
+
+fn worker() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_verify-worker"));
+    cmd.env_clear();
+    cmd
+}
+
+#[test]
+fn help_lists_every_setting_with_its_default() {
+    let out = worker().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for setting in verify_worker::SETTINGS {
+        assert!(
+            help.contains(setting.name),
+            "{} missing from --help",
+            setting.name
+        );
+    }
+    assert!(help.contains("default 64"));
+}
+
+#[test]
+fn a_missing_or_bad_setting_exits_2_with_one_line_naming_it() {
+    let base = [
+        ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+        ("TWILIO_AUTH_TOKEN", "token"),
+        ("TWILIO_FROM", "+15005550006"),
+    ];
+    let cases = [
+        ("TWILIO_ACCOUNT_SID", None),
+        ("TWILIO_FROM", None),
+        ("SMS_TEMPLATE", Some("no code here")),
+        ("WORKER_CONCURRENCY", Some("0")),
+        ("TWILIO_API_BASE", Some("nope")),
+    ];
+    for (name, value) in cases {
+        let mut cmd = worker();
+        for (k, v) in base {
+            if k != name {
+                cmd.env(k, v);
+            }
+        }
+        if let Some(v) = value {
+            cmd.env(name, v);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(name), "{name}: {stderr}");
+    }
+}
