@@ -33,10 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/verifications/check", post(verifications::check))
         .route("/v1/verifications/{id}", get(verifications::get))
         .route("/v1/ops/queues", get(ops::queues))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_api_key,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     Router::new()
         .merge(authenticated)
         .route(webhooks::PATH, post(webhooks::twilio_status))
@@ -46,10 +43,17 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let request_id = req
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -78,10 +82,7 @@ impl Application {
         listener: TcpListener,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        let pool = common::db::pool(
-            config.database_url.expose(),
-            config.database_max_connections,
-        )?;
+        let pool = common::db::pool(config.database_url.expose(), config.database_max_connections)?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         let publisher = Publisher::new(
             config.amqp_url.expose(),
@@ -96,12 +97,7 @@ impl Application {
                 "RabbitMQ not reachable yet; will retry on demand"
             );
         }
-        let state = AppState::new(
-            config,
-            pool,
-            publisher,
-            common::observability::metrics_handle(),
-        );
+        let state = AppState::new(config, pool, publisher, common::observability::metrics_handle());
         Ok(Self { listener, state })
     }
 
@@ -113,15 +109,18 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let grace = self.state.config.shutdown_grace;
         tracing::info!(addr = %self.listener.local_addr()?, "verify-api listening");
+        // The relay looks at the outbox a few times per relay age.
+        let relay_interval = (self.state.config.outbox_relay_after / 3).max(Duration::from_secs(1));
+        let relay = tokio::spawn(crate::outbox::run(self.state.clone(), relay_interval, shutdown.clone()));
         let app = router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let stop = shutdown.clone();
-        let server = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
         let mut server = std::pin::pin!(server.into_future());
         tokio::select! {
             result = &mut server => return result.context("HTTP server failed"),
             _ = shutdown.cancelled() => {}
         }
+        relay.abort();
         match tokio::time::timeout(grace, server).await {
             Ok(result) => result.context("HTTP server failed"),
             Err(_) => {

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use common::broker::Topology;
 use common::code::CodeLength;
-use common::settings::{
-    Env, Secret, Setting, SettingError, account_sid, log_format, public_base_url,
-};
+use common::settings::{Env, Secret, Setting, SettingError, account_sid, log_format, public_base_url};
 
 pub const SETTINGS: &[Setting] = &[
     Setting::with_default(
@@ -37,11 +35,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::required("TWILIO_ACCOUNT_SID", "AC + 32 hex digits"),
     Setting::required("TWILIO_AUTH_TOKEN", "HMAC key of X-Twilio-Signature"),
     Setting::with_default("CODE_LENGTH", "6", "digits in a code, 4 to 10"),
-    Setting::with_default(
-        "CODE_TTL_SECONDS",
-        "600",
-        "how long a code can be checked, 30 to 86400",
-    ),
+    Setting::with_default("CODE_TTL_SECONDS", "600", "how long a code can be checked, 30 to 86400"),
     Setting::with_default(
         "MAX_CHECK_ATTEMPTS",
         "5",
@@ -58,10 +52,11 @@ pub const SETTINGS: &[Setting] = &[
         "longest wait for RabbitMQ (connect, publisher confirm) before a 503",
     ),
     Setting::with_default(
-        "DATABASE_MAX_CONNECTIONS",
-        "16",
-        "PostgreSQL connections in the pool",
+        "OUTBOX_RELAY_AFTER_SECONDS",
+        "15",
+        "age at which a start's unconfirmed send job is published by the outbox relay",
     ),
+    Setting::with_default("DATABASE_MAX_CONNECTIONS", "16", "PostgreSQL connections in the pool"),
     Setting::with_default(
         "SHUTDOWN_GRACE_SECONDS",
         "30",
@@ -90,6 +85,7 @@ pub struct ApiConfig {
     pub max_check_attempts: i32,
     pub topology: Topology,
     pub publish_timeout: Duration,
+    pub outbox_relay_after: Duration,
     pub database_max_connections: u32,
     pub shutdown_grace: Duration,
     pub log_format: String,
@@ -106,17 +102,13 @@ impl ApiConfig {
             public_base_url: public_base_url(env)?,
             twilio_account_sid: account_sid(env)?,
             twilio_auth_token: Secret::new(env.string("TWILIO_AUTH_TOKEN")?),
-            code_length: CodeLength::new(
-                env.number_in("CODE_LENGTH", CodeLength::MIN..=CodeLength::MAX)?,
-            )
-            .expect("range checked"),
+            code_length: CodeLength::new(env.number_in("CODE_LENGTH", CodeLength::MIN..=CodeLength::MAX)?)
+                .expect("range checked"),
             code_ttl: Duration::from_secs(env.number_in("CODE_TTL_SECONDS", 30..=86_400)?),
             max_check_attempts: env.number_in("MAX_CHECK_ATTEMPTS", 1..=20)?,
-            topology: Topology::new(&env.string("SEND_QUEUE")?)
-                .map_err(|e| SettingError::new("SEND_QUEUE", e))?,
-            publish_timeout: Duration::from_millis(
-                env.number_in("PUBLISH_TIMEOUT_MS", 100..=60_000)?,
-            ),
+            topology: Topology::new(&env.string("SEND_QUEUE")?).map_err(|e| SettingError::new("SEND_QUEUE", e))?,
+            publish_timeout: Duration::from_millis(env.number_in("PUBLISH_TIMEOUT_MS", 100..=60_000)?),
+            outbox_relay_after: outbox_relay_after(env)?,
             database_max_connections: env.number_in("DATABASE_MAX_CONNECTIONS", 1..=1000)?,
             shutdown_grace: Duration::from_secs(env.number_in("SHUTDOWN_GRACE_SECONDS", 0..=3600)?),
             log_format: log_format(env)?,
@@ -133,10 +125,7 @@ fn api_keys(env: &Env) -> Result<Vec<Secret>, SettingError> {
         .map(Secret::new)
         .collect();
     if keys.is_empty() {
-        return Err(SettingError::new(
-            "API_KEYS",
-            "needs at least one non-empty key",
-        ));
+        return Err(SettingError::new("API_KEYS", "needs at least one non-empty key"));
     }
     if keys.iter().any(|k| k.expose().len() < 16) {
         return Err(SettingError::new(
@@ -145,6 +134,20 @@ fn api_keys(env: &Env) -> Result<Vec<Secret>, SettingError> {
         ));
     }
     Ok(keys)
+}
+
+/// Must exceed the longest a start can wait for its confirm, so the relay never races a
+/// start that is still under way.
+fn outbox_relay_after(env: &Env) -> Result<Duration, SettingError> {
+    let after = Duration::from_secs(env.number_in("OUTBOX_RELAY_AFTER_SECONDS", 1..=3600)?);
+    let publish_timeout = Duration::from_millis(env.parse("PUBLISH_TIMEOUT_MS")?);
+    if after <= publish_timeout * 2 {
+        return Err(SettingError::new(
+            "OUTBOX_RELAY_AFTER_SECONDS",
+            "must be more than twice PUBLISH_TIMEOUT_MS, so the relay never races a start under way",
+        ));
+    }
+    Ok(after)
 }
 
 fn verify_secret(env: &Env) -> Result<Secret, SettingError> {
@@ -170,12 +173,7 @@ mod tests {
             ("TWILIO_AUTH_TOKEN", "token"),
         ];
         pairs.extend_from_slice(extra);
-        Env::from_map(
-            SETTINGS,
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        )
+        Env::from_map(SETTINGS, pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     #[test]

@@ -34,12 +34,8 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             ApiError::UnsupportedMediaType("Content-Type must be application/json")
         }
         JsonRejection::BytesRejection(b) => bytes_rejection(&b),
-        JsonRejection::JsonDataError(e) => {
-            ApiError::InvalidRequest(format!("invalid request body: {}", e.body_text()))
-        }
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::InvalidRequest(format!("malformed JSON: {}", e.body_text()))
-        }
+        JsonRejection::JsonDataError(e) => ApiError::InvalidRequest(format!("invalid request body: {}", e.body_text())),
+        JsonRejection::JsonSyntaxError(e) => ApiError::InvalidRequest(format!("malformed JSON: {}", e.body_text())),
         other => ApiError::InvalidRequest(other.body_text()),
     }
 }

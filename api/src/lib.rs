@@ -6,6 +6,7 @@ mod auth;
 pub mod config;
 mod error;
 mod extract;
+pub mod outbox;
 mod routes;
 mod state;
 

@@ -26,12 +26,7 @@ pub struct Inner {
 }
 
 impl AppState {
-    pub fn new(
-        config: ApiConfig,
-        pool: PgPool,
-        publisher: Publisher,
-        metrics: PrometheusHandle,
-    ) -> Self {
+    pub fn new(config: ApiConfig, pool: PgPool, publisher: Publisher, metrics: PrometheusHandle) -> Self {
         let api_key_digests = config.api_keys.iter().map(|k| digest(k.expose())).collect();
         let hasher = CodeHasher::new(config.verify_secret.clone());
         Self(Arc::new(Inner {
@@ -51,9 +46,7 @@ impl AppState {
         let given = digest(token);
         self.api_key_digests
             .iter()
-            .fold(subtle::Choice::from(0), |found, key| {
-                found | key.ct_eq(&given)
-            })
+            .fold(subtle::Choice::from(0), |found, key| found | key.ct_eq(&given))
             .into()
     }
 }

@@ -22,11 +22,7 @@ fn help_lists_every_setting_with_its_default() {
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for setting in verify_api::SETTINGS {
-        assert!(
-            help.contains(setting.name),
-            "{} missing from --help",
-            setting.name
-        );
+        assert!(help.contains(setting.name), "{} missing from --help", setting.name);
     }
     assert!(help.contains("default 127.0.0.1:8080"));
 }
@@ -59,8 +55,5 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
 
 #[test]
 fn an_unknown_argument_exits_2() {
-    assert_eq!(
-        api().arg("--frobnicate").output().unwrap().status.code(),
-        Some(2)
-    );
+    assert_eq!(api().arg("--frobnicate").output().unwrap().status.code(), Some(2));
 }

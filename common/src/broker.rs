@@ -12,6 +12,22 @@ use tokio::sync::Mutex;
 
 use crate::job::SendJob;
 
+/// The delay tiers of the retry queues (`{send queue}.retry.{N}s`). One queue per tier, each
+/// with one TTL, so a short delay never waits behind a long one.
+pub const RETRY_TIERS: [Duration; 6] = [
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(100),
+    Duration::from_secs(300),
+];
+
+/// Deliveries after which the broker itself dead-letters a message of the send queue: the
+/// last line of defence against a job that crashes every worker that takes it (the worker
+/// dead-letters such a job itself, with its reason, well before this).
+pub const DELIVERY_LIMIT: i64 = 20;
+
 /// The queues of one deployment, all named after the send queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -46,58 +62,65 @@ impl Topology {
         format!("{}.dead", self.send_queue)
     }
 
-    /// Every queue of the topology, for operators' views.
+    /// The delay queue of a tier of [`RETRY_TIERS`].
+    pub fn retry_queue(&self, tier: Duration) -> String {
+        format!("{}.retry.{}s", self.send_queue, tier.as_secs())
+    }
+
+    /// Every queue of the topology, for operators' views: send, retry tiers, dead letters.
     pub fn queues(&self) -> Vec<String> {
-        vec![self.send_queue.clone(), self.dead_letter_queue()]
+        let mut queues = vec![self.send_queue.clone()];
+        queues.extend(RETRY_TIERS.iter().map(|t| self.retry_queue(*t)));
+        queues.push(self.dead_letter_queue());
+        queues
     }
 
     /// Declares the topology; idempotent, so every process does it after every (re)connect.
     ///
-    /// Both queues are durable quorum queues (replicated, and able to count redeliveries).
-    /// A message the worker rejects (it cannot be parsed) is dead-lettered through the
-    /// default exchange into the dead-letter queue instead of going back to the head of
-    /// the send queue.
+    /// All queues are durable quorum queues (replicated, and able to count redeliveries).
+    /// A message of the send queue that the broker dead-letters (delivered
+    /// [`DELIVERY_LIMIT`] times) goes to the dead-letter queue instead of back to the head
+    /// of the send queue. Each retry queue holds messages for its tier's TTL, then
+    /// dead-letters them back into the send queue.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable = QueueDeclareOptions::durable();
+        let dead = self.dead_letter_queue();
         channel
-            .queue_declare(
-                self.dead_letter_queue().as_str().into(),
-                QueueDeclareOptions::durable(),
-                quorum_arguments(),
-            )
+            .queue_declare(dead.as_str().into(), durable, quorum_arguments())
             .await?;
         let mut send_args = quorum_arguments();
-        send_args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        send_args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(self.dead_letter_queue().as_str().into()),
-        );
+        send_args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+        dead_letter_to(&mut send_args, &dead);
         channel
-            .queue_declare(
-                self.send_queue.as_str().into(),
-                QueueDeclareOptions::durable(),
-                send_args,
-            )
+            .queue_declare(self.send_queue.as_str().into(), durable, send_args)
             .await?;
+        for tier in RETRY_TIERS {
+            let mut args = quorum_arguments();
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(tier.as_millis() as i64));
+            dead_letter_to(&mut args, &self.send_queue);
+            channel
+                .queue_declare(self.retry_queue(tier).as_str().into(), durable, args)
+                .await?;
+        }
         Ok(())
     }
 }
 
+/// Dead-letters through the default exchange straight into `queue`.
+fn dead_letter_to(args: &mut FieldTable, queue: &str) {
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(queue.into()));
+}
+
 fn quorum_arguments() -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     args
 }
 
 /// Opens one connection (each costs an OS thread in lapin: one per process is the rule).
 pub async fn connect(url: &str, connection_name: &str) -> lapin::Result<Connection> {
-    let props =
-        ConnectionProperties::default().with_connection_name(LongString::from(connection_name));
+    let props = ConnectionProperties::default().with_connection_name(LongString::from(connection_name));
     Connection::connect(url, props).await
 }
 
@@ -130,25 +153,42 @@ pub async fn queue_depths(channel: &Channel, names: &[String]) -> lapin::Result<
 }
 
 /// Publishes send jobs with publisher confirms over one shared connection, reconnecting on
-/// demand when the broker went away (a failed publish is reported; the next one reconnects).
+/// demand when the broker went away: a publish during an outage fails fast (and the caller
+/// answers 503), and connection attempts back off from 200 ms to 5 s so that an outage does
+/// not turn every request into a connection attempt.
 pub struct Publisher {
     url: String,
     name: String,
     topology: Topology,
     timeout: Duration,
-    link: Mutex<Option<(Connection, Channel)>>,
+    link: Mutex<Link>,
 }
+
+struct Link {
+    current: Option<(Connection, Channel)>,
+    /// No new connection attempt before this.
+    retry_at: Option<tokio::time::Instant>,
+    delay: Duration,
+}
+
+const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(200);
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
 impl Publisher {
     /// `timeout` bounds every connect and every publish-until-confirm, so callers answer
     /// quickly during an outage instead of hanging.
     pub fn new(url: &str, name: &str, topology: Topology, timeout: Duration) -> Self {
+        let link = Link {
+            current: None,
+            retry_at: None,
+            delay: FIRST_RECONNECT_DELAY,
+        };
         Self {
             url: url.into(),
             name: name.into(),
             topology,
             timeout,
-            link: Mutex::new(None),
+            link: Mutex::new(link),
         }
     }
 
@@ -157,32 +197,48 @@ impl Publisher {
     }
 
     /// A confirm-mode channel on a live connection, connecting (and declaring the topology)
-    /// if there is none.
+    /// if there is none and the backoff allows.
     pub async fn channel(&self) -> anyhow::Result<Channel> {
         let mut link = self.link.lock().await;
-        if let Some((conn, channel)) = link.as_ref()
+        if let Some((conn, channel)) = link.current.as_ref()
             && conn.status().connected()
             && channel.status().connected()
         {
             return Ok(channel.clone());
         }
-        *link = None;
-        let fresh = tokio::time::timeout(self.timeout, self.open())
+        link.current = None;
+        if let Some(at) = link.retry_at
+            && tokio::time::Instant::now() < at
+        {
+            return Err(anyhow!("RabbitMQ is unreachable; reconnecting"));
+        }
+        let opened = tokio::time::timeout(self.timeout, self.open())
             .await
-            .map_err(|_| anyhow!("timed out connecting to RabbitMQ"))??;
-        let channel = fresh.1.clone();
-        *link = Some(fresh);
-        Ok(channel)
+            .unwrap_or_else(|_| Err(anyhow!("timed out connecting to RabbitMQ")));
+        match opened {
+            Ok(fresh) => {
+                let channel = fresh.1.clone();
+                *link = Link {
+                    current: Some(fresh),
+                    retry_at: None,
+                    delay: FIRST_RECONNECT_DELAY,
+                };
+                tracing::info!("connected to RabbitMQ");
+                Ok(channel)
+            }
+            Err(e) => {
+                link.retry_at = Some(tokio::time::Instant::now() + link.delay);
+                link.delay = (link.delay * 2).min(MAX_RECONNECT_DELAY);
+                Err(e)
+            }
+        }
     }
 
     async fn open(&self) -> anyhow::Result<(Connection, Channel)> {
         let conn = connect(&self.url, &self.name)
             .await
             .context("Failed to connect to RabbitMQ")?;
-        let channel = conn
-            .create_channel()
-            .await
-            .context("Failed to open a channel")?;
+        let channel = conn.create_channel().await.context("Failed to open a channel")?;
         self.topology
             .declare(&channel)
             .await
@@ -198,33 +254,8 @@ impl Publisher {
     /// Returns only once the broker has taken responsibility for the message.
     pub async fn publish(&self, job: &SendJob) -> anyhow::Result<()> {
         let channel = self.channel().await?;
-        let payload = job.to_bytes();
-        let confirm = tokio::time::timeout(self.timeout, async {
-            channel
-                .basic_publish(
-                    "".into(),
-                    self.topology.send_queue().into(),
-                    // mandatory: a message no queue would take comes back instead of vanishing.
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &payload,
-                    job_properties(job),
-                )
-                .await?
-                .await
-        })
-        .await
-        .map_err(|_| anyhow!("timed out waiting for the broker's confirm"))?
-        .context("Failed to publish the send job")?;
-        if !confirm.is_ack() {
-            return Err(anyhow!("the broker refused the send job (nack)"));
-        }
-        if confirm.take_message().is_some() {
-            return Err(anyhow!("the send job was returned as unroutable"));
-        }
-        Ok(())
+        let queue = self.topology.send_queue();
+        publish_confirmed(&channel, queue, &job.to_bytes(), job_properties(job), self.timeout).await
     }
 
     /// Whether the broker answers now (used by `/readyz`).
@@ -235,14 +266,48 @@ impl Publisher {
     /// Depth of every queue of the topology.
     pub async fn queue_depths(&self) -> anyhow::Result<Vec<QueueDepth>> {
         let channel = self.channel().await?;
-        tokio::time::timeout(
-            self.timeout,
-            queue_depths(&channel, &self.topology.queues()),
-        )
-        .await
-        .map_err(|_| anyhow!("timed out reading queue depths"))?
-        .context("Failed to read queue depths")
+        tokio::time::timeout(self.timeout, queue_depths(&channel, &self.topology.queues()))
+            .await
+            .map_err(|_| anyhow!("timed out reading queue depths"))?
+            .context("Failed to read queue depths")
     }
+}
+
+/// Publishes to `queue` through the default exchange on a confirm-mode channel and waits
+/// (at most `timeout`) for the broker's confirm. `mandatory`: a message no queue would take
+/// comes back as an error instead of vanishing.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let confirm = tokio::time::timeout(timeout, async {
+        channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                payload,
+                properties,
+            )
+            .await?
+            .await
+    })
+    .await
+    .map_err(|_| anyhow!("timed out waiting for the broker's confirm"))?
+    .context("Failed to publish")?;
+    if !confirm.is_ack() {
+        return Err(anyhow!("the broker refused the message (nack)"));
+    }
+    if confirm.take_message().is_some() {
+        return Err(anyhow!("the message was returned as unroutable"));
+    }
+    Ok(())
 }
 
 /// Persistent JSON, with the verification id as message id for operators' tools.
@@ -261,10 +326,11 @@ mod tests {
     fn queue_names_derive_from_the_send_queue() {
         let t = Topology::new("sms.send").unwrap();
         assert_eq!(t.dead_letter_queue(), "sms.send.dead");
-        assert_eq!(
-            t.queues(),
-            vec!["sms.send".to_string(), "sms.send.dead".to_string()]
-        );
+        assert_eq!(t.retry_queue(std::time::Duration::from_secs(30)), "sms.send.retry.30s");
+        let queues = t.queues();
+        assert_eq!(queues.first().map(String::as_str), Some("sms.send"));
+        assert_eq!(queues.last().map(String::as_str), Some("sms.send.dead"));
+        assert_eq!(queues.len(), 2 + super::RETRY_TIERS.len());
     }
 
     #[test]

@@ -19,9 +19,7 @@ impl CodeLength {
     pub const MAX: u8 = 10;
 
     pub fn new(digits: u8) -> Option<Self> {
-        (Self::MIN..=Self::MAX)
-            .contains(&digits)
-            .then_some(Self(digits))
+        (Self::MIN..=Self::MAX).contains(&digits).then_some(Self(digits))
     }
 
     pub fn digits(self) -> usize {
@@ -88,8 +86,8 @@ impl CodeHasher {
     }
 
     fn mac(&self, id: Uuid, code: &Code) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose().as_bytes())
-            .expect("HMAC accepts keys of any length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(self.key.expose().as_bytes()).expect("HMAC accepts keys of any length");
         mac.update(b"verify-code-v1\0");
         mac.update(id.as_bytes());
         mac.update(code.0.as_bytes());
@@ -98,6 +96,30 @@ impl CodeHasher {
 
     pub fn digest(&self, id: Uuid, code: &Code) -> Vec<u8> {
         self.mac(id, code).finalize().into_bytes().to_vec()
+    }
+
+    /// The code sealed for the outbox: its digits XOR a keystream of HMAC-SHA256 over the
+    /// verification id (a fresh keystream per id, so this is a one-time pad under the key).
+    pub fn seal(&self, id: Uuid, code: &Code) -> Vec<u8> {
+        let stream = self.keystream(id);
+        code.0.bytes().zip(stream).map(|(b, k)| b ^ k).collect()
+    }
+
+    /// The code [`CodeHasher::seal`] sealed, if `sealed` is one (digits, 4 to 10 of them).
+    pub fn unseal(&self, id: Uuid, sealed: &[u8]) -> Option<Code> {
+        let stream = self.keystream(id);
+        let digits: Vec<u8> = sealed.iter().zip(stream).map(|(b, k)| b ^ k).collect();
+        let text = String::from_utf8(digits).ok()?;
+        let len = CodeLength::new(u8::try_from(text.len()).ok()?)?;
+        Code::parse(&text, len).ok()
+    }
+
+    fn keystream(&self, id: Uuid) -> [u8; 32] {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(self.key.expose().as_bytes()).expect("HMAC accepts keys of any length");
+        mac.update(b"verify-outbox-seal-v1\0");
+        mac.update(id.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     /// Whether `code` is the one whose digest is `stored`, compared in constant time.
@@ -140,10 +162,7 @@ mod tests {
         }
         let expected = f64::from(samples) / 10.0;
         for (pos, row) in counts.iter().enumerate() {
-            let chi2: f64 = row
-                .iter()
-                .map(|&c| (f64::from(c) - expected).powi(2) / expected)
-                .sum();
+            let chi2: f64 = row.iter().map(|&c| (f64::from(c) - expected).powi(2) / expected).sum();
             assert!(
                 chi2 < 33.72,
                 "digit position {pos} is not uniform: chi2 = {chi2}, {row:?}"
@@ -172,6 +191,16 @@ mod tests {
         assert!(!hasher().matches(b, &code, &stored));
         let other_key = CodeHasher::new(Secret::new("another secret of at least 32 bytes!!"));
         assert!(!other_key.matches(a, &code, &stored));
+    }
+
+    #[test]
+    fn a_sealed_code_unseals_only_for_its_own_verification() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let code = Code::parse("0042007", CodeLength::new(7).unwrap()).unwrap();
+        let sealed = hasher().seal(a, &code);
+        assert_ne!(sealed, b"0042007");
+        assert_eq!(hasher().unseal(a, &sealed), Some(code.clone()));
+        assert_ne!(hasher().unseal(b, &sealed), Some(code));
     }
 
     #[test]

@@ -28,10 +28,7 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Applies migrations, waiting for the database if it is not up yet (a process may start
 /// before its database). Gives up only when `shutdown` fires.
-pub async fn migrate_when_ready(
-    pool: &PgPool,
-    shutdown: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn migrate_when_ready(pool: &PgPool, shutdown: &tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(200);
     loop {
         match migrate(pool).await {

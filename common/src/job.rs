@@ -86,10 +86,7 @@ mod tests {
 
     #[test]
     fn garbage_and_unknown_versions_are_refused() {
-        assert!(matches!(
-            SendJob::from_bytes(b"{not json"),
-            Err(JobError::Malformed(_))
-        ));
+        assert!(matches!(SendJob::from_bytes(b"{not json"), Err(JobError::Malformed(_))));
         let v2 = br#"{"v":2,"verification_id":"3f0c9a4e-0000-4000-8000-000000000000","code":"1"}"#;
         assert!(matches!(SendJob::from_bytes(v2), Err(JobError::Version(2))));
     }

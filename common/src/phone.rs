@@ -18,9 +18,8 @@ pub enum PhoneError {
 impl PhoneNumber {
     pub fn parse(input: &str) -> Result<Self, PhoneError> {
         let digits = input.strip_prefix('+').ok_or(PhoneError::NotE164)?;
-        let well_formed = (8..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
+        let well_formed =
+            (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
         if !well_formed {
             return Err(PhoneError::NotE164);
         }
@@ -68,10 +67,7 @@ mod tests {
 
     #[test]
     fn a_valid_e164_number_is_accepted() {
-        assert_eq!(
-            PhoneNumber::parse("+14155552671").unwrap().as_str(),
-            "+14155552671"
-        );
+        assert_eq!(PhoneNumber::parse("+14155552671").unwrap().as_str(), "+14155552671");
         assert!(PhoneNumber::parse("+447911123456").is_ok());
     }
 
@@ -86,29 +82,19 @@ mod tests {
             "+0123456789",
             "+1234567890123456",
         ] {
-            assert_eq!(
-                PhoneNumber::parse(input),
-                Err(PhoneError::NotE164),
-                "{input}"
-            );
+            assert_eq!(PhoneNumber::parse(input), Err(PhoneError::NotE164), "{input}");
         }
     }
 
     #[test]
     fn well_formed_but_impossible_numbers_are_refused() {
         assert_eq!(PhoneNumber::parse("+10005550000"), Err(PhoneError::Invalid));
-        assert_eq!(
-            PhoneNumber::parse("+999123456789"),
-            Err(PhoneError::Invalid)
-        );
+        assert_eq!(PhoneNumber::parse("+999123456789"), Err(PhoneError::Invalid));
     }
 
     #[test]
     fn masking_keeps_only_the_prefix_and_the_last_four_digits() {
-        assert_eq!(
-            PhoneNumber::parse("+14155552671").unwrap().masked(),
-            "+1415***2671"
-        );
+        assert_eq!(PhoneNumber::parse("+14155552671").unwrap().masked(), "+1415***2671");
         assert_eq!(
             format!("{:?}", PhoneNumber::parse("+14155552671").unwrap()),
             "PhoneNumber(+1415***2671)"

@@ -82,6 +82,7 @@ pub struct NewVerification<'a> {
     pub request_id: Option<&'a str>,
 }
 
+/// Stores a verification without a send job (for tests of the worker's side).
 pub async fn insert(pool: &PgPool, new: &NewVerification<'_>) -> sqlx::Result<Verification> {
     let row = sqlx::query(concat!(
         "INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, expires_at) \
@@ -99,49 +100,115 @@ pub async fn insert(pool: &PgPool, new: &NewVerification<'_>) -> sqlx::Result<Ve
     Verification::from_row(&row)
 }
 
-/// Removes a verification whose send job never reached the broker, so nothing is left
-/// pending with no job. Only while its SMS is still `queued`.
-pub async fn discard_unpublished(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
-    let done =
-        sqlx::query("DELETE FROM verifications WHERE id = $1 AND delivery_status = 'queued'")
-            .bind(id)
-            .execute(pool)
-            .await?;
-    Ok(done.rows_affected() == 1)
+/// Stores a verification and its send job in the outbox, in one statement: from here on
+/// the job cannot be lost, even if this process dies before the broker confirms it (the
+/// outbox relay publishes it after `relay_after_seconds`).
+pub async fn insert_with_outbox(
+    pool: &PgPool,
+    new: &NewVerification<'_>,
+    sealed_code: &[u8],
+    relay_after_seconds: i64,
+) -> sqlx::Result<Verification> {
+    let row = sqlx::query(concat!(
+        "WITH job AS ( \
+           INSERT INTO outbox (verification_id, sealed_code, request_id, relay_after) \
+           VALUES ($1, $7, $5, now() + make_interval(secs => $8))) \
+         INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) RETURNING ",
+        columns!()
+    ))
+    .bind(new.id)
+    .bind(new.phone_number)
+    .bind(new.code_hmac)
+    .bind(new.max_check_attempts)
+    .bind(new.request_id)
+    .bind(new.ttl_seconds as f64)
+    .bind(sealed_code)
+    .bind(relay_after_seconds as f64)
+    .fetch_one(pool)
+    .await?;
+    Verification::from_row(&row)
 }
 
-/// Cancels every pending verification of `phone_number` older than `newer_seq`; their SMS,
-/// if still queued, becomes `canceled` so the worker skips it. One already past its expiry
-/// becomes `expired` instead.
-pub async fn supersede_older(
-    pool: &PgPool,
-    phone_number: &str,
-    newer_seq: i64,
-) -> sqlx::Result<u64> {
+/// After the broker confirmed a verification's job: drops its outbox row and cancels every
+/// older pending verification of the number (their SMS, if still queued, becomes `canceled`
+/// so the worker skips it; one already past its expiry becomes `expired`). One statement.
+/// Returns how many older verifications were canceled.
+pub async fn confirm_published(pool: &PgPool, v: &Verification) -> sqlx::Result<u64> {
     let done = sqlx::query(
-        "UPDATE verifications SET \
+        "WITH published AS (DELETE FROM outbox WHERE verification_id = $3) \
+         UPDATE verifications SET \
            status = CASE WHEN expires_at <= now() THEN 'expired' ELSE 'canceled' END, \
            delivery_status = CASE WHEN delivery_status <> 'queued' THEN delivery_status \
                                   WHEN expires_at <= now() THEN 'expired' ELSE 'canceled' END, \
            updated_at = now() \
          WHERE phone_number = $1 AND status = 'pending' AND seq < $2",
     )
-    .bind(phone_number)
-    .bind(newer_seq)
+    .bind(&v.phone_number)
+    .bind(v.seq)
+    .bind(v.id)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
 }
 
-pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Verification>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM verifications WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(pool)
+/// A send job left in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxJob {
+    pub verification_id: Uuid,
+    pub sealed_code: Vec<u8>,
+    pub request_id: Option<String>,
+}
+
+/// Takes up to `limit` outbox jobs that are due, pushing their `relay_after` forward by
+/// `lease_seconds` so that no other relay takes them meanwhile (several API replicas may
+/// run a relay; `SKIP LOCKED` keeps them off each other's rows).
+pub async fn take_due_outbox(pool: &PgPool, limit: i64, lease_seconds: i64) -> sqlx::Result<Vec<OutboxJob>> {
+    let rows = sqlx::query(
+        "UPDATE outbox SET relay_after = now() + make_interval(secs => $2) \
+         WHERE verification_id IN (SELECT verification_id FROM outbox WHERE relay_after <= now() \
+                                   ORDER BY relay_after LIMIT $1 FOR UPDATE SKIP LOCKED) \
+         RETURNING verification_id, sealed_code, request_id",
+    )
+    .bind(limit)
+    .bind(lease_seconds as f64)
+    .fetch_all(pool)
     .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(OutboxJob {
+                verification_id: r.try_get(0)?,
+                sealed_code: r.try_get(1)?,
+                request_id: r.try_get(2)?,
+            })
+        })
+        .collect()
+}
+
+/// Drops an outbox row once its job is confirmed by the broker.
+pub async fn delete_outbox(pool: &PgPool, verification_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM outbox WHERE verification_id = $1")
+        .bind(verification_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Removes a verification whose send job never reached the broker (and, by cascade, its
+/// outbox row), so nothing is left pending with no job. Only while its SMS is still `queued`.
+pub async fn discard_unpublished(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM verifications WHERE id = $1 AND delivery_status = 'queued'")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Verification>> {
+    let row = sqlx::query(concat!("SELECT ", columns!(), " FROM verifications WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
     row.as_ref().map(Verification::from_row).transpose()
 }
 
@@ -160,10 +227,7 @@ pub struct ReservedCheck {
 /// before the code is compared. Counting first, in one statement, is what keeps parallel
 /// guesses from getting more than `max_check_attempts` comparisons: once the count is
 /// reached no further attempt is handed out. `None`: no verification can be checked.
-pub async fn reserve_check(
-    pool: &PgPool,
-    phone_number: &str,
-) -> sqlx::Result<Option<ReservedCheck>> {
+pub async fn reserve_check(pool: &PgPool, phone_number: &str) -> sqlx::Result<Option<ReservedCheck>> {
     let row = sqlx::query(
         "UPDATE verifications SET check_attempts = check_attempts + 1, updated_at = now() \
          WHERE id = (SELECT id FROM verifications WHERE phone_number = $1 AND status = 'pending' \
@@ -215,44 +279,88 @@ pub async fn exhaust(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Verificatio
 /// The result of a worker's attempt to take a verification's send.
 #[derive(Debug, Clone)]
 pub enum Claim {
-    /// The send is ours: the row is now `sending`.
+    /// The send is ours until the lease runs out: the row is now `sending`.
     Claimed {
         phone_number: String,
         expires_at: OffsetDateTime,
         send_attempts: i32,
+        /// An earlier call may have reached Twilio without its result being recorded (it was
+        /// ambiguous, or its worker died during it): ask Twilio before sending again.
+        needs_lookup: bool,
     },
+    /// Another worker holds the send right now.
+    Busy,
     /// Nothing to send: the verification is gone, superseded, expired, or already sent.
     Skip(Option<Verification>),
 }
 
 /// Takes the send of a pending, unexpired verification whose SMS is not yet submitted, in
-/// one conditional update. A row left `sending` by a worker that died is taken again.
-pub async fn claim_send(pool: &PgPool, id: Uuid) -> sqlx::Result<Claim> {
+/// one conditional update, with a lease of `lease_seconds`: two workers can never call
+/// Twilio for the same verification at once. A lease left by a worker that died runs out.
+pub async fn claim_send(pool: &PgPool, id: Uuid, lease_seconds: f64) -> sqlx::Result<Claim> {
     let row = sqlx::query(
-        "UPDATE verifications SET delivery_status = 'sending', updated_at = now() \
+        "UPDATE verifications SET delivery_status = 'sending', \
+           claimed_until = now() + make_interval(secs => $2), updated_at = now() \
          WHERE id = $1 AND status = 'pending' AND expires_at > now() \
            AND delivery_status IN ('queued', 'sending') \
-         RETURNING phone_number, expires_at, send_attempts",
+           AND (claimed_until IS NULL OR claimed_until < now()) \
+         RETURNING phone_number, expires_at, send_attempts, \
+           EXISTS (SELECT 1 FROM send_attempts a WHERE a.verification_id = $1 \
+                   AND a.outcome IN ('in_flight', 'ambiguous')) AS needs_lookup",
     )
     .bind(id)
+    .bind(lease_seconds)
     .fetch_optional(pool)
     .await?;
-    match row {
-        Some(row) => Ok(Claim::Claimed {
+    if let Some(row) = row {
+        return Ok(Claim::Claimed {
             phone_number: row.try_get("phone_number")?,
             expires_at: row.try_get("expires_at")?,
             send_attempts: row.try_get("send_attempts")?,
-        }),
-        None => Ok(Claim::Skip(find(pool, id).await?)),
+            needs_lookup: row.try_get("needs_lookup")?,
+        });
     }
+    let found = find(pool, id).await?;
+    let claimable = found.as_ref().is_some_and(|v| {
+        v.status == VerificationStatus::Pending
+            && matches!(v.delivery_status, DeliveryStatus::Queued | DeliveryStatus::Sending)
+    });
+    Ok(if claimable { Claim::Busy } else { Claim::Skip(found) })
 }
 
-/// One Twilio call, as recorded.
+/// Gives the send back (the job waits in a delay queue), so whoever takes the job next
+/// need not wait for the lease to run out.
+pub async fn release_claim(pool: &PgPool, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE verifications SET claimed_until = NULL WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Records that Twilio call number `attempt` is about to be made (outcome `in_flight`),
+/// counts it on the verification and renews the lease, before the call: if the worker dies
+/// during the call, whoever takes the job next knows to ask Twilio first. Returns the
+/// attempt's row id for [`finish_attempt`].
+pub async fn begin_attempt(pool: &PgPool, id: Uuid, attempt: i32, lease_seconds: f64) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "WITH counted AS ( \
+           UPDATE verifications SET send_attempts = GREATEST(send_attempts, $2), \
+             claimed_until = now() + make_interval(secs => $3), updated_at = now() \
+           WHERE id = $1) \
+         INSERT INTO send_attempts (verification_id, attempt, started_at, outcome) \
+         VALUES ($1, $2, now(), 'in_flight') RETURNING id",
+    )
+    .bind(id)
+    .bind(attempt)
+    .bind(lease_seconds)
+    .fetch_one(pool)
+    .await
+}
+
+/// How a Twilio call ended, as recorded.
 #[derive(Debug, Clone)]
-pub struct AttemptRecord<'a> {
-    pub verification_id: Uuid,
-    pub attempt: i32,
-    pub started_at: OffsetDateTime,
+pub struct AttemptResult<'a> {
     pub outcome: &'a str,
     pub http_status: Option<i32>,
     pub twilio_error_code: Option<i32>,
@@ -260,24 +368,32 @@ pub struct AttemptRecord<'a> {
     pub provider_message_sid: Option<&'a str>,
 }
 
-/// Records a Twilio call and counts it on the verification, in one statement.
-pub async fn record_attempt(pool: &PgPool, a: &AttemptRecord<'_>) -> sqlx::Result<()> {
+pub async fn finish_attempt(pool: &PgPool, attempt_id: i64, r: &AttemptResult<'_>) -> sqlx::Result<()> {
     sqlx::query(
-        "WITH attempt AS ( \
-           INSERT INTO send_attempts (verification_id, attempt, started_at, outcome, http_status, \
-                                      twilio_error_code, error_message, provider_message_sid) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)) \
-         UPDATE verifications SET send_attempts = GREATEST(send_attempts, $2), updated_at = now() \
+        "UPDATE send_attempts SET finished_at = now(), outcome = $2, http_status = $3, \
+           twilio_error_code = $4, error_message = $5, provider_message_sid = $6 \
          WHERE id = $1",
     )
-    .bind(a.verification_id)
-    .bind(a.attempt)
-    .bind(a.started_at)
-    .bind(a.outcome)
-    .bind(a.http_status)
-    .bind(a.twilio_error_code)
-    .bind(a.error_message)
-    .bind(a.provider_message_sid)
+    .bind(attempt_id)
+    .bind(r.outcome)
+    .bind(r.http_status)
+    .bind(r.twilio_error_code)
+    .bind(r.error_message)
+    .bind(r.provider_message_sid)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks earlier in-flight or ambiguous calls as settled by a lookup at Twilio (`found`
+/// tells whether the message was there), so they do not trigger another lookup.
+pub async fn settle_unknown_attempts(pool: &PgPool, id: Uuid, found: bool) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE send_attempts SET outcome = CASE WHEN $2 THEN 'found_at_twilio' ELSE 'not_at_twilio' END \
+         WHERE verification_id = $1 AND outcome IN ('in_flight', 'ambiguous')",
+    )
+    .bind(id)
+    .bind(found)
     .execute(pool)
     .await?;
     Ok(())
@@ -360,7 +476,7 @@ pub async fn advance_delivery(
 pub async fn mark_submitted(pool: &PgPool, id: Uuid, message_sid: &str) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE verifications SET delivery_status = 'submitted', provider_message_sid = $2, \
-           updated_at = now() \
+           claimed_until = NULL, updated_at = now() \
          WHERE id = $1 AND delivery_status = ANY($3)",
     )
     .bind(id)
@@ -370,15 +486,41 @@ pub async fn mark_submitted(pool: &PgPool, id: Uuid, message_sid: &str) -> sqlx:
     .await?;
     for (status, error_code) in events_for(pool, message_sid).await? {
         if let Some(next) = DeliveryStatus::from_twilio(&status) {
-            advance_delivery(
-                pool,
-                DeliveryTarget::MessageSid(message_sid),
-                next,
-                error_code,
-            )
-            .await?;
+            advance_delivery(pool, DeliveryTarget::MessageSid(message_sid), next, error_code).await?;
         }
     }
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records that a job was dead-lettered: its delivery is `failed` with the reason, while
+/// the verification stays `pending` so that an operator can replay the job.
+pub async fn mark_dead_lettered(pool: &PgPool, id: Uuid, reason: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE verifications SET delivery_status = 'failed', dead_letter_reason = $2, \
+           claimed_until = NULL, updated_at = now() \
+         WHERE id = $1 AND delivery_status = ANY($3)",
+    )
+    .bind(id)
+    .bind(reason)
+    .bind(DeliveryStatus::predecessors(DeliveryStatus::Failed))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Makes a dead-lettered verification sendable again, if it is still pending, unexpired and
+/// was never submitted to Twilio. The one place a delivery status moves back (`failed` →
+/// `queued`): an operator's explicit replay.
+pub async fn reset_for_replay(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE verifications SET delivery_status = 'queued', dead_letter_reason = NULL, \
+           claimed_until = NULL, updated_at = now() \
+         WHERE id = $1 AND status = 'pending' AND expires_at > now() \
+           AND provider_message_sid IS NULL AND delivery_status IN ('queued', 'sending', 'failed')",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -389,27 +531,21 @@ pub async fn record_event(
     message_status: &str,
     error_code: Option<i32>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO delivery_events (message_sid, message_status, error_code) VALUES ($1, $2, $3)",
-    )
-    .bind(message_sid)
-    .bind(message_status)
-    .bind(error_code)
-    .execute(pool)
-    .await?;
+    sqlx::query("INSERT INTO delivery_events (message_sid, message_status, error_code) VALUES ($1, $2, $3)")
+        .bind(message_sid)
+        .bind(message_status)
+        .bind(error_code)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
 async fn events_for(pool: &PgPool, message_sid: &str) -> sqlx::Result<Vec<(String, Option<i32>)>> {
-    let rows = sqlx::query(
-        "SELECT message_status, error_code FROM delivery_events WHERE message_sid = $1 ORDER BY id",
-    )
-    .bind(message_sid)
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect()
+    let rows = sqlx::query("SELECT message_status, error_code FROM delivery_events WHERE message_sid = $1 ORDER BY id")
+        .bind(message_sid)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
 }
 
 /// Whether PostgreSQL answers (used by `/readyz`).

@@ -26,11 +26,7 @@ impl Setting {
             help,
         }
     }
-    pub const fn with_default(
-        name: &'static str,
-        default: &'static str,
-        help: &'static str,
-    ) -> Self {
+    pub const fn with_default(name: &'static str, default: &'static str, help: &'static str) -> Self {
         Self {
             name,
             default: Some(default),
@@ -68,10 +64,7 @@ impl Env {
         Self::from_map(settings, std::env::vars())
     }
 
-    pub fn from_map(
-        settings: &'static [Setting],
-        values: impl IntoIterator<Item = (String, String)>,
-    ) -> Self {
+    pub fn from_map(settings: &'static [Setting], values: impl IntoIterator<Item = (String, String)>) -> Self {
         let values = values.into_iter().filter(|(_, v)| !v.is_empty()).collect();
         Self { settings, values }
     }
@@ -110,11 +103,7 @@ impl Env {
     }
 
     /// A number that must lie in `range`.
-    pub fn number_in<T>(
-        &self,
-        name: &'static str,
-        range: std::ops::RangeInclusive<T>,
-    ) -> Result<T, SettingError>
+    pub fn number_in<T>(&self, name: &'static str, range: std::ops::RangeInclusive<T>) -> Result<T, SettingError>
     where
         T: FromStr + PartialOrd + fmt::Display + Copy,
         T::Err: fmt::Display,
@@ -125,11 +114,7 @@ impl Env {
         } else {
             Err(SettingError::new(
                 name,
-                format!(
-                    "must be between {} and {}, got {value}",
-                    range.start(),
-                    range.end()
-                ),
+                format!("must be between {} and {}, got {value}", range.start(), range.end()),
             ))
         }
     }
@@ -137,9 +122,7 @@ impl Env {
 
 /// The `--help` text: what the binary does, then every setting with its default.
 pub fn help_text(binary: &str, about: &str, settings: &[Setting]) -> String {
-    let mut out = format!(
-        "{binary}: {about}\n\nUsage: {binary} [--help]\n\nSettings (environment variables):\n"
-    );
+    let mut out = format!("{binary}: {about}\n\nUsage: {binary} [--help]\n\nSettings (environment variables):\n");
     for s in settings {
         let default = match s.default {
             None => "required".to_owned(),
@@ -203,10 +186,7 @@ pub fn log_format(env: &Env) -> Result<String, SettingError> {
     let format = env.string("LOG_FORMAT")?;
     match format.as_str() {
         "auto" | "json" | "text" => Ok(format),
-        _ => Err(SettingError::new(
-            "LOG_FORMAT",
-            "must be json, text or auto",
-        )),
+        _ => Err(SettingError::new("LOG_FORMAT", "must be json, text or auto")),
     }
 }
 
@@ -220,10 +200,7 @@ mod tests {
     ];
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_map(
-            SETTINGS,
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        )
+        Env::from_map(SETTINGS, pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     #[test]
@@ -239,18 +216,13 @@ mod tests {
 
     #[test]
     fn an_out_of_range_number_is_refused() {
-        let err = env(&[("COUNT", "11")])
-            .number_in("COUNT", 4u32..=10)
-            .unwrap_err();
+        let err = env(&[("COUNT", "11")]).number_in("COUNT", 4u32..=10).unwrap_err();
         assert_eq!(err.to_string(), "COUNT: must be between 4 and 10, got 11");
     }
 
     #[test]
     fn a_secret_does_not_print() {
-        assert_eq!(
-            format!("{:?}", Secret::new("hunter2")),
-            "Secret([redacted])"
-        );
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret([redacted])");
     }
 
     #[test]

@@ -27,13 +27,9 @@ pub fn is_valid(auth_token: &str, url: &str, params: &[(String, String)], signat
 }
 
 fn mac(auth_token: &str, url: &str, params: &[(String, String)]) -> Hmac<Sha1> {
-    let mut mac = Hmac::<Sha1>::new_from_slice(auth_token.as_bytes())
-        .expect("HMAC accepts keys of any length");
+    let mut mac = Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(url.as_bytes());
-    let sorted: BTreeSet<(&str, &str)> = params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let sorted: BTreeSet<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     for (name, value) in sorted {
         mac.update(name.as_bytes());
         mac.update(value.as_bytes());
@@ -69,10 +65,7 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn call_params() -> Vec<(String, String)> {
@@ -89,32 +82,16 @@ mod tests {
 
     #[test]
     fn vector_one_url_without_port() {
-        assert_eq!(
-            sign("12345", URL, &call_params()),
-            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
-        );
+        assert_eq!(sign("12345", URL, &call_params()), "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
     }
 
     #[test]
     fn vector_two_url_with_default_port() {
         let url = "https://mycompany.com:443/myapp.php?foo=1&bar=2";
-        assert_eq!(
-            sign("12345", url, &call_params()),
-            "kvajT1Ptam85bY51eRf/AJRuM3w="
-        );
+        assert_eq!(sign("12345", url, &call_params()), "kvajT1Ptam85bY51eRf/AJRuM3w=");
         // A request signed with the port validates against the URL without it, and back.
-        assert!(is_valid(
-            "12345",
-            URL,
-            &call_params(),
-            "kvajT1Ptam85bY51eRf/AJRuM3w="
-        ));
-        assert!(is_valid(
-            "12345",
-            url,
-            &call_params(),
-            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
-        ));
+        assert!(is_valid("12345", URL, &call_params(), "kvajT1Ptam85bY51eRf/AJRuM3w="));
+        assert!(is_valid("12345", url, &call_params(), "RSOYDt4T1cUTdK1PDd93/VVr8B8="));
     }
 
     #[test]
@@ -143,12 +120,7 @@ mod tests {
             &call_params(),
             &good
         ));
-        assert!(!is_valid(
-            "12345",
-            URL,
-            &call_params(),
-            "not base64 at all!"
-        ));
+        assert!(!is_valid("12345", URL, &call_params(), "not base64 at all!"));
         assert!(!is_valid("12345", URL, &call_params(), ""));
     }
 }

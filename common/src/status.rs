@@ -86,9 +86,7 @@ impl DeliveryStatus {
             Self::Sending => 1,
             Self::Submitted => 2,
             Self::Sent => 3,
-            Self::Delivered | Self::Undelivered | Self::Failed | Self::Expired | Self::Canceled => {
-                4
-            }
+            Self::Delivered | Self::Undelivered | Self::Failed | Self::Expired | Self::Canceled => 4,
         }
     }
 
@@ -138,33 +136,17 @@ mod tests {
     fn the_usual_path_only_moves_forwards() {
         let path = [Queued, Sending, Submitted, Sent, Delivered];
         for pair in path.windows(2) {
-            assert!(
-                pair[0].can_advance_to(pair[1]),
-                "{:?} -> {:?}",
-                pair[0],
-                pair[1]
-            );
-            assert!(
-                !pair[1].can_advance_to(pair[0]),
-                "{:?} -> {:?}",
-                pair[1],
-                pair[0]
-            );
+            assert!(pair[0].can_advance_to(pair[1]), "{:?} -> {:?}", pair[0], pair[1]);
+            assert!(!pair[1].can_advance_to(pair[0]), "{:?} -> {:?}", pair[1], pair[0]);
         }
-        assert!(
-            Queued.can_advance_to(Delivered),
-            "a callback may skip statuses"
-        );
+        assert!(Queued.can_advance_to(Delivered), "a callback may skip statuses");
     }
 
     #[test]
     fn a_final_status_never_changes() {
         for &final_status in &[Delivered, Undelivered, Failed, Expired, Canceled] {
             for &next in DeliveryStatus::ALL {
-                assert!(
-                    !final_status.can_advance_to(next),
-                    "{final_status:?} -> {next:?}"
-                );
+                assert!(!final_status.can_advance_to(next), "{final_status:?} -> {next:?}");
             }
         }
     }
@@ -193,10 +175,7 @@ mod tests {
     fn twilio_statuses_map_onto_ours() {
         assert_eq!(DeliveryStatus::from_twilio("sent"), Some(Sent));
         assert_eq!(DeliveryStatus::from_twilio("delivered"), Some(Delivered));
-        assert_eq!(
-            DeliveryStatus::from_twilio("undelivered"),
-            Some(Undelivered)
-        );
+        assert_eq!(DeliveryStatus::from_twilio("undelivered"), Some(Undelivered));
         assert_eq!(DeliveryStatus::from_twilio("failed"), Some(Failed));
         assert_eq!(DeliveryStatus::from_twilio("queued"), None);
         assert_eq!(DeliveryStatus::from_twilio("sending"), None);

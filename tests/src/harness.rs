@@ -22,13 +22,11 @@ pub const VERIFY_SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 pub const FROM: &str = "+15005550006";
 
 pub fn admin_database_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// Settings that differ from the defaults for one test.
@@ -85,9 +83,9 @@ pub struct TestApp {
 
 async fn create_database() -> (String, String) {
     let admin = admin_database_url();
-    let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is required for these tests and is not reachable at {admin}: {e}")
-    });
+    let mut conn = PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is required for these tests and is not reachable at {admin}: {e}"));
     let name = format!("verify_test_{}", Uuid::new_v4().simple());
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
@@ -104,9 +102,7 @@ async fn check_broker() {
     let url = amqp_url();
     let conn = common::broker::connect(&url, "verify-tests")
         .await
-        .unwrap_or_else(|e| {
-            panic!("RabbitMQ is required for these tests and is not reachable at {url}: {e}")
-        });
+        .unwrap_or_else(|e| panic!("RabbitMQ is required for these tests and is not reachable at {url}: {e}"));
     drop(conn.close(200, "ok".into()).await);
 }
 
@@ -130,9 +126,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let (database_name, database_url) = create_database().await;
     check_broker().await;
     let fake = FakeTwilio::start(options.fake.clone()).await;
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binding the API");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the API");
     let api_base = format!("http://{}", listener.local_addr().expect("API address"));
     let queue = format!("test.{}.sms.send", Uuid::new_v4().simple());
     let mut env: Vec<(String, String)> = [
@@ -162,8 +156,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 
     let shutdown = CancellationToken::new();
     let api_config =
-        verify_api::ApiConfig::from_env(&Env::from_map(verify_api::SETTINGS, env.clone()))
-            .expect("test API settings");
+        verify_api::ApiConfig::from_env(&Env::from_map(verify_api::SETTINGS, env.clone())).expect("test API settings");
     let api = verify_api::Application::with_listener(api_config, listener, &shutdown)
         .await
         .expect("building the API");
@@ -190,16 +183,12 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 impl TestApp {
     /// Starts one more worker in this process (each is a separate consumer).
     pub async fn start_worker(&mut self) {
-        let config = verify_worker::WorkerConfig::from_env(&Env::from_map(
-            verify_worker::SETTINGS,
-            self.env.clone(),
-        ))
-        .expect("test worker settings");
+        let config = verify_worker::WorkerConfig::from_env(&Env::from_map(verify_worker::SETTINGS, self.env.clone()))
+            .expect("test worker settings");
         let worker = verify_worker::Worker::build(config, &self.shutdown)
             .await
             .expect("building the worker");
-        self.tasks
-            .push(tokio::spawn(worker.run(self.shutdown.clone())));
+        self.tasks.push(tokio::spawn(worker.run(self.shutdown.clone())));
     }
 
     /// The settings this app runs with, for starting real processes against it.
@@ -234,11 +223,8 @@ impl TestApp {
     }
 
     pub async fn check(&self, phone: &str, code: &str) -> reqwest::Response {
-        self.post_json(
-            "/v1/verifications/check",
-            &json!({"phone_number": phone, "code": code}),
-        )
-        .await
+        self.post_json("/v1/verifications/check", &json!({"phone_number": phone, "code": code}))
+            .await
     }
 
     pub async fn get_verification(&self, id: Uuid) -> Value {
@@ -256,11 +242,9 @@ impl TestApp {
     /// Waits for the `n`-th SMS to `phone` and returns its code (the last run of digits).
     pub async fn wait_for_code(&self, phone: &str, n: usize) -> String {
         self.fake
-            .wait_until(
-                Duration::from_secs(20),
-                &format!("SMS #{n} to {phone}"),
-                |f| f.messages_to(phone).len() >= n,
-            )
+            .wait_until(Duration::from_secs(20), &format!("SMS #{n} to {phone}"), |f| {
+                f.messages_to(phone).len() >= n
+            })
             .await;
         let body = self.fake.messages_to(phone)[n - 1].body.clone();
         code_in(&body).unwrap_or_else(|| panic!("no code in {body:?}"))
@@ -281,6 +265,16 @@ impl TestApp {
         }
     }
 
+    /// This app's queues.
+    pub fn topology(&self) -> common::broker::Topology {
+        common::broker::Topology::new(&self.queue).expect("test queue name")
+    }
+
+    /// The dead-letter queue's name.
+    pub fn dead_queue(&self) -> String {
+        self.topology().dead_letter_queue()
+    }
+
     /// Messages ready in a queue, from a passive declare.
     pub async fn queue_depth(&self, queue: &str) -> u32 {
         let conn = common::broker::connect(&amqp_url(), "verify-tests")
@@ -295,9 +289,26 @@ impl TestApp {
         depth
     }
 
+    /// Waits until `queue` holds exactly `n` ready messages.
+    pub async fn wait_for_queue_depth(&self, queue: &str, n: u32) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let depth = self.queue_depth(queue).await;
+            if depth == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{queue} holds {depth} messages, never {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops the service, then removes this test's database and queues.
     pub async fn stop(self) {
         self.shutdown.cancel();
+        let queues = self.topology().queues();
         for task in self.tasks {
             match tokio::time::timeout(Duration::from_secs(15), task).await {
                 Ok(Ok(Ok(()))) => {}
@@ -307,26 +318,15 @@ impl TestApp {
         self.pool.close().await;
         if let Ok(conn) = common::broker::connect(&amqp_url(), "verify-tests").await {
             if let Ok(channel) = conn.create_channel().await {
-                for q in [self.queue.clone(), format!("{}.dead", self.queue)] {
-                    drop(
-                        channel
-                            .queue_delete(q.as_str().into(), Default::default())
-                            .await,
-                    );
+                for q in queues {
+                    drop(channel.queue_delete(q.as_str().into(), Default::default()).await);
                 }
             }
             drop(conn.close(200, "ok".into()).await);
         }
         if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
-            let drop_db = format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.database_name
-            );
-            drop(
-                sqlx::query(sqlx::AssertSqlSafe(drop_db))
-                    .execute(&mut conn)
-                    .await,
-            );
+            let drop_db = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database_name);
+            drop(sqlx::query(sqlx::AssertSqlSafe(drop_db)).execute(&mut conn).await);
         }
     }
 }

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 use common::broker::Topology;
 use common::phone::PhoneNumber;
-use common::settings::{
-    Env, Secret, Setting, SettingError, account_sid, log_format, public_base_url,
-};
+use common::settings::{Env, Secret, Setting, SettingError, account_sid, log_format, public_base_url};
 use common::twilio_sid::is_sid;
 
 use crate::retry::RetryPolicy;
@@ -34,10 +32,7 @@ pub const SETTINGS: &[Setting] = &[
         "the API's external URL; StatusCallback points at it",
     ),
     Setting::required("TWILIO_ACCOUNT_SID", "AC + 32 hex digits"),
-    Setting::required(
-        "TWILIO_AUTH_TOKEN",
-        "Basic-auth password of Twilio's REST API",
-    ),
+    Setting::required("TWILIO_AUTH_TOKEN", "Basic-auth password of Twilio's REST API"),
     Setting::with_default(
         "TWILIO_FROM",
         "",
@@ -53,11 +48,7 @@ pub const SETTINGS: &[Setting] = &[
         "https://api.twilio.com",
         "where Twilio's Messages API lives",
     ),
-    Setting::with_default(
-        "TWILIO_TIMEOUT_MS",
-        "10000",
-        "longest wait for one Twilio call",
-    ),
+    Setting::with_default("TWILIO_TIMEOUT_MS", "10000", "longest wait for one Twilio call"),
     Setting::with_default(
         "WORKER_CONCURRENCY",
         "64",
@@ -80,20 +71,26 @@ pub const SETTINGS: &[Setting] = &[
     ),
     Setting::with_default(
         "RETRY_INITIAL_MS",
-        "500",
-        "first retry delay after a transient Twilio error",
+        "2000",
+        "first retry delay after a transient Twilio error (each delay gets ±50 % jitter)",
     ),
     Setting::with_default(
         "RETRY_MULTIPLIER",
-        "2.0",
+        "4.0",
         "growth of the retry delay per attempt, 1.0 to 10.0",
     ),
-    Setting::with_default("RETRY_MAX_DELAY_MS", "10000", "longest retry delay"),
+    Setting::with_default("RETRY_MAX_DELAY_MS", "300000", "longest retry delay"),
     Setting::with_default(
-        "DATABASE_MAX_CONNECTIONS",
-        "16",
-        "PostgreSQL connections in the pool",
+        "RETRY_INPROCESS_MAX_MS",
+        "1000",
+        "delays up to this are waited in the worker; longer ones in a delay queue",
     ),
+    Setting::with_default(
+        "MIN_USEFUL_LIFETIME_SECONDS",
+        "30",
+        "no SMS is sent when less of the code's lifetime than this is left",
+    ),
+    Setting::with_default("DATABASE_MAX_CONNECTIONS", "16", "PostgreSQL connections in the pool"),
     Setting::with_default(
         "SHUTDOWN_GRACE_SECONDS",
         "30",
@@ -126,7 +123,6 @@ pub struct WorkerConfig {
     pub twilio_api_base: String,
     pub twilio_timeout: Duration,
     pub concurrency: u16,
-    pub max_attempts: u32,
     pub sms_template: String,
     pub topology: Topology,
     pub retry: RetryPolicy,
@@ -136,8 +132,12 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// How long a worker holds a send: one Twilio call and the writes around it.
+    pub fn send_lease(&self) -> Duration {
+        self.twilio_timeout + Duration::from_secs(15)
+    }
+
     pub fn from_env(env: &Env) -> Result<Self, SettingError> {
-        let max_attempts = env.number_in("SEND_MAX_ATTEMPTS", 1..=20)?;
         Ok(Self {
             database_url: Secret::new(env.string("DATABASE_URL")?),
             amqp_url: Secret::new(env.string("AMQP_URL")?),
@@ -147,20 +147,17 @@ impl WorkerConfig {
             twilio_auth_token: Secret::new(env.string("TWILIO_AUTH_TOKEN")?),
             sender: sender(env)?,
             twilio_api_base: api_base(env)?,
-            twilio_timeout: Duration::from_millis(
-                env.number_in("TWILIO_TIMEOUT_MS", 100..=120_000)?,
-            ),
+            twilio_timeout: Duration::from_millis(env.number_in("TWILIO_TIMEOUT_MS", 100..=120_000)?),
             concurrency: env.number_in("WORKER_CONCURRENCY", 1..=1000)?,
-            max_attempts,
             sms_template: sms_template(env)?,
-            topology: Topology::new(&env.string("SEND_QUEUE")?)
-                .map_err(|e| SettingError::new("SEND_QUEUE", e))?,
+            topology: Topology::new(&env.string("SEND_QUEUE")?).map_err(|e| SettingError::new("SEND_QUEUE", e))?,
             retry: RetryPolicy {
                 initial: Duration::from_millis(env.number_in("RETRY_INITIAL_MS", 1..=600_000)?),
                 multiplier: env.number_in("RETRY_MULTIPLIER", 1.0..=10.0)?,
-                max_delay: Duration::from_millis(
-                    env.number_in("RETRY_MAX_DELAY_MS", 1..=3_600_000)?,
-                ),
+                max_delay: Duration::from_millis(env.number_in("RETRY_MAX_DELAY_MS", 1..=3_600_000)?),
+                max_attempts: env.number_in("SEND_MAX_ATTEMPTS", 1..=20)?,
+                in_process_max: Duration::from_millis(env.number_in("RETRY_INPROCESS_MAX_MS", 0..=60_000)?),
+                min_useful_lifetime: Duration::from_secs(env.number_in("MIN_USEFUL_LIFETIME_SECONDS", 0..=3600)?),
             },
             database_max_connections: env.number_in("DATABASE_MAX_CONNECTIONS", 1..=1000)?,
             shutdown_grace: Duration::from_secs(env.number_in("SHUTDOWN_GRACE_SECONDS", 0..=3600)?),
@@ -194,9 +191,7 @@ fn api_base(env: &Env) -> Result<String, SettingError> {
     let raw = env.string("TWILIO_API_BASE")?;
     let base = raw.trim_end_matches('/');
     match url::Url::parse(base) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
-            Ok(base.to_owned())
-        }
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(base.to_owned()),
         _ => Err(SettingError::new(
             "TWILIO_API_BASE",
             format!("must be an http(s) URL, got {raw:?}"),
@@ -229,12 +224,7 @@ mod tests {
             ("TWILIO_FROM", "+14155550100"),
         ];
         pairs.extend_from_slice(extra);
-        Env::from_map(
-            SETTINGS,
-            pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        )
+        Env::from_map(SETTINGS, pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     #[test]
@@ -242,7 +232,8 @@ mod tests {
         let c = WorkerConfig::from_env(&env(&[])).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9091");
         assert_eq!(c.concurrency, 64);
-        assert_eq!(c.max_attempts, 5);
+        assert_eq!(c.retry.max_attempts, 5);
+        assert_eq!(c.retry.min_useful_lifetime, Duration::from_secs(30));
         assert_eq!(c.twilio_api_base, "https://api.twilio.com");
         assert_eq!(c.sms_template, "Your verification code is {code}");
         assert_eq!(c.sender, Sender::From("+14155550100".into()));
@@ -284,9 +275,6 @@ mod tests {
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        assert_eq!(
-            WorkerConfig::from_env(&env).unwrap_err().name,
-            "TWILIO_FROM"
-        );
+        assert_eq!(WorkerConfig::from_env(&env).unwrap_err().name, "TWILIO_FROM");
     }
 }

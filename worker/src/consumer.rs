@@ -1,20 +1,22 @@
 //! The consumer loop: connects to RabbitMQ (again, after any failure), declares the
 //! topology, consumes with a prefetch of `WORKER_CONCURRENCY`, runs each job as its own task,
-//! and acks only once the job's outcome is committed in PostgreSQL.
+//! and acks only once the job's outcome is committed in PostgreSQL and any follow-up message
+//! (a retry in a delay queue, a dead letter) is confirmed by the broker.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use common::broker::{Topology, job_properties, publish_confirmed};
 use common::job::SendJob;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,14 +25,16 @@ use crate::send::{JobOutcome, SendContext};
 /// Pause before a job whose processing failed (PostgreSQL down) goes back to the queue, so
 /// an outage does not turn into a hot redelivery loop.
 const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+/// A job delivered this many times without an outcome (it crashed or stalled every worker
+/// that took it) is dead-lettered by the worker, with its reason, before the broker's own
+/// limit would drop it there without one.
+const POISON_DELIVERIES: i64 = 5;
+/// Longest wait for the broker's confirm of a retry or dead letter.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Consumes until `shutdown`, reconnecting with capped exponential backoff after any
 /// connection or channel failure. `connected` tells `/readyz` whether a consumer is live.
-pub async fn run(
-    ctx: Arc<SendContext>,
-    connected: Arc<AtomicBool>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(ctx: Arc<SendContext>, connected: Arc<AtomicBool>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
         match session(&ctx, &connected, &shutdown).await {
@@ -54,25 +58,36 @@ pub async fn run(
     Ok(())
 }
 
+/// Where a worker sends follow-up messages: a confirm-mode channel beside the consumer's.
+struct Outbound {
+    channel: Channel,
+    topology: Topology,
+}
+
 /// One connection's life. `Ok` only after a clean shutdown.
-async fn session(
-    ctx: &Arc<SendContext>,
-    connected: &AtomicBool,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let config = &ctx.config;
     let conn = common::broker::connect(config.amqp_url.expose(), "verify-worker")
         .await
         .context("Failed to connect to RabbitMQ")?;
-    let channel = conn
-        .create_channel()
-        .await
-        .context("Failed to open a channel")?;
+    let channel = conn.create_channel().await.context("Failed to open a channel")?;
     config
         .topology
         .declare(&channel)
         .await
         .context("Failed to declare the queues")?;
+    let publish = conn
+        .create_channel()
+        .await
+        .context("Failed to open a publishing channel")?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .context("Failed to enable confirms")?;
+    let outbound = Arc::new(Outbound {
+        channel: publish,
+        topology: config.topology.clone(),
+    });
     channel
         .basic_qos(config.concurrency, BasicQosOptions::default())
         .await
@@ -99,8 +114,8 @@ async fn session(
             _ = shutdown.cancelled() => break Ok(()),
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    let ctx = Arc::clone(ctx);
-                    in_flight.spawn(async move { handle(&ctx, delivery).await });
+                    let (ctx, outbound, shutdown) = (Arc::clone(ctx), Arc::clone(&outbound), shutdown.clone());
+                    in_flight.spawn(async move { handle(&ctx, &outbound, delivery, &shutdown).await });
                 }
                 Some(Err(e)) => break Err(anyhow!(e).context("consumer failed")),
                 None => break Err(anyhow!("the broker closed the consumer")),
@@ -109,8 +124,9 @@ async fn session(
     };
     connected.store(false, Ordering::Relaxed);
     if ended.is_ok() {
-        // Stop taking new jobs, then let in-flight sends finish within the grace period;
-        // whatever is still unacked when the connection closes goes back to the queue.
+        // Stop taking new jobs, then let in-flight sends finish within the grace period
+        // (their in-process waits end at once and go to the delay queues); whatever is still
+        // unacked when the connection closes goes back to the queue.
         if let Err(e) = channel
             .basic_cancel(consumer.tag(), BasicCancelOptions::default())
             .await
@@ -134,29 +150,25 @@ async fn session(
     ended
 }
 
-/// Runs one delivery to its ack, reject or requeue.
-async fn handle(ctx: &SendContext, delivery: Delivery) {
-    let job = match SendJob::from_bytes(&delivery.data) {
-        Ok(job) => job,
-        Err(e) => {
-            // Never back to the head of the queue: the queue dead-letters it.
-            tracing::warn!(error = %e, "unreadable send job; dead-lettering it");
-            if let Err(e) = delivery.reject(BasicRejectOptions { requeue: false }).await {
-                tracing::warn!(error = %e, "could not reject a message");
-            }
-            return;
-        }
+/// Runs one delivery to its ack, or back to the queue.
+async fn handle(ctx: &SendContext, out: &Outbound, delivery: Delivery, shutdown: &CancellationToken) {
+    let finished = match SendJob::from_bytes(&delivery.data) {
+        Err(e) => dead_letter(out, &delivery.data, None, &format!("unreadable send job: {e}")).await,
+        Ok(job) if deliveries(&delivery) >= POISON_DELIVERIES => poison(ctx, out, &delivery, &job).await,
+        Ok(job) => match ctx.process(&job, shutdown).await {
+            Ok(outcome) => follow_up(out, job, outcome).await,
+            Err(e) => Err(e),
+        },
     };
-    match ctx.process(&job).await {
-        Ok(outcome) => {
-            log_outcome(&job, &outcome);
+    match finished {
+        Ok(()) => {
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                 // The outcome is committed; a redelivery will find it and skip.
                 tracing::warn!(error = %e, "could not ack a finished job");
             }
         }
         Err(e) => {
-            tracing::warn!(verification_id = %job.verification_id, error = format!("{e:#}"), "job failed; returning it to the queue");
+            tracing::warn!(error = format!("{e:#}"), "job not finished; returning it to the queue");
             tokio::time::sleep(REQUEUE_PAUSE).await;
             if let Err(e) = delivery
                 .nack(BasicNackOptions {
@@ -171,7 +183,9 @@ async fn handle(ctx: &SendContext, delivery: Delivery) {
     }
 }
 
-fn log_outcome(job: &SendJob, outcome: &JobOutcome) {
+/// Does what an outcome says beyond the database (already written): publish the retry or
+/// the dead letter. Only then may the delivery be acked.
+async fn follow_up(out: &Outbound, mut job: SendJob, outcome: JobOutcome) -> anyhow::Result<()> {
     let id = job.verification_id;
     match outcome {
         JobOutcome::Submitted { sid } => {
@@ -184,7 +198,69 @@ fn log_outcome(job: &SendJob, outcome: &JobOutcome) {
         }
         JobOutcome::Failed { twilio_code } => {
             metrics::counter!("verify_jobs_total", "outcome" => "failed").increment(1);
-            tracing::warn!(verification_id = %id, twilio_code, "SMS failed");
+            tracing::warn!(verification_id = %id, twilio_code, "SMS refused by Twilio");
         }
+        JobOutcome::Retry { attempts, tier } => {
+            job.attempt = attempts;
+            let queue = out.topology.retry_queue(tier);
+            publish_confirmed(
+                &out.channel,
+                &queue,
+                &job.to_bytes(),
+                job_properties(&job),
+                CONFIRM_TIMEOUT,
+            )
+            .await?;
+            metrics::counter!("verify_jobs_total", "outcome" => "deferred").increment(1);
+            tracing::info!(verification_id = %id, attempts, queue, "send deferred");
+        }
+        JobOutcome::DeadLetter { reason } => {
+            dead_letter(out, &job.to_bytes(), Some(&job), &reason).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A job delivered again and again without an outcome: recorded and dead-lettered.
+async fn poison(ctx: &SendContext, out: &Outbound, delivery: &Delivery, job: &SendJob) -> anyhow::Result<()> {
+    let reason = format!("delivered {} times without an outcome", deliveries(delivery));
+    common::repo::mark_dead_lettered(&ctx.pool, job.verification_id, &reason).await?;
+    dead_letter(out, &delivery.data, Some(job), &reason).await
+}
+
+/// Publishes `payload` to the dead-letter queue with the reason in its headers.
+async fn dead_letter(out: &Outbound, payload: &[u8], job: Option<&SendJob>, reason: &str) -> anyhow::Result<()> {
+    let mut headers = FieldTable::default();
+    headers.insert("x-dead-reason".into(), AMQPValue::LongString(LongString::from(reason)));
+    let at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
+    headers.insert("x-dead-at".into(), AMQPValue::LongString(LongString::from(at.as_str())));
+    let properties = match job {
+        Some(job) => job_properties(job),
+        None => BasicProperties::default().with_delivery_mode(2),
+    }
+    .with_headers(headers);
+    let queue = out.topology.dead_letter_queue();
+    publish_confirmed(&out.channel, &queue, payload, properties, CONFIRM_TIMEOUT).await?;
+    metrics::counter!("verify_dead_letters_total").increment(1);
+    tracing::warn!(verification_id = ?job.map(|j| j.verification_id), reason, "job dead-lettered");
+    Ok(())
+}
+
+/// How often the broker delivered this message before (quorum queues count it).
+fn deliveries(delivery: &Delivery) -> i64 {
+    let count = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count").cloned());
+    match count {
+        Some(AMQPValue::LongLongInt(n)) => n,
+        Some(AMQPValue::LongInt(n)) => n.into(),
+        Some(AMQPValue::LongUInt(n)) => n.into(),
+        Some(AMQPValue::ShortInt(n)) => n.into(),
+        Some(AMQPValue::ShortUInt(n)) => n.into(),
+        Some(AMQPValue::ShortShortInt(n)) => n.into(),
+        Some(AMQPValue::ShortShortUInt(n)) => n.into(),
+        _ => 0,
     }
 }

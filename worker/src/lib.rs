@@ -4,6 +4,7 @@
 
 pub mod config;
 mod consumer;
+pub mod dead_letters;
 mod http;
 pub mod retry;
 pub mod send;
@@ -26,10 +27,7 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(config: WorkerConfig, shutdown: &CancellationToken) -> anyhow::Result<Self> {
-        let pool = common::db::pool(
-            config.database_url.expose(),
-            config.database_max_connections,
-        )?;
+        let pool = common::db::pool(config.database_url.expose(), config.database_max_connections)?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         let twilio = twilio::TwilioClient::new(
             &config.twilio_api_base,
@@ -42,11 +40,7 @@ impl Worker {
             .with_context(|| format!("Failed to listen on {}", config.listen))?;
         Ok(Self {
             listener,
-            ctx: Arc::new(send::SendContext {
-                pool,
-                twilio,
-                config,
-            }),
+            ctx: Arc::new(send::SendContext { pool, twilio, config }),
         })
     }
 
@@ -63,8 +57,7 @@ impl Worker {
             metrics: common::observability::metrics_handle(),
         });
         let stop = shutdown.clone();
-        let server = axum::serve(self.listener, health)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
+        let server = axum::serve(self.listener, health).with_graceful_shutdown(async move { stop.cancelled().await });
         let server = tokio::spawn(server.into_future());
         let result = consumer::run(Arc::clone(&self.ctx), consuming, shutdown).await;
         server.abort();

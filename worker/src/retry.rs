@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use backoff::ExponentialBackoff;
 use backoff::backoff::Backoff;
+use common::broker::RETRY_TIERS;
 
 /// What one call to Twilio's create-message endpoint came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,10 +17,7 @@ pub enum CallOutcome {
     /// HTTP 201.
     Created,
     /// Any other HTTP answer, with Twilio's error code when the body had one.
-    Answered {
-        http_status: u16,
-        twilio_code: Option<i32>,
-    },
+    Answered { http_status: u16, twilio_code: Option<i32> },
     /// No HTTP answer. `written`: the request may have reached Twilio (a timeout, a reset
     /// mid-response) as opposed to a connection that was never made.
     NoAnswer { written: bool },
@@ -61,12 +59,10 @@ pub fn classify(outcome: CallOutcome) -> Decision {
             ..
         } if RETRYABLE_CODES.contains(&code) => Decision::Retry,
         CallOutcome::Answered {
-            http_status: 429 | 503,
-            ..
+            http_status: 429 | 503, ..
         } => Decision::Retry,
         CallOutcome::Answered {
-            http_status: 400..=499,
-            ..
+            http_status: 400..=499, ..
         } => Decision::Permanent,
         // 500, 502, 504 and anything unexpected (a 200 instead of 201, a redirect): the
         // message may exist.
@@ -74,19 +70,48 @@ pub fn classify(outcome: CallOutcome) -> Decision {
     }
 }
 
-/// Exponential delays with jitter between attempts.
+/// Exponential delays with jitter between attempts, and the bounds on retrying.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     pub initial: Duration,
     pub multiplier: f64,
     pub max_delay: Duration,
+    /// Twilio calls per verification (`SEND_MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+    /// Delays up to this are waited out in the worker; longer ones in a delay queue.
+    pub in_process_max: Duration,
+    /// No call is made when less of the code's lifetime than this is left.
+    pub min_useful_lifetime: Duration,
+}
+
+/// What to do after a call that may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Wait this long in the worker, then call again.
+    WaitInProcess(Duration),
+    /// Put the job into the delay queue of this tier; it comes back after it.
+    Defer(Duration),
+    /// `SEND_MAX_ATTEMPTS` calls were made.
+    AttemptsExhausted,
+    /// The next call would come too late for the code to be of use.
+    Expiring,
+}
+
+/// The tier a delay goes to: the longest tier not longer than the delay (never waiting
+/// longer than the policy asked), or the shortest.
+pub fn tier_for(delay: Duration) -> Duration {
+    RETRY_TIERS
+        .iter()
+        .rev()
+        .copied()
+        .find(|t| *t <= delay)
+        .unwrap_or(RETRY_TIERS[0])
 }
 
 impl RetryPolicy {
     /// A fresh schedule: each delay is the previous one times `multiplier`, capped at
     /// `max_delay`, with ±50 % jitter so that workers hit by the same outage do not retry
-    /// in lock-step. Attempts are bounded by the caller (`SEND_MAX_ATTEMPTS`, the code's
-    /// expiry), not by elapsed time.
+    /// in lock-step. Bounded by the caller, not by elapsed time.
     pub fn schedule(&self) -> impl Backoff + Send + use<> {
         let mut backoff = ExponentialBackoff {
             initial_interval: self.initial,
@@ -99,6 +124,42 @@ impl RetryPolicy {
         };
         backoff.reset();
         backoff
+    }
+
+    /// The delay after call number `attempt` (1-based), wherever the earlier calls were
+    /// made: the attempt count travels with the job, so the schedule survives restarts.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let mut schedule = self.schedule();
+        for _ in 1..attempt {
+            schedule.next_backoff();
+        }
+        schedule.next_backoff().unwrap_or(self.max_delay)
+    }
+
+    /// What follows a retryable failure of call number `attempt`, with `remaining` of the
+    /// code's lifetime left.
+    pub fn next(&self, attempt: u32, remaining: Duration) -> Next {
+        if attempt >= self.max_attempts {
+            return Next::AttemptsExhausted;
+        }
+        let delay = self.delay_after(attempt);
+        self.after_delay(delay, remaining)
+    }
+
+    /// Where to wait `delay`, or whether waiting is pointless.
+    pub fn after_delay(&self, delay: Duration, remaining: Duration) -> Next {
+        if remaining < delay + self.min_useful_lifetime {
+            Next::Expiring
+        } else if delay <= self.in_process_max {
+            Next::WaitInProcess(delay)
+        } else {
+            Next::Defer(tier_for(delay))
+        }
+    }
+
+    /// Whether a call may be made now, with `remaining` of the code's lifetime left.
+    pub fn worth_sending(&self, remaining: Duration) -> bool {
+        remaining >= self.min_useful_lifetime
     }
 }
 
@@ -175,14 +236,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn delays_grow_with_jitter_and_stay_under_the_cap() {
-        let policy = RetryPolicy {
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
             initial: Duration::from_millis(100),
             multiplier: 2.0,
             max_delay: Duration::from_millis(1000),
-        };
-        let mut schedule = policy.schedule();
+            max_attempts: 5,
+            in_process_max: Duration::from_millis(300),
+            min_useful_lifetime: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn delays_grow_with_jitter_and_stay_under_the_cap() {
+        let mut schedule = policy().schedule();
         let delays: Vec<Duration> = (0..8).map(|_| schedule.next_backoff().unwrap()).collect();
         // First delay: 100 ms ± 50 %.
         assert!((50..=150).contains(&delays[0].as_millis()), "{delays:?}");
@@ -191,8 +258,70 @@ mod tests {
         // Never above the cap plus its jitter.
         assert!(delays.iter().all(|d| d.as_millis() <= 1500), "{delays:?}");
         // Jitter: two schedules differ somewhere.
-        let mut other = policy.schedule();
+        let mut other = policy().schedule();
         let again: Vec<Duration> = (0..8).map(|_| other.next_backoff().unwrap()).collect();
         assert_ne!(delays, again);
+    }
+
+    #[test]
+    fn the_delay_depends_on_the_attempt_number_carried_by_the_job() {
+        for _ in 0..50 {
+            assert!((50..=150).contains(&policy().delay_after(1).as_millis()));
+            assert!((200..=600).contains(&policy().delay_after(3).as_millis()));
+            assert!(policy().delay_after(10).as_millis() <= 1500);
+        }
+    }
+
+    #[test]
+    fn retries_stop_at_the_attempt_limit() {
+        let plenty = Duration::from_secs(600);
+        assert_eq!(policy().next(5, plenty), Next::AttemptsExhausted);
+        assert_eq!(policy().next(6, plenty), Next::AttemptsExhausted);
+        assert!(matches!(
+            policy().next(4, plenty),
+            Next::WaitInProcess(_) | Next::Defer(_)
+        ));
+    }
+
+    #[test]
+    fn no_retry_is_planned_that_would_come_too_late_for_the_code() {
+        let p = policy();
+        assert_eq!(
+            p.after_delay(Duration::from_secs(5), Duration::from_secs(34)),
+            Next::Expiring
+        );
+        assert_eq!(
+            p.after_delay(Duration::from_secs(5), Duration::from_secs(36)),
+            Next::Defer(Duration::from_secs(3))
+        );
+        assert!(!p.worth_sending(Duration::from_secs(29)));
+        assert!(p.worth_sending(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn short_delays_wait_in_process_and_long_ones_in_a_delay_queue() {
+        let plenty = Duration::from_secs(600);
+        let p = policy();
+        assert_eq!(
+            p.after_delay(Duration::from_millis(300), plenty),
+            Next::WaitInProcess(Duration::from_millis(300))
+        );
+        assert_eq!(
+            p.after_delay(Duration::from_millis(301), plenty),
+            Next::Defer(Duration::from_secs(1))
+        );
+        assert_eq!(
+            p.after_delay(Duration::from_secs(45), plenty),
+            Next::Defer(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn a_delay_goes_to_the_longest_tier_not_longer_than_it() {
+        assert_eq!(tier_for(Duration::from_millis(10)), Duration::from_secs(1));
+        assert_eq!(tier_for(Duration::from_secs(1)), Duration::from_secs(1));
+        assert_eq!(tier_for(Duration::from_secs(9)), Duration::from_secs(3));
+        assert_eq!(tier_for(Duration::from_secs(10)), Duration::from_secs(10));
+        assert_eq!(tier_for(Duration::from_secs(3600)), Duration::from_secs(300));
     }
 }

@@ -1,24 +1,25 @@
 //! The send step: from one job to one SMS (or a recorded reason why not).
 //!
-//! The step returns an outcome and never acks; the consumer loop owns acking, so a job is
-//! acked only after its outcome is committed in PostgreSQL.
+//! The step returns an outcome and never acks; the consumer loop owns acking, publishing to
+//! the delay and dead-letter queues, so a job is acked only after its outcome is committed.
 
 use std::time::Duration;
 
-use backoff::backoff::Backoff;
 use common::job::SendJob;
 use common::phone::mask;
-use common::repo::{self, AttemptRecord, Claim, DeliveryTarget};
+use common::repo::{self, AttemptResult, Claim, DeliveryTarget};
 use common::status::{DeliveryStatus, VerificationStatus};
 use sqlx::PgPool;
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::WorkerConfig;
-use crate::retry::{Decision, classify};
+use crate::retry::{CallOutcome, Decision, Next, classify, tier_for};
 use crate::twilio::{CallResult, NewMessage, TwilioClient};
 
-/// What became of a job. Every variant is final: the job is acked.
+/// What became of a job. Every variant ends the delivery: the consumer acks it after doing
+/// what the variant says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
     Submitted {
@@ -26,9 +27,19 @@ pub enum JobOutcome {
     },
     /// Nothing was sent, on purpose (superseded, expired, already sent, unknown).
     Skipped(&'static str),
-    /// Twilio refused for good, or the attempts ran out.
+    /// Twilio refused for good; the verification is `failed`.
     Failed {
         twilio_code: Option<i32>,
+    },
+    /// Try again later: publish the job with `attempts` calls made into the delay queue of
+    /// `tier`. The send is released meanwhile.
+    Retry {
+        attempts: u32,
+        tier: Duration,
+    },
+    /// Give up: the job goes to the dead-letter queue; its delivery is recorded `failed`.
+    DeadLetter {
+        reason: String,
     },
 }
 
@@ -39,8 +50,27 @@ pub struct SendContext {
     pub config: WorkerConfig,
 }
 
-/// Seconds of validity below which an SMS is not worth sending: the user could not type it.
-const MIN_USEFUL_SECONDS: i64 = 5;
+/// A claimed send.
+struct Send<'a> {
+    job: &'a SendJob,
+    phone: String,
+    expires_at: OffsetDateTime,
+    /// Calls made for this job (travels in the job; the budget of `SEND_MAX_ATTEMPTS`).
+    made: u32,
+    /// Calls recorded for the verification (numbers the `send_attempts` rows).
+    recorded: i32,
+}
+
+impl Send<'_> {
+    fn id(&self) -> Uuid {
+        self.job.verification_id
+    }
+
+    fn remaining(&self) -> Duration {
+        let left = self.expires_at - OffsetDateTime::now_utc();
+        Duration::try_from(left).unwrap_or(Duration::ZERO)
+    }
+}
 
 impl SendContext {
     fn status_callback(&self) -> String {
@@ -51,131 +81,180 @@ impl SendContext {
         self.config.sms_template.replace("{code}", code)
     }
 
+    fn lease_seconds(&self) -> f64 {
+        self.config.send_lease().as_secs_f64()
+    }
+
     /// Runs one job to its outcome. An `Err` means PostgreSQL failed: the job must be
-    /// returned to the queue, nothing about it is final.
+    /// returned to the queue, nothing about it is final. `shutdown` cuts in-process waits
+    /// short: the retry is handed to the broker instead.
     #[tracing::instrument(skip_all, fields(verification_id = %job.verification_id, request_id = job.request_id.as_deref().unwrap_or("")))]
-    pub async fn process(&self, job: &SendJob) -> anyhow::Result<JobOutcome> {
+    pub async fn process(&self, job: &SendJob, shutdown: &CancellationToken) -> anyhow::Result<JobOutcome> {
         let id = job.verification_id;
-        let (phone, expires_at, previous_attempts) = match repo::claim_send(&self.pool, id).await? {
+        let mut send = match repo::claim_send(&self.pool, id, self.lease_seconds()).await? {
             Claim::Claimed {
                 phone_number,
                 expires_at,
                 send_attempts,
-            } => (phone_number, expires_at, send_attempts),
+                needs_lookup,
+            } => {
+                let send = Send {
+                    job,
+                    phone: phone_number,
+                    expires_at,
+                    made: job.attempt,
+                    recorded: send_attempts,
+                };
+                if needs_lookup && let Some(outcome) = self.settle_earlier_call(&send).await? {
+                    return Ok(outcome);
+                }
+                send
+            }
+            // Another worker holds the send (or held it and died: its lease runs out).
+            Claim::Busy => {
+                return Ok(JobOutcome::Retry {
+                    attempts: job.attempt,
+                    tier: tier_for(Duration::ZERO),
+                });
+            }
             Claim::Skip(found) => return self.skip(id, found).await,
         };
-        if previous_attempts > 0 {
-            // A worker already called Twilio for this job and did not record the result
-            // (it died, or the broker redelivered): ask Twilio before sending again.
-            if let Some(sid) = self.find_sent(&phone, &job.code).await {
-                repo::mark_submitted(&self.pool, id, &sid).await?;
-                return Ok(JobOutcome::Submitted { sid });
-            }
-        }
         let body = self.body(&job.code);
-        let mut schedule = self.config.retry.schedule();
-        let mut attempt = previous_attempts;
         loop {
-            attempt += 1;
-            let remaining = (expires_at - OffsetDateTime::now_utc()).whole_seconds();
-            if remaining < MIN_USEFUL_SECONDS {
-                repo::advance_delivery(
-                    &self.pool,
-                    DeliveryTarget::Id(id),
-                    DeliveryStatus::Expired,
-                    None,
-                )
-                .await?;
-                return Ok(JobOutcome::Skipped("expired before it could be sent"));
+            if !self.config.retry.worth_sending(send.remaining()) {
+                return self.expire(id).await;
             }
-            let started_at = OffsetDateTime::now_utc();
-            let result = self
-                .twilio
-                .create_message(&NewMessage {
-                    to: &phone,
-                    sender: &self.config.sender,
-                    body: &body,
-                    status_callback: &self.status_callback(),
-                    validity_period: remaining.clamp(1, 36_000) as u64,
-                })
-                .await;
-            let mut decision = classify(result.outcome);
-            let mut sid = result.sid.clone();
-            if decision == Decision::Ambiguous
-                && let Some(found) = self.find_sent(&phone, &job.code).await
-            {
-                (decision, sid) = (Decision::Success, Some(found));
-            }
-            self.record(id, attempt, started_at, decision, &result, sid.as_deref())
-                .await?;
-            tracing::info!(attempt, outcome = decision.as_str(), to = %mask(&phone), "twilio call");
-            match (decision, sid) {
-                (Decision::Success, Some(sid)) => {
-                    repo::mark_submitted(&self.pool, id, &sid).await?;
-                    return Ok(JobOutcome::Submitted { sid });
+            let result = self.call(&mut send, &body).await?;
+            let decision = match result {
+                Called::Done(outcome) => return Ok(outcome),
+                Called::Retry(decision) => decision,
+            };
+            match self.config.retry.next(send.made, send.remaining()) {
+                Next::WaitInProcess(delay) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return self.defer(&send).await,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
                 }
-                (Decision::Permanent, _) => return self.fail(id, twilio_code(&result)).await,
-                _ if attempt >= self.config.max_attempts as i32 => {
-                    return self.fail(id, twilio_code(&result)).await;
+                Next::Defer(tier) => {
+                    repo::release_claim(&self.pool, id).await?;
+                    return Ok(JobOutcome::Retry {
+                        attempts: send.made,
+                        tier,
+                    });
                 }
-                _ => {
-                    let delay = schedule
-                        .next_backoff()
-                        .unwrap_or(self.config.retry.max_delay);
-                    tokio::time::sleep(delay.min(Duration::from_secs(remaining.max(0) as u64)))
-                        .await;
+                Next::Expiring => return self.expire(id).await,
+                Next::AttemptsExhausted => {
+                    let reason = format!("{} Twilio calls failed; the last was {}", send.made, decision);
+                    repo::mark_dead_lettered(&self.pool, id, &reason).await?;
+                    return Ok(JobOutcome::DeadLetter { reason });
                 }
             }
         }
     }
 
-    async fn record(
-        &self,
-        id: Uuid,
-        attempt: i32,
-        started_at: OffsetDateTime,
-        decision: Decision,
-        result: &CallResult,
-        sid: Option<&str>,
-    ) -> sqlx::Result<()> {
+    /// One Twilio call, recorded before (in flight) and after (its outcome).
+    async fn call(&self, send: &mut Send<'_>, body: &str) -> anyhow::Result<Called> {
+        let id = send.id();
+        send.made += 1;
+        send.recorded += 1;
+        let row = repo::begin_attempt(&self.pool, id, send.recorded, self.lease_seconds()).await?;
+        let result = self
+            .twilio
+            .create_message(&NewMessage {
+                to: &send.phone,
+                sender: &self.config.sender,
+                body,
+                status_callback: &self.status_callback(),
+                validity_period: send.remaining().as_secs().clamp(1, 36_000),
+            })
+            .await;
+        let mut decision = classify(result.outcome);
+        let mut sid = result.sid.clone();
+        let mut outcome = decision.as_str();
+        if decision == Decision::Ambiguous {
+            // Twilio's create is not idempotent: ask whether the message exists.
+            match self.find_sent(&send.phone, &send.job.code).await {
+                Ok(Some(found)) => (decision, sid, outcome) = (Decision::Success, Some(found), "submitted"),
+                Ok(None) => outcome = "not_at_twilio",
+                Err(_) => {}
+            }
+        }
+        self.finish(row, outcome, &result, sid.as_deref()).await?;
+        tracing::info!(attempt = send.recorded, outcome, to = %mask(&send.phone), "twilio call");
+        Ok(match (decision, sid) {
+            (Decision::Success, Some(sid)) => {
+                repo::mark_submitted(&self.pool, id, &sid).await?;
+                Called::Done(JobOutcome::Submitted { sid })
+            }
+            (Decision::Permanent, _) => Called::Done(self.fail(id, twilio_code(&result)).await?),
+            // Still unknown whether it went out: never call again before knowing.
+            (Decision::Ambiguous, _) if outcome == "ambiguous" => Called::Done(self.defer(send).await?),
+            _ => Called::Retry(describe(&result)),
+        })
+    }
+
+    async fn finish(&self, row: i64, outcome: &str, result: &CallResult, sid: Option<&str>) -> sqlx::Result<()> {
         let http_status = match result.outcome {
-            crate::retry::CallOutcome::Answered { http_status, .. } => Some(i32::from(http_status)),
-            crate::retry::CallOutcome::Created => Some(201),
-            crate::retry::CallOutcome::NoAnswer { .. } => None,
+            CallOutcome::Answered { http_status, .. } => Some(i32::from(http_status)),
+            CallOutcome::Created => Some(201),
+            CallOutcome::NoAnswer { .. } => None,
         };
-        repo::record_attempt(
-            &self.pool,
-            &AttemptRecord {
-                verification_id: id,
-                attempt,
-                started_at,
-                outcome: decision.as_str(),
-                http_status,
-                twilio_error_code: twilio_code(result),
-                error_message: result.error_message.as_deref(),
-                provider_message_sid: sid,
-            },
-        )
-        .await
+        let r = AttemptResult {
+            outcome,
+            http_status,
+            twilio_error_code: twilio_code(result),
+            error_message: result.error_message.as_deref(),
+            provider_message_sid: sid,
+        };
+        repo::finish_attempt(&self.pool, row, &r).await
+    }
+
+    /// An earlier call's result is unknown (it was ambiguous, or its worker died during it):
+    /// asks Twilio. `Some`: the job is settled (found, or cannot tell yet and must wait).
+    async fn settle_earlier_call(&self, send: &Send<'_>) -> anyhow::Result<Option<JobOutcome>> {
+        let id = send.id();
+        match self.find_sent(&send.phone, &send.job.code).await {
+            Ok(Some(sid)) => {
+                repo::settle_unknown_attempts(&self.pool, id, true).await?;
+                repo::mark_submitted(&self.pool, id, &sid).await?;
+                Ok(Some(JobOutcome::Submitted { sid }))
+            }
+            Ok(None) => {
+                repo::settle_unknown_attempts(&self.pool, id, false).await?;
+                Ok(None)
+            }
+            Err(_) => Ok(Some(self.defer(send).await?)),
+        }
+    }
+
+    /// Hands the job to a delay queue (or lets it expire), releasing the send.
+    async fn defer(&self, send: &Send<'_>) -> anyhow::Result<JobOutcome> {
+        let delay = self.config.retry.delay_after(send.made.max(1));
+        match self.config.retry.after_delay(delay, send.remaining()) {
+            Next::Expiring => self.expire(send.id()).await,
+            _ => {
+                repo::release_claim(&self.pool, send.id()).await?;
+                Ok(JobOutcome::Retry {
+                    attempts: send.made,
+                    tier: tier_for(delay),
+                })
+            }
+        }
+    }
+
+    async fn expire(&self, id: Uuid) -> anyhow::Result<JobOutcome> {
+        repo::advance_delivery(&self.pool, DeliveryTarget::Id(id), DeliveryStatus::Expired, None).await?;
+        Ok(JobOutcome::Skipped("the code expired before it could be sent"))
     }
 
     async fn fail(&self, id: Uuid, twilio_code: Option<i32>) -> anyhow::Result<JobOutcome> {
-        repo::advance_delivery(
-            &self.pool,
-            DeliveryTarget::Id(id),
-            DeliveryStatus::Failed,
-            twilio_code,
-        )
-        .await?;
+        repo::advance_delivery(&self.pool, DeliveryTarget::Id(id), DeliveryStatus::Failed, twilio_code).await?;
         Ok(JobOutcome::Failed { twilio_code })
     }
 
     /// Records why a job that could not be claimed is not sent.
-    async fn skip(
-        &self,
-        id: Uuid,
-        found: Option<repo::Verification>,
-    ) -> anyhow::Result<JobOutcome> {
+    async fn skip(&self, id: Uuid, found: Option<repo::Verification>) -> anyhow::Result<JobOutcome> {
         let Some(v) = found else {
             return Ok(JobOutcome::Skipped("no such verification"));
         };
@@ -190,32 +269,46 @@ impl SendContext {
         Ok(JobOutcome::Skipped(reason))
     }
 
-    /// Looks for a message with this job's code sent to `phone` today or yesterday (UTC):
-    /// the answer to "did the ambiguous call go out?". Any failure to ask counts as "no".
-    async fn find_sent(&self, phone: &str, code: &str) -> Option<String> {
-        let since = (OffsetDateTime::now_utc() - time::Duration::days(1))
-            .date()
-            .to_string();
+    /// Looks for a message with this job's code sent to `phone` since yesterday (UTC): the
+    /// answer to "did the ambiguous call go out?". `Err`: Twilio could not be asked.
+    async fn find_sent(&self, phone: &str, code: &str) -> anyhow::Result<Option<String>> {
+        let since = (OffsetDateTime::now_utc() - time::Duration::days(1)).date().to_string();
         let body = self.body(code);
-        match self.twilio.list_messages(phone, &since).await {
-            Ok(messages) => messages
-                .into_iter()
-                .find(|m| {
-                    m.body.as_deref() == Some(body.as_str())
-                        && m.to.as_deref().is_none_or(|to| to == phone)
-                })
-                .map(|m| m.sid),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not list messages to settle an ambiguous send");
-                None
-            }
-        }
+        let messages = self.twilio.list_messages(phone, &since).await.inspect_err(|e| {
+            tracing::warn!(error = %e, "could not list messages to settle an ambiguous send");
+        })?;
+        Ok(messages
+            .into_iter()
+            .find(|m| m.body.as_deref() == Some(body.as_str()) && m.to.as_deref().is_none_or(|to| to == phone))
+            .map(|m| m.sid))
+    }
+}
+
+/// The result of one call for the loop.
+enum Called {
+    Done(JobOutcome),
+    /// Retryable; the text describes the failure for a dead letter's reason.
+    Retry(String),
+}
+
+fn describe(result: &CallResult) -> String {
+    match result.outcome {
+        CallOutcome::Answered {
+            http_status,
+            twilio_code: Some(code),
+        } => format!("HTTP {http_status} (Twilio {code})"),
+        CallOutcome::Answered {
+            http_status,
+            twilio_code: None,
+        } => format!("HTTP {http_status}"),
+        CallOutcome::NoAnswer { .. } => result.error_message.clone().unwrap_or_else(|| "no answer".into()),
+        CallOutcome::Created => "HTTP 201".into(),
     }
 }
 
 fn twilio_code(result: &CallResult) -> Option<i32> {
     match result.outcome {
-        crate::retry::CallOutcome::Answered { twilio_code, .. } => twilio_code,
+        CallOutcome::Answered { twilio_code, .. } => twilio_code,
         _ => None,
     }
 }

@@ -61,12 +61,7 @@ struct MessagePage {
 }
 
 impl TwilioClient {
-    pub fn new(
-        base: &str,
-        account_sid: &str,
-        auth_token: Secret,
-        timeout: Duration,
-    ) -> anyhow::Result<Self> {
+    pub fn new(base: &str, account_sid: &str, auth_token: Secret, timeout: Duration) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
@@ -81,10 +76,7 @@ impl TwilioClient {
     }
 
     fn messages_url(&self) -> String {
-        format!(
-            "{}/2010-04-01/Accounts/{}/Messages.json",
-            self.base, self.account_sid
-        )
+        format!("{}/2010-04-01/Accounts/{}/Messages.json", self.base, self.account_sid)
     }
 
     /// `POST …/Messages.json`. Never fails: every result is a [`CallOutcome`] for the policy.
@@ -138,9 +130,7 @@ impl TwilioClient {
                 twilio_code: error.as_ref().and_then(|e| e.code),
             },
             sid: None,
-            error_message: error
-                .and_then(|e| e.message)
-                .or_else(|| Some(format!("HTTP {status}"))),
+            error_message: error.and_then(|e| e.message).or_else(|| Some(format!("HTTP {status}"))),
         }
     }
 

@@ -14,11 +14,7 @@ fn help_lists_every_setting_with_its_default() {
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for setting in verify_worker::SETTINGS {
-        assert!(
-            help.contains(setting.name),
-            "{} missing from --help",
-            setting.name
-        );
+        assert!(help.contains(setting.name), "{} missing from --help", setting.name);
     }
     assert!(help.contains("default 64"));
 }

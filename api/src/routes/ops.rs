@@ -33,10 +33,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({"database": database, "broker": broker})),
-    )
+    (status, Json(json!({"database": database, "broker": broker})))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -54,10 +51,6 @@ pub struct Queues {
 
 /// `GET /v1/ops/queues`: ready messages and consumers of every queue of the topology.
 pub async fn queues(State(state): State<AppState>) -> Result<Json<Queues>, ApiError> {
-    let queues = state
-        .publisher
-        .queue_depths()
-        .await
-        .map_err(ApiError::Unavailable)?;
+    let queues = state.publisher.queue_depths().await.map_err(ApiError::Unavailable)?;
     Ok(Json(Queues { queues }))
 }

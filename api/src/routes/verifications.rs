@@ -102,9 +102,10 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `POST /v1/verifications`: store the verification, publish its send job, and answer 202
-/// only once the broker confirmed the job. A failed publish removes the verification again
-/// (503), so nothing is left pending without a job and no SMS goes out for a 503.
+/// `POST /v1/verifications`: store the verification with its send job in the outbox, publish
+/// the job, and answer 202 only once the broker confirmed it. A failed publish removes the
+/// verification again (503), so nothing is left pending without a job and no SMS goes out
+/// for a 503; if this process dies before the confirm, the outbox relay publishes the job.
 /// Older pending verifications of the number are canceled only after the confirm, so a
 /// failed start leaves the previous code working.
 #[tracing::instrument(skip_all, fields(verification_id))]
@@ -118,32 +119,33 @@ pub async fn start(
     tracing::Span::current().record("verification_id", tracing::field::display(id));
     let code = Code::generate(state.config.code_length);
     let request_id = request_id(&headers);
-    let verification = repo::insert(
-        &state.pool,
-        &NewVerification {
-            id,
-            phone_number: phone.as_str(),
-            code_hmac: &state.hasher.digest(id, &code),
-            max_check_attempts: state.config.max_check_attempts,
-            ttl_seconds: state.config.code_ttl.as_secs() as i64,
-            request_id: request_id.as_deref(),
-        },
-    )
-    .await?;
+    let new = NewVerification {
+        id,
+        phone_number: phone.as_str(),
+        code_hmac: &state.hasher.digest(id, &code),
+        max_check_attempts: state.config.max_check_attempts,
+        ttl_seconds: state.config.code_ttl.as_secs() as i64,
+        request_id: request_id.as_deref(),
+    };
+    let sealed = state.hasher.seal(id, &code);
+    let relay_after = state.config.outbox_relay_after.as_secs() as i64;
+    let verification = repo::insert_with_outbox(&state.pool, &new, &sealed, relay_after).await?;
 
     let job = SendJob::new(id, code.expose().to_owned(), request_id);
     if let Err(publish_error) = state.publisher.publish(&job).await {
         if let Err(e) = repo::discard_unpublished(&state.pool, id).await {
+            // The outbox row stays with it: the relay will still send this one.
             tracing::error!(error = %e, "could not remove a verification whose job was not published");
         }
         return Err(ApiError::Unavailable(publish_error));
     }
-    match repo::supersede_older(&state.pool, phone.as_str(), verification.seq).await {
+    match repo::confirm_published(&state.pool, &verification).await {
         Ok(n) if n > 0 => tracing::info!(canceled = n, "superseded older verifications"),
         Ok(_) => {}
-        // The new verification stands (its job is confirmed); a check only ever looks at the
-        // newest pending one, so an older one left pending can no longer be approved.
-        Err(e) => tracing::warn!(error = %e, "could not cancel older verifications"),
+        // The job is confirmed, so the start stands. The outbox row stays and the relay will
+        // publish the job once more (the worker sends it once); a check only ever looks at
+        // the newest pending verification, so an older one left pending cannot be approved.
+        Err(e) => tracing::warn!(error = %e, "could not settle the outbox after the confirm"),
     }
     metrics::counter!("verify_verifications_started_total").increment(1);
     tracing::info!(phone = %phone.masked(), "verification started");
@@ -166,17 +168,14 @@ pub async fn check(
     StrictJson(req): StrictJson<CheckRequest>,
 ) -> Result<Json<Checked>, ApiError> {
     let phone = parse_phone(&req.phone_number)?;
-    let code = Code::parse(&req.code, state.config.code_length)
-        .map_err(|e| ApiError::InvalidCode(e.to_string()))?;
+    let code = Code::parse(&req.code, state.config.code_length).map_err(|e| ApiError::InvalidCode(e.to_string()))?;
     let Some(reserved) = repo::reserve_check(&state.pool, phone.as_str()).await? else {
         metrics::counter!("verify_checks_total", "outcome" => "not_found").increment(1);
         return Err(ApiError::VerificationNotFound);
     };
     tracing::Span::current().record("verification_id", tracing::field::display(reserved.id));
     let remaining = reserved.max_check_attempts - reserved.check_attempts;
-    let valid = state
-        .hasher
-        .matches(reserved.id, &code, &reserved.code_hmac);
+    let valid = state.hasher.matches(reserved.id, &code, &reserved.code_hmac);
     let (status, delivery_status) = if valid {
         let v = repo::approve(&state.pool, reserved.id).await?;
         // None: it expired, or a new start superseded it, between the two statements.

@@ -33,8 +33,8 @@ pub async fn twilio_status(
             "Content-Type must be application/x-www-form-urlencoded",
         ));
     }
-    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
-        .map_err(|_| ApiError::InvalidRequest("body is not a valid form".into()))?;
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(&body).map_err(|_| ApiError::InvalidRequest("body is not a valid form".into()))?;
     let url = match uri.query() {
         Some(q) => format!("{}{}?{q}", state.config.public_base_url, PATH),
         None => format!("{}{}", state.config.public_base_url, PATH),
@@ -43,22 +43,12 @@ pub async fn twilio_status(
         .get("x-twilio-signature")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !signature::is_valid(
-        state.config.twilio_auth_token.expose(),
-        &url,
-        &params,
-        given,
-    ) {
+    if !signature::is_valid(state.config.twilio_auth_token.expose(), &url, &params, given) {
         tracing::warn!("status callback with a missing or wrong signature refused");
         return Err(ApiError::InvalidSignature);
     }
 
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let (Some(sid), Some(status)) = (param("MessageSid"), param("MessageStatus")) else {
         return Err(ApiError::InvalidRequest(
             "MessageSid and MessageStatus are required".into(),
@@ -68,13 +58,7 @@ pub async fn twilio_status(
     let error_code = param("ErrorCode").and_then(|c| c.parse::<i32>().ok());
     repo::record_event(&state.pool, sid, status, error_code).await?;
     if let Some(next) = DeliveryStatus::from_twilio(status) {
-        let changed = repo::advance_delivery(
-            &state.pool,
-            DeliveryTarget::MessageSid(sid),
-            next,
-            error_code,
-        )
-        .await?;
+        let changed = repo::advance_delivery(&state.pool, DeliveryTarget::MessageSid(sid), next, error_code).await?;
         tracing::info!(status, changed, "status callback");
     }
     Ok(StatusCode::NO_CONTENT)

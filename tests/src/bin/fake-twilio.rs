@@ -23,21 +23,13 @@ const SETTINGS: &[Setting] = &[
         "fake-auth-token",
         "auth token it accepts and signs callbacks with",
     ),
-    Setting::with_default(
-        "FAKE_TWILIO_LATENCY_MS",
-        "0",
-        "delay added to every create call",
-    ),
+    Setting::with_default("FAKE_TWILIO_LATENCY_MS", "0", "delay added to every create call"),
     Setting::with_default(
         "FAKE_TWILIO_FAULT_RATE",
         "0",
         "fraction of create calls answered 500/503 or timed out",
     ),
-    Setting::with_default(
-        "FAKE_TWILIO_CALLBACKS",
-        "true",
-        "post sent/delivered status callbacks",
-    ),
+    Setting::with_default("FAKE_TWILIO_CALLBACKS", "true", "post sent/delivered status callbacks"),
     Setting::with_default("LOG_FORMAT", "auto", "json, text, or auto"),
 ];
 
@@ -66,12 +58,7 @@ fn from_env(env: &Env) -> Result<Settings, SettingError> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Err(code) = parse_args(
-        "fake-twilio",
-        "a stand-in for Twilio's Messages API",
-        SETTINGS,
-        &[],
-    ) {
+    if let Err(code) = parse_args("fake-twilio", "a stand-in for Twilio's Messages API", SETTINGS, &[]) {
         return code;
     }
     let settings = match load_config("fake-twilio", SETTINGS, from_env) {

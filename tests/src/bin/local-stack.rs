@@ -15,10 +15,7 @@ use verify_tests::fake_twilio::{FakeConfig, FakeTwilio};
 /// Development values for the settings production must provide.
 const DEV_DEFAULTS: &[(&str, &str)] = &[
     ("API_KEYS", "local-dev-key-change-me"),
-    (
-        "VERIFY_SECRET",
-        "local-dev-secret-0123456789abcdef-change-me",
-    ),
+    ("VERIFY_SECRET", "local-dev-secret-0123456789abcdef-change-me"),
     ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000001"),
     ("TWILIO_AUTH_TOKEN", "fake-auth-token"),
     ("TWILIO_FROM", "+15005550006"),
@@ -27,8 +24,7 @@ const DEV_DEFAULTS: &[(&str, &str)] = &[
 ];
 
 fn settings() -> Vec<(String, String)> {
-    let mut values: Vec<(String, String)> =
-        std::env::vars().filter(|(_, v)| !v.is_empty()).collect();
+    let mut values: Vec<(String, String)> = std::env::vars().filter(|(_, v)| !v.is_empty()).collect();
     for (name, value) in DEV_DEFAULTS {
         if !values.iter().any(|(n, _)| n == name) {
             values.push((name.to_string(), value.to_string()));
@@ -47,11 +43,10 @@ async fn ensure_database(url: &str) -> anyhow::Result<()> {
         anyhow::bail!("database name {name:?} must be letters, digits and '_'");
     }
     let mut admin = PgConnection::connect(&format!("{server}/postgres")).await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(name)
-            .fetch_one(&mut admin)
-            .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await?;
     if !exists {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
@@ -63,17 +58,12 @@ async fn ensure_database(url: &str) -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let values = settings();
-    let api_config =
-        verify_api::ApiConfig::from_env(&Env::from_map(verify_api::SETTINGS, values.clone()))?;
-    let worker_config =
-        verify_worker::WorkerConfig::from_env(&Env::from_map(verify_worker::SETTINGS, values))?;
+    let api_config = verify_api::ApiConfig::from_env(&Env::from_map(verify_api::SETTINGS, values.clone()))?;
+    let worker_config = verify_worker::WorkerConfig::from_env(&Env::from_map(verify_worker::SETTINGS, values))?;
     common::observability::init_logging(&api_config.log_format);
     ensure_database(api_config.database_url.expose()).await?;
 
-    let fake_addr = worker_config
-        .twilio_api_base
-        .trim_start_matches("http://")
-        .to_owned();
+    let fake_addr = worker_config.twilio_api_base.trim_start_matches("http://").to_owned();
     let listener = tokio::net::TcpListener::bind(&fake_addr).await?;
     let fake = FakeTwilio::serve(
         listener,
@@ -87,8 +77,7 @@ async fn run() -> anyhow::Result<()> {
     let api = verify_api::Application::build(api_config, &shutdown).await?;
     let worker = verify_worker::Worker::build(worker_config, &shutdown).await?;
     tracing::info!(fake_twilio = %fake.base_url, "local stack up: API on port {}, codes at {}/inbox", api.port(), fake.base_url);
-    let (api_result, worker_result) =
-        tokio::join!(api.run(shutdown.clone()), worker.run(shutdown.clone()));
+    let (api_result, worker_result) = tokio::join!(api.run(shutdown.clone()), worker.run(shutdown.clone()));
     api_result?;
     worker_result
 }

@@ -23,10 +23,7 @@ type AppState = State<Arc<Shared>>;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route(
-            "/2010-04-01/Accounts/{account}/Messages.json",
-            post(create).get(list),
-        )
+        .route("/2010-04-01/Accounts/{account}/Messages.json", post(create).get(list))
         .route("/inbox", get(inbox))
         .route("/_fake/faults", post(control))
         .route("/healthz", get(|| async { "ok" }))
@@ -58,10 +55,7 @@ fn authorized(shared: &Shared, account: &str, headers: &HeaderMap) -> bool {
 fn magic_error(to: &str) -> Option<(i32, &'static str)> {
     match to {
         "+15005550001" => Some((21211, "The 'To' number is not a valid phone number.")),
-        "+15005550002" => Some((
-            21612,
-            "The 'To' phone number is not currently reachable via SMS.",
-        )),
+        "+15005550002" => Some((21612, "The 'To' phone number is not currently reachable via SMS.")),
         "+15005550003" => Some((
             21408,
             "Permission to send an SMS has not been enabled for the region indicated by the 'To' number.",
@@ -90,12 +84,7 @@ fn next_fault(shared: &Shared) -> (Option<Fault>, Duration) {
     (fault, memory.latency)
 }
 
-async fn create(
-    State(shared): AppState,
-    Path(account): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn create(State(shared): AppState, Path(account): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let (fault, latency) = next_fault(&shared);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -104,27 +93,16 @@ async fn create(
         return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
     }
     let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-    let form: HashMap<&str, &str> = params
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let form: HashMap<&str, &str> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let Some(to) = form.get("To").copied().filter(|t| !t.is_empty()) else {
-        return twilio_error(
-            StatusCode::BAD_REQUEST,
-            21604,
-            "A 'To' phone number is required.",
-        );
+        return twilio_error(StatusCode::BAD_REQUEST, 21604, "A 'To' phone number is required.");
     };
     let (from, service) = (
         form.get("From").map(|s| s.to_string()),
         form.get("MessagingServiceSid").map(|s| s.to_string()),
     );
     if from.is_none() && service.is_none() {
-        return twilio_error(
-            StatusCode::BAD_REQUEST,
-            21603,
-            "A 'From' phone number is required.",
-        );
+        return twilio_error(StatusCode::BAD_REQUEST, 21603, "A 'From' phone number is required.");
     }
     let text = form.get("Body").copied().unwrap_or("");
     if text.is_empty() {
@@ -146,18 +124,10 @@ async fn create(
             return twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
         }
         Some(Fault::Unavailable) => {
-            return twilio_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                20503,
-                "Service Unavailable",
-            );
+            return twilio_error(StatusCode::SERVICE_UNAVAILABLE, 20503, "Service Unavailable");
         }
         Some(Fault::InternalError) => {
-            return twilio_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                20500,
-                "Internal Server Error",
-            );
+            return twilio_error(StatusCode::INTERNAL_SERVER_ERROR, 20500, "Internal Server Error");
         }
         Some(Fault::Timeout) => {
             tokio::time::sleep(hold).await;
@@ -188,19 +158,12 @@ async fn create(
             status: "delivered".into(),
             error_code: None,
         });
-        tokio::spawn(post_callbacks(
-            Arc::clone(&shared),
-            url,
-            message.clone(),
-            final_status,
-        ));
+        tokio::spawn(post_callbacks(Arc::clone(&shared), url, message.clone(), final_status));
     }
     match fault {
-        Some(Fault::InternalErrorAfterCreate) => twilio_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            20500,
-            "Internal Server Error",
-        ),
+        Some(Fault::InternalErrorAfterCreate) => {
+            twilio_error(StatusCode::INTERNAL_SERVER_ERROR, 20500, "Internal Server Error")
+        }
         Some(Fault::TimeoutAfterCreate) => {
             tokio::time::sleep(hold).await;
             twilio_error(StatusCode::GATEWAY_TIMEOUT, 20500, "Timed out")
@@ -251,12 +214,7 @@ fn message_json(account: &str, m: &SentMessage) -> Value {
 }
 
 /// Posts `sent`, then the final status, each signed as Twilio signs them.
-async fn post_callbacks(
-    shared: Arc<Shared>,
-    url: String,
-    message: SentMessage,
-    final_status: FinalStatus,
-) {
+async fn post_callbacks(shared: Arc<Shared>, url: String, message: SentMessage, final_status: FinalStatus) {
     for (status, error_code) in [
         ("sent".to_owned(), None),
         (final_status.status, final_status.error_code),
@@ -309,22 +267,11 @@ async fn list(
     if !authorized(&shared, &account, &headers) {
         return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
     }
-    let params: Vec<(String, String)> =
-        serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let params: Vec<(String, String)> = serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let to = param("To");
-    let since = param("DateSent>").and_then(|d| {
-        time::Date::parse(
-            &d,
-            time::macros::format_description!("[year]-[month]-[day]"),
-        )
-        .ok()
-    });
+    let since = param("DateSent>")
+        .and_then(|d| time::Date::parse(&d, time::macros::format_description!("[year]-[month]-[day]")).ok());
     let memory = shared.memory.lock().expect("fake memory");
     let messages: Vec<Value> = memory
         .messages

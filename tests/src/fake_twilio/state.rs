@@ -100,9 +100,7 @@ pub struct FakeTwilio {
 impl FakeTwilio {
     /// Starts on a random port.
     pub async fn start(config: FakeConfig) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding the fake Twilio");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the fake Twilio");
         Self::serve(listener, config)
     }
 
@@ -122,17 +120,12 @@ impl FakeTwilio {
         let app = super::handlers::router(Arc::clone(&shared));
         let until = stop.clone();
         tokio::spawn(async move {
-            let server = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { until.cancelled().await });
+            let server = axum::serve(listener, app).with_graceful_shutdown(async move { until.cancelled().await });
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "fake Twilio stopped");
             }
         });
-        Self {
-            base_url,
-            shared,
-            stop,
-        }
+        Self { base_url, shared, stop }
     }
 
     pub fn config(&self) -> &FakeConfig {
@@ -149,12 +142,7 @@ impl FakeTwilio {
     }
 
     pub fn messages_to(&self, to: &str) -> Vec<SentMessage> {
-        self.memory()
-            .messages
-            .iter()
-            .filter(|m| m.to == to)
-            .cloned()
-            .collect()
+        self.memory().messages.iter().filter(|m| m.to == to).cloned().collect()
     }
 
     /// Create calls received, whatever their answer.
@@ -197,12 +185,7 @@ impl FakeTwilio {
 impl FakeTwilio {
     /// Waits until `done` holds (checked after every message and callback), or panics
     /// after `limit`.
-    pub async fn wait_until(
-        &self,
-        limit: Duration,
-        what: &str,
-        mut done: impl FnMut(&Self) -> bool,
-    ) {
+    pub async fn wait_until(&self, limit: Duration, what: &str, mut done: impl FnMut(&Self) -> bool) {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let changed = self.shared.changed.notified();

@@ -13,21 +13,10 @@ async fn rows(app: &TestApp) -> i64 {
 async fn error_of(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.expect("a JSON error body");
-    (
-        status,
-        body["error"]["code"]
-            .as_str()
-            .expect("error.code")
-            .to_owned(),
-    )
+    (status, body["error"]["code"].as_str().expect("error.code").to_owned())
 }
 
-async fn raw_post(
-    app: &TestApp,
-    path: &str,
-    content_type: &str,
-    body: impl Into<reqwest::Body>,
-) -> reqwest::Response {
+async fn raw_post(app: &TestApp, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
     app.http
         .post(format!("{}{path}", app.api_base))
         .bearer_auth(API_KEY)
@@ -42,12 +31,7 @@ async fn raw_post(
 async fn bad_start_requests_are_refused_with_their_code_and_create_nothing() {
     let app = spawn_app().await;
     let cases: Vec<(&str, String, u16, &str)> = vec![
-        (
-            "malformed JSON",
-            "{\"phone_number\": ".into(),
-            400,
-            "invalid_request",
-        ),
+        ("malformed JSON", "{\"phone_number\": ".into(), 400, "invalid_request"),
         ("not an object", "[1, 2]".into(), 400, "invalid_request"),
         (
             "unknown field",
@@ -55,12 +39,7 @@ async fn bad_start_requests_are_refused_with_their_code_and_create_nothing() {
             400,
             "invalid_request",
         ),
-        (
-            "missing field",
-            json!({}).to_string(),
-            400,
-            "invalid_request",
-        ),
+        ("missing field", json!({}).to_string(), 400, "invalid_request"),
         (
             "wrong type",
             json!({"phone_number": 14155552671u64}).to_string(),
@@ -112,11 +91,7 @@ async fn bad_start_requests_are_refused_with_their_code_and_create_nothing() {
     ];
     for (what, body, status, code) in cases {
         let response = raw_post(&app, "/v1/verifications", "application/json", body).await;
-        assert_eq!(
-            error_of(response).await,
-            (status, code.to_owned()),
-            "{what}"
-        );
+        assert_eq!(error_of(response).await, (status, code.to_owned()), "{what}");
     }
     let response = raw_post(
         &app,
@@ -125,10 +100,7 @@ async fn bad_start_requests_are_refused_with_their_code_and_create_nothing() {
         json!({"phone_number": "+14155552671"}).to_string(),
     )
     .await;
-    assert_eq!(
-        error_of(response).await,
-        (415, "unsupported_media_type".to_owned())
-    );
+    assert_eq!(error_of(response).await, (415, "unsupported_media_type".to_owned()));
     assert_eq!(rows(&app).await, 0, "nothing was stored");
     assert_eq!(app.fake.create_calls(), 0, "nothing was sent");
     app.stop().await;
@@ -140,27 +112,14 @@ async fn bad_codes_are_refused_without_counting_an_attempt() {
     let id = app.start_ok("+14155552671").await;
     for bad in ["12345", "1234567", "12345a", "", " 12345", "١٢٣٤٥٦"] {
         let response = app.check("+14155552671", bad).await;
-        assert_eq!(
-            error_of(response).await,
-            (400, "invalid_code".to_owned()),
-            "{bad:?}"
-        );
+        assert_eq!(error_of(response).await, (400, "invalid_code".to_owned()), "{bad:?}");
     }
     let response = app
-        .post_json(
-            "/v1/verifications/check",
-            &json!({"phone_number": "+14155552671"}),
-        )
+        .post_json("/v1/verifications/check", &json!({"phone_number": "+14155552671"}))
         .await;
-    assert_eq!(
-        error_of(response).await,
-        (400, "invalid_request".to_owned())
-    );
+    assert_eq!(error_of(response).await, (400, "invalid_request".to_owned()));
     let response = app.check("4155552671", "123456").await;
-    assert_eq!(
-        error_of(response).await,
-        (400, "invalid_phone_number".to_owned())
-    );
+    assert_eq!(error_of(response).await, (400, "invalid_phone_number".to_owned()));
     assert_eq!(app.get_verification(id).await["check_attempts"], 0);
     app.stop().await;
 }
@@ -194,12 +153,7 @@ async fn a_missing_or_wrong_bearer_token_is_refused() {
         "/v1/ops/queues",
         "/v1/verifications/3f0c9a4e-0000-4000-8000-000000000000",
     ] {
-        let r = app
-            .http
-            .get(format!("{}{path}", app.api_base))
-            .send()
-            .await
-            .unwrap();
+        let r = app.http.get(format!("{}{path}", app.api_base)).send().await.unwrap();
         assert_eq!(r.status(), 401, "{path}");
     }
     assert_eq!(rows(&app).await, 0);
@@ -228,10 +182,7 @@ async fn unknown_verifications_routes_and_methods_answer_json_errors() {
     let r = get("/v1/verifications/3f0c9a4e-0000-4000-8000-000000000000")
         .await
         .unwrap();
-    assert_eq!(
-        error_of(r).await,
-        (404, "verification_not_found".to_owned())
-    );
+    assert_eq!(error_of(r).await, (404, "verification_not_found".to_owned()));
     let r = get("/v1/verifications/not-a-uuid").await.unwrap();
     assert_eq!(error_of(r).await, (400, "invalid_request".to_owned()));
     let r = get("/v1/nothing-here").await.unwrap();

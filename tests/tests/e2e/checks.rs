@@ -47,12 +47,7 @@ async fn a_start_leads_to_exactly_one_sms_whose_code_approves() {
     let view = app.wait_for_field(id, "delivery_status", "delivered").await;
     assert_eq!(view["status"], "approved");
     assert_eq!(view["send_attempts"], 1);
-    assert!(
-        view["provider_message_sid"]
-            .as_str()
-            .unwrap()
-            .starts_with("SM")
-    );
+    assert!(view["provider_message_sid"].as_str().unwrap().starts_with("SM"));
     assert_eq!(app.fake.messages().len(), 1, "exactly one SMS");
     app.stop().await;
 }
@@ -105,16 +100,8 @@ async fn parallel_guesses_get_no_more_than_the_allowed_attempts() {
         .iter()
         .map(|r| r.status().as_u16())
         .collect();
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 200).count(),
-        5,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|&&s| s == 404).count(),
-        35,
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 404).count(), 35, "{statuses:?}");
     let view = app.get_verification(id).await;
     assert_eq!(view["check_attempts"], 5);
     assert_eq!(view["status"], "max_attempts_reached");
@@ -182,8 +169,7 @@ async fn a_superseded_verification_still_queued_sends_no_sms() {
     assert_eq!(first_view["delivery_status"], "canceled");
 
     app.start_worker().await;
-    app.wait_for_field(second, "delivery_status", "delivered")
-        .await;
+    app.wait_for_field(second, "delivery_status", "delivered").await;
     assert_eq!(
         app.fake.messages_to(PHONE).len(),
         1,

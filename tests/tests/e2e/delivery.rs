@@ -23,10 +23,7 @@ async fn permanent_twilio_errors_fail_the_verification_without_retry() {
         assert_eq!(view["status"], "failed", "{to}");
         assert_eq!(view["delivery_error_code"], code, "{to}");
         assert_eq!(view["send_attempts"], 1, "{to}");
-        assert_eq!(
-            attempts(&app, id).await,
-            vec![(1, "permanent".to_string(), Some(code))]
-        );
+        assert_eq!(attempts(&app, id).await, vec![(1, "permanent".to_string(), Some(code))]);
     }
     assert_eq!(app.fake.create_calls(), 5, "no retries");
     assert!(app.fake.messages().is_empty());
@@ -36,8 +33,7 @@ async fn permanent_twilio_errors_fail_the_verification_without_retry() {
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_twilio_errors_are_retried_until_the_sms_is_submitted() {
     let app = spawn_app().await;
-    app.fake
-        .push_faults([Fault::Unavailable, Fault::TooManyRequests]);
+    app.fake.push_faults([Fault::Unavailable, Fault::TooManyRequests]);
     let id = app.start_ok("+14155552671").await;
     let view = app.wait_for_field(id, "delivery_status", "delivered").await;
     assert_eq!(view["status"], "pending");
@@ -55,15 +51,27 @@ async fn transient_twilio_errors_are_retried_until_the_sms_is_submitted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn transient_errors_stop_after_send_max_attempts() {
+async fn a_job_that_exhausts_its_attempts_is_dead_lettered_and_stays_replayable() {
     let app = spawn_app_with(Options::default().env("SEND_MAX_ATTEMPTS", "3")).await;
     app.fake.push_faults([Fault::Unavailable; 4]);
     let id = app.start_ok("+14155552671").await;
     let view = app.wait_for_field(id, "delivery_status", "failed").await;
-    assert_eq!(view["status"], "failed");
+    assert_eq!(
+        view["status"], "pending",
+        "a dead-lettered verification can be replayed"
+    );
     assert_eq!(view["send_attempts"], 3);
-    assert_eq!(view["delivery_error_code"], 20503);
     assert_eq!(app.fake.create_calls(), 3);
+    app.wait_for_queue_depth(&app.dead_queue(), 1).await;
+    let reason: Option<String> = sqlx::query_scalar("SELECT dead_letter_reason FROM verifications WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        reason.as_deref(),
+        Some("3 Twilio calls failed; the last was HTTP 503 (Twilio 20503)")
+    );
     app.stop().await;
 }
 
@@ -99,10 +107,7 @@ async fn an_ambiguous_500_is_looked_up_instead_of_sent_twice() {
         view["provider_message_sid"].as_str(),
         Some(app.fake.messages()[0].sid.as_str())
     );
-    assert_eq!(
-        attempts(&app, id).await,
-        vec![(1, "submitted".into(), Some(20500))]
-    );
+    assert_eq!(attempts(&app, id).await, vec![(1, "submitted".into(), Some(20500))]);
     app.stop().await;
 }
 
@@ -116,8 +121,8 @@ async fn an_ambiguous_500_that_sent_nothing_is_sent_again() {
     assert_eq!(
         attempts(&app, id).await,
         vec![
-            (1, "ambiguous".into(), Some(20500)),
-            (2, "ambiguous".into(), None),
+            (1, "not_at_twilio".into(), Some(20500)),
+            (2, "not_at_twilio".into(), None),
             (3, "submitted".into(), None)
         ]
     );
@@ -127,12 +132,9 @@ async fn an_ambiguous_500_that_sent_nothing_is_sent_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_undelivered_callback_fails_the_verification_with_its_error_code() {
     let app = spawn_app().await;
-    app.fake
-        .set_final_status("+14155552671", "undelivered", Some(30003));
+    app.fake.set_final_status("+14155552671", "undelivered", Some(30003));
     let id = app.start_ok("+14155552671").await;
-    let view = app
-        .wait_for_field(id, "delivery_status", "undelivered")
-        .await;
+    let view = app.wait_for_field(id, "delivery_status", "undelivered").await;
     assert_eq!(view["status"], "failed");
     assert_eq!(view["delivery_error_code"], 30003);
     app.stop().await;

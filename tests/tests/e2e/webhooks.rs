@@ -4,10 +4,7 @@ use verify_tests::harness::{TestApp, spawn_app};
 
 fn params(sid: &str, status: &str, error_code: Option<i32>) -> Vec<(String, String)> {
     let mut p = vec![
-        (
-            "AccountSid".to_owned(),
-            "AC00000000000000000000000000000001".to_owned(),
-        ),
+        ("AccountSid".to_owned(), "AC00000000000000000000000000000001".to_owned()),
         ("MessageSid".to_owned(), sid.to_owned()),
         ("SmsSid".to_owned(), sid.to_owned()),
         ("MessageStatus".to_owned(), status.to_owned()),
@@ -45,32 +42,21 @@ async fn callbacks_with_a_missing_or_wrong_signature_are_refused_and_change_noth
 
     let p = params(&sid, "failed", Some(30008));
     assert_eq!(post_callback(&app, &p, None).await, 403);
-    assert_eq!(
-        post_callback(&app, &p, Some("bm90IHRoZSByaWdodCBvbmU=")).await,
-        403
-    );
+    assert_eq!(post_callback(&app, &p, Some("bm90IHRoZSByaWdodCBvbmU=")).await, 403);
     let url = format!("{}/v1/webhooks/twilio/status", app.api_base);
     let signed_with_wrong_token = common::signature::sign("another-token", &url, &p);
-    assert_eq!(
-        post_callback(&app, &p, Some(&signed_with_wrong_token)).await,
-        403
-    );
+    assert_eq!(post_callback(&app, &p, Some(&signed_with_wrong_token)).await, 403);
     // Signed for other parameters than those sent.
-    let other = common::signature::sign(
-        &app.fake.config().auth_token,
-        &url,
-        &params(&sid, "sent", None),
-    );
+    let other = common::signature::sign(&app.fake.config().auth_token, &url, &params(&sid, "sent", None));
     assert_eq!(post_callback(&app, &p, Some(&other)).await, 403);
 
     let after = app.get_verification(id).await;
     assert_eq!(after["delivery_status"], "delivered");
     assert_eq!(after["delivery_error_code"], serde_json::Value::Null);
-    let events: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM delivery_events WHERE message_status = 'failed'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_events WHERE message_status = 'failed'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(events, 0, "a refused callback is not recorded");
     app.stop().await;
 }
@@ -83,10 +69,7 @@ async fn callbacks_out_of_order_or_repeated_keep_the_final_status() {
     let sid = view["provider_message_sid"].as_str().unwrap().to_owned();
 
     assert_eq!(signed_callback(&app, &sid, "sent", None).await, 204);
-    assert_eq!(
-        signed_callback(&app, &sid, "failed", Some(30008)).await,
-        204
-    );
+    assert_eq!(signed_callback(&app, &sid, "failed", Some(30008)).await, 204);
     assert_eq!(signed_callback(&app, &sid, "delivered", None).await, 204);
     let after = app.get_verification(id).await;
     assert_eq!(after["delivery_status"], "delivered");
@@ -102,13 +85,7 @@ async fn callbacks_out_of_order_or_repeated_keep_the_final_status() {
 async fn a_callback_for_an_unknown_message_is_accepted_and_ignored() {
     let app = spawn_app().await;
     assert_eq!(
-        signed_callback(
-            &app,
-            "SM0123456789abcdef0123456789abcdef",
-            "delivered",
-            None
-        )
-        .await,
+        signed_callback(&app, "SM0123456789abcdef0123456789abcdef", "delivered", None).await,
         204
     );
     app.stop().await;
@@ -132,18 +109,13 @@ async fn a_callback_that_arrives_before_the_sid_is_recorded_is_applied_later() {
     )
     .await
     .unwrap();
-    common::repo::claim_send(&app.pool, id).await.unwrap();
+    common::repo::claim_send(&app.pool, id, 30.0).await.unwrap();
     let sid = "SMabcdef0123456789abcdef0123456789";
     assert_eq!(signed_callback(&app, sid, "delivered", None).await, 204);
     assert_eq!(app.get_verification(id).await["delivery_status"], "sending");
 
-    common::repo::mark_submitted(&app.pool, id, sid)
-        .await
-        .unwrap();
-    assert_eq!(
-        app.get_verification(id).await["delivery_status"],
-        "delivered"
-    );
+    common::repo::mark_submitted(&app.pool, id, sid).await.unwrap();
+    assert_eq!(app.get_verification(id).await["delivery_status"], "delivered");
     app.stop().await;
 }
 
