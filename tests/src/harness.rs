@@ -265,6 +265,39 @@ impl TestApp {
         }
     }
 
+    /// The worker settings of this app (for the `dead-letters` commands, or a process).
+    pub fn worker_config(&self) -> verify_worker::WorkerConfig {
+        verify_worker::WorkerConfig::from_env(&Env::from_map(verify_worker::SETTINGS, self.env.clone()))
+            .expect("test worker settings")
+    }
+
+    /// The code hasher the API of this app uses.
+    pub fn hasher(&self) -> common::code::CodeHasher {
+        common::code::CodeHasher::new(common::settings::Secret::new(VERIFY_SECRET))
+    }
+
+    /// Publishes a job straight into the send queue, as the API (or a duplicate) would.
+    pub async fn publish_job(&self, job: &common::job::SendJob) {
+        let conn = common::broker::connect(&amqp_url(), "verify-tests").await.expect("broker");
+        let channel = conn.create_channel().await.expect("channel");
+        channel.confirm_select(Default::default()).await.expect("confirms");
+        let props = common::broker::job_properties(job);
+        common::broker::publish_confirmed(&channel, &self.queue, &job.to_bytes(), props, Duration::from_secs(5))
+            .await
+            .expect("publishing a job");
+        drop(conn.close(200, "ok".into()).await);
+    }
+
+    /// Messages waiting in all retry queues together.
+    pub async fn retry_depth(&self) -> u32 {
+        let topology = self.topology();
+        let mut total = 0;
+        for tier in common::broker::RETRY_TIERS {
+            total += self.queue_depth(&topology.retry_queue(tier)).await;
+        }
+        total
+    }
+
     /// This app's queues.
     pub fn topology(&self) -> common::broker::Topology {
         common::broker::Topology::new(&self.queue).expect("test queue name")

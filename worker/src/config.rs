@@ -134,7 +134,7 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     /// How long a worker holds a send: one Twilio call and the writes around it.
     pub fn send_lease(&self) -> Duration {
-        self.twilio_timeout + Duration::from_secs(15)
+        self.twilio_timeout + Duration::from_secs(5)
     }
 
     pub fn from_env(env: &Env) -> Result<Self, SettingError> {

@@ -170,6 +170,22 @@ impl FakeTwilio {
         self.memory().fault_rate = rate;
     }
 
+    /// Records a message as if it had been created (by a call whose answer was lost).
+    pub fn inject_message(&self, to: &str, body: &str) -> String {
+        let sid = format!("SM{:032x}", rand::random::<u128>());
+        self.memory().messages.push(SentMessage {
+            sid: sid.clone(),
+            to: to.to_owned(),
+            from: None,
+            messaging_service_sid: None,
+            body: body.to_owned(),
+            status_callback: None,
+            validity_period: None,
+            date_created: time::OffsetDateTime::now_utc(),
+        });
+        sid
+    }
+
     /// Makes messages to `to` end in `status` (e.g. `undelivered` with 30003).
     pub fn set_final_status(&self, to: &str, status: &str, error_code: Option<i32>) {
         self.memory().final_status.insert(

@@ -5,4 +5,5 @@ mod bad_input;
 mod checks;
 mod delivery;
 mod ops;
+mod safety;
 mod webhooks;

@@ -1,0 +1,194 @@
+//! Nothing lost, nothing sent twice: leases, duplicates, lookups, delay queues, dead
+//! letters, the outbox relay.
+
+use std::time::Duration;
+
+use common::code::{Code, CodeLength};
+use common::job::SendJob;
+use common::repo::{self, Claim, NewVerification};
+use uuid::Uuid;
+use verify_tests::fake_twilio::Fault;
+use verify_tests::harness::{Options, TestApp, spawn_app, spawn_app_with};
+
+const PHONE: &str = "+14155552671";
+
+/// A verification stored as the API stores it, without publishing its job.
+async fn stored_verification(app: &TestApp, phone: &str) -> (Uuid, Code) {
+    let id = Uuid::new_v4();
+    let code = Code::generate(CodeLength::default());
+    let new = NewVerification {
+        id,
+        phone_number: phone,
+        code_hmac: &app.hasher().digest(id, &code),
+        max_check_attempts: 5,
+        ttl_seconds: 600,
+        request_id: None,
+    };
+    repo::insert(&app.pool, &new).await.unwrap();
+    (id, code)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claimed_send_cannot_be_claimed_again_until_its_lease_runs_out() {
+    let app = spawn_app_with(Options::default().without_worker()).await;
+    let (id, _) = stored_verification(&app, PHONE).await;
+    assert!(matches!(repo::claim_send(&app.pool, id, 0.5).await.unwrap(), Claim::Claimed { .. }));
+    assert!(matches!(repo::claim_send(&app.pool, id, 0.5).await.unwrap(), Claim::Busy));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(matches!(repo::claim_send(&app.pool, id, 0.5).await.unwrap(), Claim::Claimed { .. }));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_jobs_on_two_workers_send_one_sms() {
+    let mut app = spawn_app_with(Options::default().without_worker()).await;
+    app.fake.set_latency(Duration::from_millis(300));
+    let (id, code) = stored_verification(&app, PHONE).await;
+    let job = SendJob::new(id, code.expose().to_owned(), None);
+    for _ in 0..4 {
+        app.publish_job(&job).await;
+    }
+    app.start_worker().await;
+    app.start_worker().await;
+    app.wait_for_field(id, "delivery_status", "delivered").await;
+    app.wait_for_queue_depth(&app.queue, 0).await;
+    while app.retry_depth().await > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.fake.messages_to(PHONE).len(), 1, "one SMS for four copies of the job");
+    assert_eq!(app.fake.create_calls(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivered_job_whose_sms_was_submitted_is_acked_without_calling_twilio() {
+    let app = spawn_app().await;
+    let id = app.start_ok(PHONE).await;
+    let code = app.wait_for_code(PHONE, 1).await;
+    app.wait_for_field(id, "delivery_status", "delivered").await;
+    app.publish_job(&SendJob::new(id, code, None)).await;
+    app.wait_for_queue_depth(&app.queue, 0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.fake.create_calls(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_whose_worker_died_is_looked_up_before_sending_again() {
+    let app = spawn_app_with(Options::default().without_worker()).await;
+    let (id, code) = stored_verification(&app, PHONE).await;
+    // A worker claimed the send, recorded the call as in flight, and died; Twilio had
+    // created the message.
+    repo::claim_send(&app.pool, id, 0.0).await.unwrap();
+    repo::begin_attempt(&app.pool, id, 1, 0.0).await.unwrap();
+    let sid = app.fake.inject_message(PHONE, &format!("Your verification code is {}", code.expose()));
+    let mut app = app;
+    app.publish_job(&SendJob::new(id, code.expose().to_owned(), None)).await;
+    app.start_worker().await;
+    let view = app.wait_for_field(id, "delivery_status", "submitted").await;
+    assert_eq!(view["provider_message_sid"], sid.as_str());
+    assert_eq!(app.fake.create_calls(), 0, "no second SMS");
+    assert_eq!(repo::attempts(&app.pool, id).await.unwrap(), vec![(1, "found_at_twilio".to_string(), None)]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_retry_waits_in_a_delay_queue_not_in_the_worker() {
+    let options = Options::default().env("RETRY_INITIAL_MS", "2500").env("RETRY_INPROCESS_MAX_MS", "100");
+    let app = spawn_app_with(options).await;
+    app.fake.push_faults([Fault::Unavailable]);
+    let id = app.start_ok(PHONE).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.retry_depth().await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the retry never reached a delay queue");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.get_verification(id).await["delivery_status"], "sending");
+    app.wait_for_field(id, "delivery_status", "delivered").await;
+    assert_eq!(app.retry_depth().await, 0);
+    let attempts = repo::attempts(&app.pool, id).await.unwrap();
+    assert_eq!(attempts, vec![(1, "retry".into(), Some(20503)), (2, "submitted".into(), None)]);
+    assert_eq!(app.fake.messages().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_listed_with_their_reason_and_replayed_while_pending() {
+    let app = spawn_app_with(Options::default().env("SEND_MAX_ATTEMPTS", "2")).await;
+    app.fake.push_faults([Fault::Unavailable; 2]);
+    let id = app.start_ok(PHONE).await;
+    app.wait_for_field(id, "delivery_status", "failed").await;
+    app.wait_for_queue_depth(&app.dead_queue(), 1).await;
+
+    let mut listing = Vec::new();
+    let seen = verify_worker::dead_letters::list(&app.worker_config(), &mut listing).await.unwrap();
+    let listing = String::from_utf8(listing).unwrap();
+    assert_eq!(seen, 1);
+    assert!(listing.contains(&id.to_string()), "{listing}");
+    assert!(listing.contains("2 Twilio calls failed"), "{listing}");
+    app.wait_for_queue_depth(&app.dead_queue(), 1).await;
+
+    let mut output = Vec::new();
+    let summary = verify_worker::dead_letters::replay(&app.worker_config(), &app.pool, &mut output).await.unwrap();
+    assert_eq!(summary, verify_worker::dead_letters::ReplaySummary { replayed: 1, kept: 0 });
+    app.wait_for_field(id, "delivery_status", "delivered").await;
+    assert_eq!(app.fake.messages_to(PHONE).len(), 1);
+    app.wait_for_queue_depth(&app.dead_queue(), 0).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_whose_verification_expired_is_not_replayed() {
+    let app = spawn_app_with(Options::default().env("SEND_MAX_ATTEMPTS", "1")).await;
+    app.fake.push_faults([Fault::Unavailable]);
+    let id = app.start_ok(PHONE).await;
+    app.wait_for_queue_depth(&app.dead_queue(), 1).await;
+    sqlx::query("UPDATE verifications SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut output = Vec::new();
+    let summary = verify_worker::dead_letters::replay(&app.worker_config(), &app.pool, &mut output).await.unwrap();
+    assert_eq!(summary, verify_worker::dead_letters::ReplaySummary { replayed: 0, kept: 1 });
+    app.wait_for_queue_depth(&app.dead_queue(), 1).await;
+    assert_eq!(app.fake.messages().len(), 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_whose_api_died_before_the_confirm_is_sent_by_the_outbox_relay() {
+    let options = Options::default().env("PUBLISH_TIMEOUT_MS", "200").env("OUTBOX_RELAY_AFTER_SECONDS", "1");
+    let app = spawn_app_with(options).await;
+    // What a start leaves when its process dies right after the insert.
+    let id = Uuid::new_v4();
+    let code = Code::generate(CodeLength::default());
+    let new = NewVerification {
+        id,
+        phone_number: PHONE,
+        code_hmac: &app.hasher().digest(id, &code),
+        max_check_attempts: 5,
+        ttl_seconds: 600,
+        request_id: None,
+    };
+    repo::insert_with_outbox(&app.pool, &new, &app.hasher().seal(id, &code), 0).await.unwrap();
+    let sent = app.wait_for_code(PHONE, 1).await;
+    assert_eq!(sent, code.expose());
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(outbox, 0);
+    let body: serde_json::Value = app.check(PHONE, code.expose()).await.json().await.unwrap();
+    assert_eq!(body["status"], "approved");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_confirmed_start_leaves_nothing_in_the_outbox() {
+    let app = spawn_app().await;
+    for n in 0..5 {
+        app.start_ok(&format!("+1415555267{n}")).await;
+    }
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(outbox, 0);
+    app.stop().await;
+}
