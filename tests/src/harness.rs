@@ -298,6 +298,23 @@ impl TestApp {
         total
     }
 
+    /// Starts `verify-worker` as a real process with this app's settings; its log goes to a
+    /// file in the temporary directory (named in the panic message if it fails to start).
+    pub fn spawn_worker_process(&self) -> std::process::Child {
+        let binary = sibling_binary("verify-worker");
+        let log = std::env::temp_dir().join(format!("verify-worker-{}.log", Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&log).expect("worker log file");
+        std::process::Command::new(&binary)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info,lapin=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {} (log {}): {e}", binary.display(), log.display()))
+    }
+
     /// This app's queues.
     pub fn topology(&self) -> common::broker::Topology {
         common::broker::Topology::new(&self.queue).expect("test queue name")
@@ -320,6 +337,22 @@ impl TestApp {
             .messages_ready;
         drop(conn.close(200, "ok".into()).await);
         depth
+    }
+
+    /// Waits until `n` consumers are attached to the send queue (a worker is ready).
+    pub async fn wait_for_consumers(&self, n: u32) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let conn = common::broker::connect(&amqp_url(), "verify-tests").await.expect("broker");
+            let channel = conn.create_channel().await.expect("channel");
+            let depth = common::broker::queue_depths(&channel, std::slice::from_ref(&self.queue)).await;
+            drop(conn.close(200, "ok".into()).await);
+            if depth.is_ok_and(|d| d[0].consumers == n) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never {n} consumers on {}", self.queue);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until `queue` holds exactly `n` ready messages.
@@ -362,6 +395,16 @@ impl TestApp {
             drop(sqlx::query(sqlx::AssertSqlSafe(drop_db)).execute(&mut conn).await);
         }
     }
+}
+
+/// A binary of this workspace, built beside the test executable (`cargo test --workspace`
+/// builds every binary of the workspace before running any test).
+pub fn sibling_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target directory");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run the tests with `cargo test --workspace`", path.display());
+    path
 }
 
 /// The code in an SMS body: its last run of digits.

@@ -1,0 +1,122 @@
+//! RabbitMQ and PostgreSQL restarted during a burst.
+
+use std::process::Command;
+use std::time::Duration;
+
+use uuid::Uuid;
+use verify_tests::harness::{Options, TestApp, spawn_app_with};
+
+use crate::{assert_one_sms_each, burst, numbers, serial, wait_for_empty_queues, wait_until_settled};
+
+fn run(program: &str, args: &[&str]) {
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("this test needs `{program}` to restart a local service: {e}"));
+    assert!(status.success(), "{program} {args:?} failed");
+}
+
+fn postgres_cluster() -> String {
+    let versions = std::fs::read_dir("/etc/postgresql").expect("this test needs a Debian PostgreSQL cluster");
+    versions.filter_map(|e| e.ok()?.file_name().into_string().ok()).max().expect("a PostgreSQL version")
+}
+
+/// Brings the service back even when the test fails midway.
+struct Restore(&'static str);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        match self.0 {
+            "rabbitmq" => drop(Command::new("rabbitmqctl").arg("start_app").status()),
+            _ => drop(
+                Command::new("pg_ctlcluster")
+                    .args(["--skip-systemctl-redirect", &postgres_cluster(), "main", "start"])
+                    .status(),
+            ),
+        }
+    }
+}
+
+/// Starts during `outage`: each 202 must be sent in the end; answers other than 202 must be
+/// 503 and come within the bounded wait.
+async fn burst_through(app: &TestApp, outage: impl std::future::Future<Output = ()>) -> Vec<(String, Uuid)> {
+    let phones = numbers(900);
+    let ((answers, slowest), ()) = tokio::join!(
+        async {
+            let mut all = Vec::new();
+            let mut slowest = Duration::ZERO;
+            for chunk in phones.chunks(30) {
+                let (answers, slow) = burst(app, chunk, 6).await;
+                all.extend(answers);
+                slowest = slowest.max(slow);
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+            (all, slowest)
+        },
+        outage
+    );
+    let refused: Vec<u16> = answers.iter().filter_map(|(_, a)| a.err()).collect();
+    assert!(refused.iter().all(|s| *s == 503), "only 503 during an outage: {refused:?}");
+    assert!(!refused.is_empty(), "the burst should have met the outage");
+    assert!(slowest < Duration::from_secs(8), "every answer came within the bounded wait: {slowest:?}");
+    answers.into_iter().filter_map(|(p, a)| a.ok().map(|id| (p, id))).collect()
+}
+
+async fn assert_all_accepted_are_sent(app: &TestApp, accepted: &[(String, Uuid)]) {
+    let ids: Vec<Uuid> = accepted.iter().map(|(_, id)| *id).collect();
+    let statuses = wait_until_settled(app, &ids, Duration::from_secs(120)).await;
+    let unsent: Vec<_> = statuses.iter().filter(|s| !["submitted", "sent", "delivered"].contains(&s.as_str())).collect();
+    assert!(unsent.is_empty(), "accepted but not sent: {unsent:?}");
+    let phones: Vec<String> = accepted.iter().map(|(p, _)| p.clone()).collect();
+    assert_one_sms_each(app, &phones);
+    wait_for_empty_queues(app).await;
+    // Both sides recovered without a restart: a new start goes through.
+    let id = app.start_ok("+14155559999").await;
+    app.wait_for_field(id, "delivery_status", "delivered").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fault test: restarts RabbitMQ; run with --include-ignored"]
+async fn restarting_rabbitmq_during_a_burst_loses_no_accepted_start() {
+    let _serial = serial().await;
+    let options = Options::default().env("PUBLISH_TIMEOUT_MS", "2000");
+    let app = spawn_app_with(options).await;
+    let accepted = burst_through(&app, async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let _restore = Restore("rabbitmq");
+        tokio::task::spawn_blocking(|| run("rabbitmqctl", &["stop_app"])).await.unwrap();
+        let readyz = app.http.get(format!("{}/readyz", app.api_base)).send().await.unwrap();
+        assert_eq!(readyz.status(), 503, "readiness shows the outage");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::task::spawn_blocking(|| run("rabbitmqctl", &["start_app"])).await.unwrap();
+    })
+    .await;
+    assert_all_accepted_are_sent(&app, &accepted).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fault test: restarts PostgreSQL; run with --include-ignored"]
+async fn restarting_postgresql_during_a_burst_loses_no_accepted_start() {
+    let _serial = serial().await;
+    let app = spawn_app_with(Options::default()).await;
+    let cluster = postgres_cluster();
+    let accepted = burst_through(&app, async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let _restore = Restore("postgresql");
+        let stop = ["--skip-systemctl-redirect", &cluster, "main", "stop", "-m", "fast"].map(str::to_owned);
+        tokio::task::spawn_blocking(move || run("pg_ctlcluster", &stop.each_ref().map(String::as_str)))
+            .await
+            .unwrap();
+        let readyz = app.http.get(format!("{}/readyz", app.api_base)).send().await.unwrap();
+        assert_eq!(readyz.status(), 503, "readiness shows the outage");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let start = ["--skip-systemctl-redirect", &cluster, "main", "start"].map(str::to_owned);
+        tokio::task::spawn_blocking(move || run("pg_ctlcluster", &start.each_ref().map(String::as_str)))
+            .await
+            .unwrap();
+    })
+    .await;
+    assert_all_accepted_are_sent(&app, &accepted).await;
+    app.stop().await;
+}
