@@ -47,8 +47,8 @@ pub fn shutdown_on_signals() -> CancellationToken {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing a SIGTERM handler");
     #[cfg(unix)]
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .expect("installing a SIGINT handler");
+    let mut int =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).expect("installing a SIGINT handler");
     tokio::spawn(async move {
         #[cfg(unix)]
         tokio::select! {

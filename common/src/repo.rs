@@ -287,6 +287,9 @@ pub enum Claim {
         /// An earlier call may have reached Twilio without its result being recorded (it was
         /// ambiguous, or its worker died during it): ask Twilio before sending again.
         needs_lookup: bool,
+        /// An earlier call got its 201 recorded but the worker failed before marking the
+        /// verification submitted: the SMS is out, under this sid.
+        submitted_sid: Option<String>,
     },
     /// Another worker holds the send right now.
     Busy,
@@ -306,7 +309,9 @@ pub async fn claim_send(pool: &PgPool, id: Uuid, lease_seconds: f64) -> sqlx::Re
            AND (claimed_until IS NULL OR claimed_until < now()) \
          RETURNING phone_number, expires_at, send_attempts, \
            EXISTS (SELECT 1 FROM send_attempts a WHERE a.verification_id = $1 \
-                   AND a.outcome IN ('in_flight', 'ambiguous')) AS needs_lookup",
+                   AND a.outcome IN ('in_flight', 'ambiguous')) AS needs_lookup, \
+           (SELECT a.provider_message_sid FROM send_attempts a WHERE a.verification_id = $1 \
+                   AND a.outcome = 'submitted' AND a.provider_message_sid IS NOT NULL LIMIT 1) AS submitted_sid",
     )
     .bind(id)
     .bind(lease_seconds)
@@ -318,6 +323,7 @@ pub async fn claim_send(pool: &PgPool, id: Uuid, lease_seconds: f64) -> sqlx::Re
             expires_at: row.try_get("expires_at")?,
             send_attempts: row.try_get("send_attempts")?,
             needs_lookup: row.try_get("needs_lookup")?,
+            submitted_sid: row.try_get("submitted_sid")?,
         });
     }
     let found = find(pool, id).await?;

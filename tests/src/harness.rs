@@ -278,7 +278,9 @@ impl TestApp {
 
     /// Publishes a job straight into the send queue, as the API (or a duplicate) would.
     pub async fn publish_job(&self, job: &common::job::SendJob) {
-        let conn = common::broker::connect(&amqp_url(), "verify-tests").await.expect("broker");
+        let conn = common::broker::connect(&amqp_url(), "verify-tests")
+            .await
+            .expect("broker");
         let channel = conn.create_channel().await.expect("channel");
         channel.confirm_select(Default::default()).await.expect("confirms");
         let props = common::broker::job_properties(job);
@@ -343,14 +345,20 @@ impl TestApp {
     pub async fn wait_for_consumers(&self, n: u32) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let conn = common::broker::connect(&amqp_url(), "verify-tests").await.expect("broker");
+            let conn = common::broker::connect(&amqp_url(), "verify-tests")
+                .await
+                .expect("broker");
             let channel = conn.create_channel().await.expect("channel");
             let depth = common::broker::queue_depths(&channel, std::slice::from_ref(&self.queue)).await;
             drop(conn.close(200, "ok".into()).await);
             if depth.is_ok_and(|d| d[0].consumers == n) {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "never {n} consumers on {}", self.queue);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never {n} consumers on {}",
+                self.queue
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -403,7 +411,11 @@ pub fn sibling_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(|deps| deps.parent()).expect("target directory");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run the tests with `cargo test --workspace`", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        path.display()
+    );
     path
 }
 

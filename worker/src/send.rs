@@ -93,10 +93,18 @@ impl SendContext {
         let id = job.verification_id;
         let mut send = match repo::claim_send(&self.pool, id, self.lease_seconds()).await? {
             Claim::Claimed {
+                submitted_sid: Some(sid),
+                ..
+            } => {
+                repo::mark_submitted(&self.pool, id, &sid).await?;
+                return Ok(JobOutcome::Submitted { sid });
+            }
+            Claim::Claimed {
                 phone_number,
                 expires_at,
                 send_attempts,
                 needs_lookup,
+                submitted_sid: None,
             } => {
                 let send = Send {
                     job,

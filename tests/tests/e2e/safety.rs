@@ -32,10 +32,19 @@ async fn stored_verification(app: &TestApp, phone: &str) -> (Uuid, Code) {
 async fn a_claimed_send_cannot_be_claimed_again_until_its_lease_runs_out() {
     let app = spawn_app_with(Options::default().without_worker()).await;
     let (id, _) = stored_verification(&app, PHONE).await;
-    assert!(matches!(repo::claim_send(&app.pool, id, 0.5).await.unwrap(), Claim::Claimed { .. }));
-    assert!(matches!(repo::claim_send(&app.pool, id, 0.5).await.unwrap(), Claim::Busy));
+    assert!(matches!(
+        repo::claim_send(&app.pool, id, 0.5).await.unwrap(),
+        Claim::Claimed { .. }
+    ));
+    assert!(matches!(
+        repo::claim_send(&app.pool, id, 0.5).await.unwrap(),
+        Claim::Busy
+    ));
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(matches!(repo::claim_send(&app.pool, id, 0.5).await.unwrap(), Claim::Claimed { .. }));
+    assert!(matches!(
+        repo::claim_send(&app.pool, id, 0.5).await.unwrap(),
+        Claim::Claimed { .. }
+    ));
     app.stop().await;
 }
 
@@ -56,7 +65,11 @@ async fn duplicate_jobs_on_two_workers_send_one_sms() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(app.fake.messages_to(PHONE).len(), 1, "one SMS for four copies of the job");
+    assert_eq!(
+        app.fake.messages_to(PHONE).len(),
+        1,
+        "one SMS for four copies of the job"
+    );
     assert_eq!(app.fake.create_calls(), 1);
     app.stop().await;
 }
@@ -82,33 +95,46 @@ async fn a_call_whose_worker_died_is_looked_up_before_sending_again() {
     // created the message.
     repo::claim_send(&app.pool, id, 0.0).await.unwrap();
     repo::begin_attempt(&app.pool, id, 1, 0.0).await.unwrap();
-    let sid = app.fake.inject_message(PHONE, &format!("Your verification code is {}", code.expose()));
+    let sid = app
+        .fake
+        .inject_message(PHONE, &format!("Your verification code is {}", code.expose()));
     let mut app = app;
     app.publish_job(&SendJob::new(id, code.expose().to_owned(), None)).await;
     app.start_worker().await;
     let view = app.wait_for_field(id, "delivery_status", "submitted").await;
     assert_eq!(view["provider_message_sid"], sid.as_str());
     assert_eq!(app.fake.create_calls(), 0, "no second SMS");
-    assert_eq!(repo::attempts(&app.pool, id).await.unwrap(), vec![(1, "found_at_twilio".to_string(), None)]);
+    assert_eq!(
+        repo::attempts(&app.pool, id).await.unwrap(),
+        vec![(1, "found_at_twilio".to_string(), None)]
+    );
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_retry_waits_in_a_delay_queue_not_in_the_worker() {
-    let options = Options::default().env("RETRY_INITIAL_MS", "2500").env("RETRY_INPROCESS_MAX_MS", "100");
+    let options = Options::default()
+        .env("RETRY_INITIAL_MS", "2500")
+        .env("RETRY_INPROCESS_MAX_MS", "100");
     let app = spawn_app_with(options).await;
     app.fake.push_faults([Fault::Unavailable]);
     let id = app.start_ok(PHONE).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while app.retry_depth().await == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the retry never reached a delay queue");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the retry never reached a delay queue"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(app.get_verification(id).await["delivery_status"], "sending");
     app.wait_for_field(id, "delivery_status", "delivered").await;
     assert_eq!(app.retry_depth().await, 0);
     let attempts = repo::attempts(&app.pool, id).await.unwrap();
-    assert_eq!(attempts, vec![(1, "retry".into(), Some(20503)), (2, "submitted".into(), None)]);
+    assert_eq!(
+        attempts,
+        vec![(1, "retry".into(), Some(20503)), (2, "submitted".into(), None)]
+    );
     assert_eq!(app.fake.messages().len(), 1);
     app.stop().await;
 }
@@ -122,7 +148,9 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_while_pending() 
     app.wait_for_queue_depth(&app.dead_queue(), 1).await;
 
     let mut listing = Vec::new();
-    let seen = verify_worker::dead_letters::list(&app.worker_config(), &mut listing).await.unwrap();
+    let seen = verify_worker::dead_letters::list(&app.worker_config(), &mut listing)
+        .await
+        .unwrap();
     let listing = String::from_utf8(listing).unwrap();
     assert_eq!(seen, 1);
     assert!(listing.contains(&id.to_string()), "{listing}");
@@ -130,8 +158,13 @@ async fn dead_letters_are_listed_with_their_reason_and_replayed_while_pending() 
     app.wait_for_queue_depth(&app.dead_queue(), 1).await;
 
     let mut output = Vec::new();
-    let summary = verify_worker::dead_letters::replay(&app.worker_config(), &app.pool, &mut output).await.unwrap();
-    assert_eq!(summary, verify_worker::dead_letters::ReplaySummary { replayed: 1, kept: 0 });
+    let summary = verify_worker::dead_letters::replay(&app.worker_config(), &app.pool, &mut output)
+        .await
+        .unwrap();
+    assert_eq!(
+        summary,
+        verify_worker::dead_letters::ReplaySummary { replayed: 1, kept: 0 }
+    );
     app.wait_for_field(id, "delivery_status", "delivered").await;
     assert_eq!(app.fake.messages_to(PHONE).len(), 1);
     app.wait_for_queue_depth(&app.dead_queue(), 0).await;
@@ -150,8 +183,13 @@ async fn a_dead_letter_whose_verification_expired_is_not_replayed() {
         .await
         .unwrap();
     let mut output = Vec::new();
-    let summary = verify_worker::dead_letters::replay(&app.worker_config(), &app.pool, &mut output).await.unwrap();
-    assert_eq!(summary, verify_worker::dead_letters::ReplaySummary { replayed: 0, kept: 1 });
+    let summary = verify_worker::dead_letters::replay(&app.worker_config(), &app.pool, &mut output)
+        .await
+        .unwrap();
+    assert_eq!(
+        summary,
+        verify_worker::dead_letters::ReplaySummary { replayed: 0, kept: 1 }
+    );
     app.wait_for_queue_depth(&app.dead_queue(), 1).await;
     assert_eq!(app.fake.messages().len(), 0);
     app.stop().await;
@@ -159,7 +197,9 @@ async fn a_dead_letter_whose_verification_expired_is_not_replayed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_start_whose_api_died_before_the_confirm_is_sent_by_the_outbox_relay() {
-    let options = Options::default().env("PUBLISH_TIMEOUT_MS", "200").env("OUTBOX_RELAY_AFTER_SECONDS", "1");
+    let options = Options::default()
+        .env("PUBLISH_TIMEOUT_MS", "200")
+        .env("OUTBOX_RELAY_AFTER_SECONDS", "1");
     let app = spawn_app_with(options).await;
     // What a start leaves when its process dies right after the insert.
     let id = Uuid::new_v4();
@@ -172,10 +212,15 @@ async fn a_start_whose_api_died_before_the_confirm_is_sent_by_the_outbox_relay()
         ttl_seconds: 600,
         request_id: None,
     };
-    repo::insert_with_outbox(&app.pool, &new, &app.hasher().seal(id, &code), 0).await.unwrap();
+    repo::insert_with_outbox(&app.pool, &new, &app.hasher().seal(id, &code), 0)
+        .await
+        .unwrap();
     let sent = app.wait_for_code(PHONE, 1).await;
     assert_eq!(sent, code.expose());
-    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&app.pool).await.unwrap();
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(outbox, 0);
     let body: serde_json::Value = app.check(PHONE, code.expose()).await.json().await.unwrap();
     assert_eq!(body["status"], "approved");
@@ -188,7 +233,37 @@ async fn a_confirmed_start_leaves_nothing_in_the_outbox() {
     for n in 0..5 {
         app.start_ok(&format!("+1415555267{n}")).await;
     }
-    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&app.pool).await.unwrap();
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(outbox, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_201_recorded_before_the_worker_failed_is_not_sent_again() {
+    let mut app = spawn_app_with(Options::default().without_worker()).await;
+    let (id, code) = stored_verification(&app, PHONE).await;
+    // The call got its 201 recorded, then PostgreSQL went away before the verification was
+    // marked submitted; the job went back to the queue.
+    repo::claim_send(&app.pool, id, 0.0).await.unwrap();
+    let row = repo::begin_attempt(&app.pool, id, 1, 0.0).await.unwrap();
+    let sid = app
+        .fake
+        .inject_message(PHONE, &format!("Your verification code is {}", code.expose()));
+    let result = repo::AttemptResult {
+        outcome: "submitted",
+        http_status: Some(201),
+        twilio_error_code: None,
+        error_message: None,
+        provider_message_sid: Some(&sid),
+    };
+    repo::finish_attempt(&app.pool, row, &result).await.unwrap();
+    app.publish_job(&SendJob::new(id, code.expose().to_owned(), None)).await;
+    app.start_worker().await;
+    let view = app.wait_for_field(id, "delivery_status", "submitted").await;
+    assert_eq!(view["provider_message_sid"], sid.as_str());
+    assert_eq!(app.fake.create_calls(), 0, "no second SMS");
     app.stop().await;
 }

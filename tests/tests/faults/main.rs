@@ -31,7 +31,11 @@ pub fn numbers(n: usize) -> Vec<String> {
 
 /// Fires starts for `numbers` at `concurrency`; returns each number's answer (the id of a 202,
 /// or the status) and how long the slowest answer took.
-pub async fn burst(app: &TestApp, numbers: &[String], concurrency: usize) -> (Vec<(String, Result<Uuid, u16>)>, Duration) {
+pub async fn burst(
+    app: &TestApp,
+    numbers: &[String],
+    concurrency: usize,
+) -> (Vec<(String, Result<Uuid, u16>)>, Duration) {
     use futures_util::StreamExt;
     let results: Vec<(String, Result<Uuid, u16>, Duration)> = futures_util::stream::iter(numbers.iter().cloned())
         .map(|phone| async move {
@@ -87,7 +91,12 @@ pub fn assert_one_sms_each(app: &TestApp, numbers: &[String]) {
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "numbers texted more than once: {twice:?}");
     let missing: Vec<_> = numbers.iter().filter(|n| !counts.contains_key(*n)).collect();
-    assert!(missing.is_empty(), "{} numbers never texted, e.g. {:?}", missing.len(), missing.first());
+    assert!(
+        missing.is_empty(),
+        "{} numbers never texted, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
 }
 
 /// Waits until the send queue and every retry queue are empty.
@@ -98,7 +107,10 @@ pub async fn wait_for_empty_queues(app: &TestApp) {
         if left == 0 {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{left} messages left in the send and retry queues");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} messages left in the send and retry queues"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -8,7 +8,10 @@ use verify_tests::harness::{Options, spawn_app_with};
 use crate::{assert_one_sms_each, burst, numbers, serial, wait_for_empty_queues, wait_until_settled};
 
 fn signal(child: &Child, signal: &str) {
-    let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success(), "kill {signal} {}", child.id());
 }
 
@@ -39,17 +42,27 @@ async fn killing_a_worker_repeatedly_during_a_burst_loses_nothing_and_sends_noth
     };
     let ((answers, _), kills) = tokio::join!(burst(&app, &phones, 32), killer);
     assert_eq!(kills, 8);
-    let ids: Vec<_> = answers.iter().map(|(p, a)| a.unwrap_or_else(|s| panic!("start for {p} got {s}"))).collect();
+    let ids: Vec<_> = answers
+        .iter()
+        .map(|(p, a)| a.unwrap_or_else(|s| panic!("start for {p} got {s}")))
+        .collect();
 
     let statuses = wait_until_settled(&app, &ids, Duration::from_secs(180)).await;
-    let unsent: Vec<_> = statuses.iter().filter(|s| !["submitted", "sent", "delivered"].contains(&s.as_str())).collect();
+    let unsent: Vec<_> = statuses
+        .iter()
+        .filter(|s| !["submitted", "sent", "delivered"].contains(&s.as_str()))
+        .collect();
     assert!(unsent.is_empty(), "not every verification was sent: {unsent:?}");
     assert_one_sms_each(&app, &phones);
     wait_for_empty_queues(&app).await;
 
     for mut child in [steady, victim] {
         signal(&child, "-TERM");
-        assert_eq!(child.wait().unwrap().code(), Some(0), "a worker stops cleanly on SIGTERM");
+        assert_eq!(
+            child.wait().unwrap().code(),
+            Some(0),
+            "a worker stops cleanly on SIGTERM"
+        );
     }
     app.stop().await;
 }
@@ -71,19 +84,30 @@ async fn sigterm_lets_in_flight_sends_finish_and_the_worker_exit_0() {
     let (answers, _) = burst(&app, &phones, 8).await;
     let ids: Vec<_> = answers.iter().map(|(_, a)| a.expect("202")).collect();
     // Stop the worker while calls are in flight at the (slow) fake Twilio.
-    app.fake.wait_until(Duration::from_secs(20), "calls in flight", |f| f.create_calls() >= 5).await;
+    app.fake
+        .wait_until(Duration::from_secs(20), "calls in flight", |f| f.create_calls() >= 5)
+        .await;
     let stopping = std::time::Instant::now();
     signal(&worker, "-TERM");
-    let status = tokio::task::spawn_blocking(move || worker.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || worker.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(stopping.elapsed() < Duration::from_secs(12), "stopped within the grace period");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(12),
+        "stopped within the grace period"
+    );
     let unfinished: i64 = sqlx::query_scalar("SELECT count(*) FROM send_attempts WHERE outcome = 'in_flight'")
         .fetch_one(&app.pool)
         .await
         .unwrap();
     assert_eq!(unfinished, 0, "every call under way was finished and recorded");
     let sent = app.fake.messages().len();
-    assert!(sent >= 5 && sent < phones.len(), "the worker stopped taking jobs: {sent} sent");
+    assert!(
+        sent >= 5 && sent < phones.len(),
+        "the worker stopped taking jobs: {sent} sent"
+    );
 
     let mut second = app.spawn_worker_process();
     app.wait_for_consumers(1).await;
