@@ -11,6 +11,8 @@ use axum::routing::{get, post};
 use common::broker::Publisher;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use axum::response::IntoResponse;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -57,7 +59,25 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // A bug answers the same JSON 500 as any internal error, never a stack trace.
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            ApiError::Internal(anyhow::anyhow!("a request handler panicked")).into_response()
+        }))
         .with_state(state)
+}
+
+/// Deletes rate-limit events older than the longest window, once a minute.
+async fn forget_old_rate_events(state: AppState, shutdown: CancellationToken) {
+    let keep = state.config.abuse.longest_window();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        if let Err(e) = common::limits::forget_older_than(&state.pool, keep).await {
+            tracing::warn!(error = %e, "could not delete old rate-limit events");
+        }
+    }
 }
 
 /// A bound, ready-to-run API. Binding happens in [`Application::build`], so `API_LISTEN`
@@ -112,6 +132,7 @@ impl Application {
         // The relay looks at the outbox a few times per relay age.
         let relay_interval = (self.state.config.outbox_relay_after / 3).max(Duration::from_secs(1));
         let relay = tokio::spawn(crate::outbox::run(self.state.clone(), relay_interval, shutdown.clone()));
+        let janitor = tokio::spawn(forget_old_rate_events(self.state.clone(), shutdown.clone()));
         let app = router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let stop = shutdown.clone();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
@@ -121,6 +142,7 @@ impl Application {
             _ = shutdown.cancelled() => {}
         }
         relay.abort();
+        janitor.abort();
         match tokio::time::timeout(grace, server).await {
             Ok(result) => result.context("HTTP server failed"),
             Err(_) => {

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::broker::Topology;
+
+use crate::abuse::AbuseConfig;
 use common::code::CodeLength;
 use common::settings::{Env, Secret, Setting, SettingError, account_sid, log_format, public_base_url};
 
@@ -67,6 +69,18 @@ pub const SETTINGS: &[Setting] = &[
         "auto",
         "json, text, or auto (json unless stderr is a terminal)",
     ),
+    Setting::with_default("RATE_LIMITS", "on", "off disables every rate limit below (not the country and number-type rules)"),
+    Setting::with_default("SENDS_PER_NUMBER", "5", "starts per number per SENDS_PER_NUMBER_WINDOW_SECONDS (0: no limit)"),
+    Setting::with_default("SENDS_PER_NUMBER_WINDOW_SECONDS", "600", "window of SENDS_PER_NUMBER"),
+    Setting::with_default("RESEND_COOLDOWN_SECONDS", "30", "least time between two starts for one number (0: none)"),
+    Setting::with_default("STARTS_PER_IP_PER_MINUTE", "20", "starts per client IP per minute (0: no limit)"),
+    Setting::with_default("WRONG_CODES_PER_NUMBER_PER_DAY", "9", "wrong codes per number in 24 h, across its verifications (0: no limit)"),
+    Setting::with_default("CHECKS_PER_IP_PER_MINUTE", "60", "checks per client IP per minute (0: no limit)"),
+    Setting::with_default("PREFIX_STARTS_PER_MINUTE", "60", "starts per number prefix (country code + 3 digits) per minute before it is paused (0: no guard)"),
+    Setting::with_default("PREFIX_PAUSE_SECONDS", "900", "how long a prefix stays paused"),
+    Setting::with_default("TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed for the client IP"),
+    Setting::with_default("ALLOWED_COUNTRIES", "", "ISO 3166 codes, comma-separated; numbers of other countries get 403 (empty: all)"),
+    Setting::with_default("SMS_NUMBER_TYPES", "mobile,fixed_line_or_mobile", "number types accepted (libphonenumber's names, or any)"),
 ];
 
 /// Everything `verify-api` reads at start, validated.
@@ -89,6 +103,7 @@ pub struct ApiConfig {
     pub database_max_connections: u32,
     pub shutdown_grace: Duration,
     pub log_format: String,
+    pub abuse: AbuseConfig,
 }
 
 impl ApiConfig {
@@ -112,6 +127,7 @@ impl ApiConfig {
             database_max_connections: env.number_in("DATABASE_MAX_CONNECTIONS", 1..=1000)?,
             shutdown_grace: Duration::from_secs(env.number_in("SHUTDOWN_GRACE_SECONDS", 0..=3600)?),
             log_format: log_format(env)?,
+            abuse: AbuseConfig::from_env(env)?,
         })
     }
 }

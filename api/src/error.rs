@@ -24,6 +24,10 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    #[error("numbers of this country ({0}) are not accepted")]
+    CountryNotAllowed(String),
+    #[error("{message}")]
+    RateLimited { message: String, retry_after: std::time::Duration },
     #[error("request body is larger than 16 KiB")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -45,6 +49,8 @@ impl ApiError {
             Self::VerificationNotFound => (StatusCode::NOT_FOUND, "verification_not_found"),
             Self::RouteNotFound => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::CountryNotAllowed(_) => (StatusCode::FORBIDDEN, "country_not_allowed"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -86,6 +92,10 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::RateLimited { retry_after, .. } = &self {
+            let seconds = retry_after.as_secs().max(1).to_string();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&seconds).expect("digits"));
         }
         if matches!(self, Self::Unavailable(_)) {
             response

@@ -1,6 +1,7 @@
 //! `verify-api`: starts phone verifications (PostgreSQL + a confirmed RabbitMQ publish),
 //! checks codes synchronously, receives Twilio's status callbacks, and serves ops endpoints.
 
+pub mod abuse;
 pub mod app;
 mod auth;
 pub mod config;

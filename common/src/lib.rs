@@ -7,6 +7,7 @@ pub mod broker;
 pub mod code;
 pub mod db;
 pub mod job;
+pub mod limits;
 pub mod observability;
 pub mod phone;
 pub mod process;

@@ -2,10 +2,87 @@
 
 use std::fmt;
 
-/// A phone number in E.164 form (`+` and 8 to 15 digits) that libphonenumber says is valid.
-/// The only way to get one is [`PhoneNumber::parse`].
+/// A phone number in E.164 form (`+` and 8 to 15 digits) that libphonenumber says is valid,
+/// with what libphonenumber knows of it. The only way to get one is [`PhoneNumber::parse`].
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct PhoneNumber(String);
+pub struct PhoneNumber {
+    e164: String,
+    country: Option<String>,
+    calling_code: u16,
+    kind: NumberKind,
+}
+
+/// The kind of line a number is, as libphonenumber classifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NumberKind {
+    Mobile,
+    FixedLineOrMobile,
+    FixedLine,
+    TollFree,
+    PremiumRate,
+    SharedCost,
+    Voip,
+    PersonalNumber,
+    Pager,
+    Uan,
+    Other,
+}
+
+impl NumberKind {
+    pub const ALL: [NumberKind; 11] = [
+        Self::Mobile,
+        Self::FixedLineOrMobile,
+        Self::FixedLine,
+        Self::TollFree,
+        Self::PremiumRate,
+        Self::SharedCost,
+        Self::Voip,
+        Self::PersonalNumber,
+        Self::Pager,
+        Self::Uan,
+        Self::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mobile => "mobile",
+            Self::FixedLineOrMobile => "fixed_line_or_mobile",
+            Self::FixedLine => "fixed_line",
+            Self::TollFree => "toll_free",
+            Self::PremiumRate => "premium_rate",
+            Self::SharedCost => "shared_cost",
+            Self::Voip => "voip",
+            Self::PersonalNumber => "personal_number",
+            Self::Pager => "pager",
+            Self::Uan => "uan",
+            Self::Other => "other",
+        }
+    }
+
+    fn from_library(kind: phonenumber::Type) -> Self {
+        use phonenumber::Type as T;
+        match kind {
+            T::Mobile => Self::Mobile,
+            T::FixedLineOrMobile => Self::FixedLineOrMobile,
+            T::FixedLine => Self::FixedLine,
+            T::TollFree => Self::TollFree,
+            T::PremiumRate => Self::PremiumRate,
+            T::SharedCost => Self::SharedCost,
+            T::Voip => Self::Voip,
+            T::PersonalNumber => Self::PersonalNumber,
+            T::Pager => Self::Pager,
+            T::Uan => Self::Uan,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl std::str::FromStr for NumberKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| format!("unknown number type {s:?}"))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PhoneError {
@@ -32,17 +109,38 @@ impl PhoneNumber {
         if e164 != input {
             return Err(PhoneError::Invalid);
         }
-        Ok(Self(e164))
+        Ok(Self {
+            e164,
+            country: parsed.country().id().map(|id| id.as_ref().to_owned()),
+            calling_code: parsed.code().value(),
+            kind: NumberKind::from_library(parsed.number_type(&phonenumber::metadata::DATABASE)),
+        })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.e164
+    }
+
+    /// ISO 3166 code of the number's region (`US`, `GB`, …), when libphonenumber knows it.
+    pub fn country(&self) -> Option<&str> {
+        self.country.as_deref()
+    }
+
+    pub fn kind(&self) -> NumberKind {
+        self.kind
+    }
+
+    /// The country calling code and the next three digits (`+1415`): the unit in which SMS
+    /// pumping shows, since premium ranges share their first digits.
+    pub fn prefix(&self) -> &str {
+        let len = 1 + self.calling_code.to_string().len() + 3;
+        &self.e164[..len.min(self.e164.len())]
     }
 
     /// The number for logs: country and area digits, then `***`, then the last four
     /// (`+1415***2671`).
     pub fn masked(&self) -> String {
-        mask(&self.0)
+        mask(&self.e164)
     }
 }
 
@@ -90,6 +188,27 @@ mod tests {
     fn well_formed_but_impossible_numbers_are_refused() {
         assert_eq!(PhoneNumber::parse("+10005550000"), Err(PhoneError::Invalid));
         assert_eq!(PhoneNumber::parse("+999123456789"), Err(PhoneError::Invalid));
+    }
+
+    #[test]
+    fn a_number_knows_its_country_kind_and_prefix() {
+        let us = PhoneNumber::parse("+14155552671").unwrap();
+        assert_eq!(us.country(), Some("US"));
+        assert_eq!(us.kind(), NumberKind::FixedLineOrMobile);
+        assert_eq!(us.prefix(), "+1415");
+        let fr = PhoneNumber::parse("+33612345678").unwrap();
+        assert_eq!((fr.country(), fr.kind(), fr.prefix()), (Some("FR"), NumberKind::Mobile, "+33612"));
+        let premium = PhoneNumber::parse("+19005551234").unwrap();
+        assert_eq!(premium.kind(), NumberKind::PremiumRate);
+        assert_eq!(PhoneNumber::parse("+18005551234").unwrap().kind(), NumberKind::TollFree);
+    }
+
+    #[test]
+    fn number_kinds_round_trip_through_text() {
+        for kind in NumberKind::ALL {
+            assert_eq!(kind.as_str().parse::<NumberKind>().unwrap(), kind);
+        }
+        assert!("landline".parse::<NumberKind>().is_err());
     }
 
     #[test]

@@ -46,6 +46,11 @@ impl Default for Options {
                 ("RETRY_MAX_DELAY_MS", "200".into()),
                 ("TWILIO_TIMEOUT_MS", "1000".into()),
                 ("SHUTDOWN_GRACE_SECONDS", "5".into()),
+                // Most tests start and check many times from one address; the abuse tests
+                // switch the limits on.
+                ("RATE_LIMITS", "off".into()),
+                // The fake's magic numbers (+1500555…) are personal numbers.
+                ("SMS_NUMBER_TYPES", "mobile,fixed_line_or_mobile,personal_number".into()),
             ],
             fake: FakeConfig {
                 timeout_hold: Duration::from_secs(3),

@@ -101,6 +101,11 @@ pub const SETTINGS: &[Setting] = &[
         "auto",
         "json, text, or auto (json unless stderr is a terminal)",
     ),
+    Setting::with_default(
+        "WEBOTP_DOMAIN",
+        "",
+        "when set (example.com), adds the last line '@example.com #123456' that WebOTP and phones' autofill read",
+    ),
 ];
 
 /// Who the SMS is from.
@@ -124,6 +129,7 @@ pub struct WorkerConfig {
     pub twilio_timeout: Duration,
     pub concurrency: u16,
     pub sms_template: String,
+    pub webotp_domain: Option<String>,
     pub topology: Topology,
     pub retry: RetryPolicy,
     pub database_max_connections: u32,
@@ -150,6 +156,7 @@ impl WorkerConfig {
             twilio_timeout: Duration::from_millis(env.number_in("TWILIO_TIMEOUT_MS", 100..=120_000)?),
             concurrency: env.number_in("WORKER_CONCURRENCY", 1..=1000)?,
             sms_template: sms_template(env)?,
+            webotp_domain: webotp_domain(env)?,
             topology: Topology::new(&env.string("SEND_QUEUE")?).map_err(|e| SettingError::new("SEND_QUEUE", e))?,
             retry: RetryPolicy {
                 initial: Duration::from_millis(env.number_in("RETRY_INITIAL_MS", 1..=600_000)?),
@@ -196,6 +203,15 @@ fn api_base(env: &Env) -> Result<String, SettingError> {
             "TWILIO_API_BASE",
             format!("must be an http(s) URL, got {raw:?}"),
         )),
+    }
+}
+
+fn webotp_domain(env: &Env) -> Result<Option<String>, SettingError> {
+    match env.optional("WEBOTP_DOMAIN") {
+        Some(d) if !crate::sms::is_webotp_domain(&d) => {
+            Err(SettingError::new("WEBOTP_DOMAIN", "must be a host name such as example.com (no scheme, no path)"))
+        }
+        other => Ok(other),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod dead_letters;
 mod http;
 pub mod retry;
 pub mod send;
+pub mod sms;
 pub mod twilio;
 
 use std::sync::Arc;

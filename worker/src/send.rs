@@ -78,7 +78,7 @@ impl SendContext {
     }
 
     fn body(&self, code: &str) -> String {
-        self.config.sms_template.replace("{code}", code)
+        crate::sms::compose(&self.config.sms_template, code, self.config.webotp_domain.as_deref())
     }
 
     fn lease_seconds(&self) -> f64 {

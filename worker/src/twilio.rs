@@ -135,17 +135,21 @@ impl TwilioClient {
     }
 
     /// `GET …/Messages.json?To=…&DateSent>=…`: messages sent to `to` since `date` (YYYY-MM-DD).
+    /// Errors carry no URL (it holds the phone number).
     pub async fn list_messages(&self, to: &str, date: &str) -> anyhow::Result<Vec<ListedMessage>> {
-        let page: MessagePage = self
-            .http
-            .get(self.messages_url())
-            .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
-            .query(&[("To", to), ("DateSent>", date), ("PageSize", "100")])
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let page: MessagePage = async {
+            self.http
+                .get(self.messages_url())
+                .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
+                .query(&[("To", to), ("DateSent>", date), ("PageSize", "100")])
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await
+        }
+        .await
+        .map_err(reqwest::Error::without_url)?;
         Ok(page.messages)
     }
 }
@@ -159,7 +163,14 @@ fn transport_failure(e: &reqwest::Error) -> CallResult {
         error_message: Some(if e.is_timeout() {
             "timed out".into()
         } else {
-            format!("transport error: {e}")
+            // Without the URL: it holds the account sid, which logs need not show.
+            let mut shown = String::from("transport error");
+            let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+            while let Some(cause) = source {
+                shown = format!("{shown}: {cause}");
+                source = cause.source();
+            }
+            shown
         }),
     }
 }

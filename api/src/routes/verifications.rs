@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::abuse::{self, ClientIp};
 use crate::error::ApiError;
 use crate::extract::StrictJson;
 use crate::state::AppState;
@@ -111,10 +112,12 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
 #[tracing::instrument(skip_all, fields(verification_id))]
 pub async fn start(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     StrictJson(req): StrictJson<StartRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let phone = parse_phone(&req.phone_number)?;
+    abuse::admit_start(&state, &phone, ip).await?;
     let id = Uuid::new_v4();
     tracing::Span::current().record("verification_id", tracing::field::display(id));
     let code = Code::generate(state.config.code_length);
@@ -165,17 +168,23 @@ pub async fn start(
 #[tracing::instrument(skip_all, fields(verification_id))]
 pub async fn check(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     StrictJson(req): StrictJson<CheckRequest>,
 ) -> Result<Json<Checked>, ApiError> {
     let phone = parse_phone(&req.phone_number)?;
     let code = Code::parse(&req.code, state.config.code_length).map_err(|e| ApiError::InvalidCode(e.to_string()))?;
+    let ticket = abuse::admit_check(&state, &phone, ip).await?;
     let Some(reserved) = repo::reserve_check(&state.pool, phone.as_str()).await? else {
+        ticket.not_wrong(&state).await;
         metrics::counter!("verify_checks_total", "outcome" => "not_found").increment(1);
         return Err(ApiError::VerificationNotFound);
     };
     tracing::Span::current().record("verification_id", tracing::field::display(reserved.id));
     let remaining = reserved.max_check_attempts - reserved.check_attempts;
     let valid = state.hasher.matches(reserved.id, &code, &reserved.code_hmac);
+    if valid {
+        ticket.not_wrong(&state).await;
+    }
     let (status, delivery_status) = if valid {
         let v = repo::approve(&state.pool, reserved.id).await?;
         // None: it expired, or a new start superseded it, between the two statements.

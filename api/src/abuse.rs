@@ -1,0 +1,320 @@
+//! Abuse rules: which numbers may be texted, and the rate limits on starts and checks.
+//!
+//! Every limit is a sliding window kept in PostgreSQL ([`common::limits`]), so it holds across
+//! any number of API replicas. A refused request answers 429 `rate_limited` with
+//! `Retry-After` and a message naming the limit; it uses up nothing. `0` switches one limit
+//! off, `RATE_LIMITS=off` all of them (the country and number-type rules stay).
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use common::limits::{self, Limit};
+use common::phone::{NumberKind, PhoneNumber};
+use common::settings::{Env, SettingError};
+use ipnet::IpNet;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+
+/// The abuse settings, validated.
+#[derive(Debug, Clone)]
+pub struct AbuseConfig {
+    pub rate_limits: bool,
+    pub sends_per_number: u32,
+    pub sends_window: Duration,
+    pub resend_cooldown: Duration,
+    pub starts_per_ip_per_minute: u32,
+    pub wrong_codes_per_number_per_day: u32,
+    pub checks_per_ip_per_minute: u32,
+    pub prefix_starts_per_minute: u32,
+    pub prefix_pause: Duration,
+    pub trusted_proxies: Vec<IpNet>,
+    /// `None`: every country.
+    pub allowed_countries: Option<HashSet<String>>,
+    /// `None`: every type.
+    pub number_kinds: Option<Vec<NumberKind>>,
+}
+
+impl AbuseConfig {
+    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
+        Ok(Self {
+            rate_limits: match env.string("RATE_LIMITS")?.as_str() {
+                "on" => true,
+                "off" => false,
+                _ => return Err(SettingError::new("RATE_LIMITS", "must be on or off")),
+            },
+            sends_per_number: env.number_in("SENDS_PER_NUMBER", 0..=1000)?,
+            sends_window: Duration::from_secs(env.number_in("SENDS_PER_NUMBER_WINDOW_SECONDS", 1..=86_400)?),
+            resend_cooldown: Duration::from_secs(env.number_in("RESEND_COOLDOWN_SECONDS", 0..=86_400)?),
+            starts_per_ip_per_minute: env.number_in("STARTS_PER_IP_PER_MINUTE", 0..=1_000_000)?,
+            wrong_codes_per_number_per_day: env.number_in("WRONG_CODES_PER_NUMBER_PER_DAY", 0..=10_000)?,
+            checks_per_ip_per_minute: env.number_in("CHECKS_PER_IP_PER_MINUTE", 0..=1_000_000)?,
+            prefix_starts_per_minute: env.number_in("PREFIX_STARTS_PER_MINUTE", 0..=1_000_000)?,
+            prefix_pause: Duration::from_secs(env.number_in("PREFIX_PAUSE_SECONDS", 1..=604_800)?),
+            trusted_proxies: list(env, "TRUSTED_PROXIES")?
+                .iter()
+                .map(|c| c.parse::<IpNet>().or_else(|_| c.parse::<IpAddr>().map(IpNet::from)))
+                .collect::<Result<_, _>>()
+                .map_err(|_| SettingError::new("TRUSTED_PROXIES", "must be IP addresses or CIDRs, comma-separated"))?,
+            allowed_countries: countries(env)?,
+            number_kinds: number_kinds(env)?,
+        })
+    }
+
+    /// The longest window any limit uses: older events can be forgotten.
+    pub fn longest_window(&self) -> Duration {
+        self.sends_window.max(self.resend_cooldown).max(Duration::from_secs(86_400))
+    }
+}
+
+fn list(env: &Env, name: &'static str) -> Result<Vec<String>, SettingError> {
+    Ok(env.string(name)?.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+}
+
+fn countries(env: &Env) -> Result<Option<HashSet<String>>, SettingError> {
+    let codes = list(env, "ALLOWED_COUNTRIES")?;
+    if codes.iter().any(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic())) {
+        return Err(SettingError::new("ALLOWED_COUNTRIES", "must be two-letter ISO 3166 codes, comma-separated"));
+    }
+    Ok((!codes.is_empty()).then(|| codes.iter().map(|c| c.to_ascii_uppercase()).collect()))
+}
+
+fn number_kinds(env: &Env) -> Result<Option<Vec<NumberKind>>, SettingError> {
+    let names = list(env, "SMS_NUMBER_TYPES")?;
+    if names.is_empty() || names.iter().any(|n| n == "any") {
+        return Ok(None);
+    }
+    names
+        .iter()
+        .map(|n| n.parse::<NumberKind>())
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(|e| SettingError::new("SMS_NUMBER_TYPES", e))
+}
+
+/// The client's address: the socket's peer, or, when the peer is a trusted proxy, the
+/// right-most address of `X-Forwarded-For` that is not itself a trusted proxy (the left
+/// part of that header is whatever the client chose to send).
+pub fn client_ip(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted: &[IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = peer?;
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let Some(chain) = forwarded_for else {
+        return Some(peer);
+    };
+    let hops: Vec<IpAddr> = chain.split(',').filter_map(|h| h.trim().parse().ok()).collect();
+    Some(hops.iter().rev().find(|ip| !is_trusted(ip)).or(hops.first()).copied().unwrap_or(peer))
+}
+
+/// The client address of a request, as [`client_ip`] decides it.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        Ok(Self(client_ip(peer, forwarded, &state.config.abuse.trusted_proxies)))
+    }
+}
+
+fn ip_key(kind: &str, ip: Option<IpAddr>) -> String {
+    format!("{kind}:ip:{}", ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()))
+}
+
+/// Whether a start for `phone` from `ip` may go ahead: the country and number-type rules,
+/// then (when on) the paused prefixes and every start limit, all at once.
+pub async fn admit_start(state: &AppState, phone: &PhoneNumber, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    let abuse = &state.config.abuse;
+    if let Some(allowed) = &abuse.allowed_countries
+        && !phone.country().is_some_and(|c| allowed.contains(c))
+    {
+        return Err(ApiError::CountryNotAllowed(phone.country().unwrap_or("unknown").to_owned()));
+    }
+    if let Some(kinds) = &abuse.number_kinds
+        && !kinds.contains(&phone.kind())
+    {
+        return Err(ApiError::InvalidPhoneNumber(format!(
+            "phone_number is a {} number, which is not accepted for SMS",
+            phone.kind().as_str().replace('_', " ")
+        )));
+    }
+    if !abuse.rate_limits {
+        return Ok(());
+    }
+    let prefix = phone.prefix();
+    if abuse.prefix_starts_per_minute > 0
+        && let Some(left) = limits::prefix_paused(&state.pool, prefix).await?
+    {
+        return Err(prefix_refusal(prefix, left));
+    }
+    let number = phone.as_str();
+    let mut wanted = vec![
+        (Limit { key: format!("cooldown:number:{number}"), limit: 1, window: abuse.resend_cooldown }, "cooldown"),
+        (Limit { key: format!("start:number:{number}"), limit: abuse.sends_per_number, window: abuse.sends_window }, "sends"),
+        (Limit { key: ip_key("start", ip), limit: abuse.starts_per_ip_per_minute, window: MINUTE }, "ip"),
+        (Limit { key: format!("start:prefix:{prefix}"), limit: abuse.prefix_starts_per_minute, window: MINUTE }, "prefix"),
+    ];
+    wanted.retain(|(l, _)| l.limit > 0 && !l.window.is_zero());
+    let limits: Vec<Limit> = wanted.iter().map(|(l, _)| l.clone()).collect();
+    let Some((index, retry_after)) = limits::take(&state.pool, &limits).await? else {
+        return Ok(());
+    };
+    let message = match wanted[index].1 {
+        "cooldown" => format!(
+            "resend cooldown: one code per {} s for a number; ask again in {} s",
+            abuse.resend_cooldown.as_secs(),
+            retry_after.as_secs()
+        ),
+        "sends" => format!(
+            "too many codes for this number: at most {} per {} s",
+            abuse.sends_per_number,
+            abuse.sends_window.as_secs()
+        ),
+        "ip" => format!("too many verifications from this IP address: at most {} per minute", abuse.starts_per_ip_per_minute),
+        _ => {
+            if limits::pause_prefix(&state.pool, prefix, abuse.prefix_pause).await? {
+                tracing::error!(
+                    alert = "sms_pumping",
+                    prefix,
+                    limit = abuse.prefix_starts_per_minute,
+                    pause_seconds = abuse.prefix_pause.as_secs(),
+                    "ALERT: starts to one number prefix exceeded the limit; the prefix is paused"
+                );
+                metrics::counter!("verify_prefix_pauses_total").increment(1);
+            }
+            return Err(prefix_refusal(prefix, abuse.prefix_pause));
+        }
+    };
+    Err(ApiError::RateLimited { message, retry_after })
+}
+
+fn prefix_refusal(prefix: &str, left: Duration) -> ApiError {
+    ApiError::RateLimited {
+        message: format!("too many verifications to numbers starting {prefix}; that prefix is paused"),
+        retry_after: left,
+    }
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// What a check took from the limits; a check that turns out not to be a wrong code
+/// gives its wrong-code event back.
+pub struct CheckTicket {
+    wrong_code_key: Option<String>,
+}
+
+/// Whether a check for `phone` from `ip` may go ahead. Counts it as a wrong code up front
+/// (so parallel guesses cannot overrun the daily limit); [`CheckTicket::not_wrong`] undoes that.
+pub async fn admit_check(state: &AppState, phone: &PhoneNumber, ip: Option<IpAddr>) -> Result<CheckTicket, ApiError> {
+    let abuse = &state.config.abuse;
+    if !abuse.rate_limits {
+        return Ok(CheckTicket { wrong_code_key: None });
+    }
+    let wrong_key = format!("wrong:number:{}", phone.as_str());
+    let mut wanted = vec![
+        (Limit { key: ip_key("check", ip), limit: abuse.checks_per_ip_per_minute, window: MINUTE }, false),
+        (Limit { key: wrong_key.clone(), limit: abuse.wrong_codes_per_number_per_day, window: DAY }, true),
+    ];
+    wanted.retain(|(l, _)| l.limit > 0);
+    let counts_wrong = wanted.iter().any(|(_, wrong)| *wrong);
+    let limits: Vec<Limit> = wanted.iter().map(|(l, _)| l.clone()).collect();
+    match limits::take(&state.pool, &limits).await? {
+        None => Ok(CheckTicket { wrong_code_key: counts_wrong.then_some(wrong_key) }),
+        Some((index, retry_after)) => {
+            let message = if wanted[index].1 {
+                format!(
+                    "too many wrong codes for this number: at most {} per 24 h",
+                    abuse.wrong_codes_per_number_per_day
+                )
+            } else {
+                format!("too many checks from this IP address: at most {} per minute", abuse.checks_per_ip_per_minute)
+            };
+            Err(ApiError::RateLimited { message, retry_after })
+        }
+    }
+}
+
+impl CheckTicket {
+    /// The check was right, or found nothing to check: it was no wrong code.
+    pub async fn not_wrong(self, state: &AppState) {
+        if let Some(key) = self.wrong_code_key
+            && let Err(e) = limits::give_back(&state.pool, &key).await
+        {
+            tracing::warn!(error = %e, "could not give back a wrong-code count");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn without_trusted_proxies_the_socket_address_is_the_client() {
+        assert_eq!(client_ip(ip("198.51.100.9"), Some("203.0.113.7"), &[]), ip("198.51.100.9"));
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_forwarded_address_is_the_client() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert_eq!(client_ip(ip("10.1.2.3"), Some("203.0.113.7"), &trusted), ip("203.0.113.7"));
+        // A client cannot choose its address by sending the header itself: the proxy
+        // appends the real peer, and the right-most untrusted entry wins.
+        assert_eq!(client_ip(ip("10.1.2.3"), Some("1.2.3.4, 203.0.113.7, 10.9.9.9"), &trusted), ip("203.0.113.7"));
+        assert_eq!(client_ip(ip("10.1.2.3"), None, &trusted), ip("10.1.2.3"));
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_forward_a_client_address() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        assert_eq!(client_ip(ip("198.51.100.9"), Some("203.0.113.7"), &trusted), ip("198.51.100.9"));
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_map(crate::config::SETTINGS, pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = AbuseConfig::from_env(&env(&[])).unwrap();
+        assert!(c.rate_limits);
+        assert_eq!((c.sends_per_number, c.sends_window), (5, Duration::from_secs(600)));
+        assert_eq!(c.resend_cooldown, Duration::from_secs(30));
+        assert_eq!(c.starts_per_ip_per_minute, 20);
+        assert_eq!(c.wrong_codes_per_number_per_day, 9);
+        assert_eq!(c.checks_per_ip_per_minute, 60);
+        assert_eq!((c.prefix_starts_per_minute, c.prefix_pause), (60, Duration::from_secs(900)));
+        assert!(c.allowed_countries.is_none() && c.trusted_proxies.is_empty());
+        assert_eq!(c.number_kinds, Some(vec![NumberKind::Mobile, NumberKind::FixedLineOrMobile]));
+    }
+
+    #[test]
+    fn bad_abuse_settings_name_their_variable() {
+        for (name, value) in [
+            ("RATE_LIMITS", "maybe"),
+            ("ALLOWED_COUNTRIES", "USA"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("SMS_NUMBER_TYPES", "landline"),
+            ("SENDS_PER_NUMBER", "-1"),
+        ] {
+            assert_eq!(AbuseConfig::from_env(&env(&[(name, value)])).unwrap_err().name, name);
+        }
+    }
+}
