@@ -19,7 +19,6 @@ use ipnet::IpNet;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-
 /// The abuse settings, validated.
 #[derive(Debug, Clone)]
 pub struct AbuseConfig {
@@ -67,18 +66,32 @@ impl AbuseConfig {
 
     /// The longest window any limit uses: older events can be forgotten.
     pub fn longest_window(&self) -> Duration {
-        self.sends_window.max(self.resend_cooldown).max(Duration::from_secs(86_400))
+        self.sends_window
+            .max(self.resend_cooldown)
+            .max(Duration::from_secs(86_400))
     }
 }
 
 fn list(env: &Env, name: &'static str) -> Result<Vec<String>, SettingError> {
-    Ok(env.string(name)?.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+    Ok(env
+        .string(name)?
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 fn countries(env: &Env) -> Result<Option<HashSet<String>>, SettingError> {
     let codes = list(env, "ALLOWED_COUNTRIES")?;
-    if codes.iter().any(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic())) {
-        return Err(SettingError::new("ALLOWED_COUNTRIES", "must be two-letter ISO 3166 codes, comma-separated"));
+    if codes
+        .iter()
+        .any(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()))
+    {
+        return Err(SettingError::new(
+            "ALLOWED_COUNTRIES",
+            "must be two-letter ISO 3166 codes, comma-separated",
+        ));
     }
     Ok((!codes.is_empty()).then(|| codes.iter().map(|c| c.to_ascii_uppercase()).collect()))
 }
@@ -109,7 +122,14 @@ pub fn client_ip(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted: &[I
         return Some(peer);
     };
     let hops: Vec<IpAddr> = chain.split(',').filter_map(|h| h.trim().parse().ok()).collect();
-    Some(hops.iter().rev().find(|ip| !is_trusted(ip)).or(hops.first()).copied().unwrap_or(peer))
+    Some(
+        hops.iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .or(hops.first())
+            .copied()
+            .unwrap_or(peer),
+    )
 }
 
 /// The client address of a request, as [`client_ip`] decides it.
@@ -126,7 +146,10 @@ impl FromRequestParts<AppState> for ClientIp {
 }
 
 fn ip_key(kind: &str, ip: Option<IpAddr>) -> String {
-    format!("{kind}:ip:{}", ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()))
+    format!(
+        "{kind}:ip:{}",
+        ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    )
 }
 
 /// Whether a start for `phone` from `ip` may go ahead: the country and number-type rules,
@@ -136,7 +159,9 @@ pub async fn admit_start(state: &AppState, phone: &PhoneNumber, ip: Option<IpAdd
     if let Some(allowed) = &abuse.allowed_countries
         && !phone.country().is_some_and(|c| allowed.contains(c))
     {
-        return Err(ApiError::CountryNotAllowed(phone.country().unwrap_or("unknown").to_owned()));
+        return Err(ApiError::CountryNotAllowed(
+            phone.country().unwrap_or("unknown").to_owned(),
+        ));
     }
     if let Some(kinds) = &abuse.number_kinds
         && !kinds.contains(&phone.kind())
@@ -157,10 +182,38 @@ pub async fn admit_start(state: &AppState, phone: &PhoneNumber, ip: Option<IpAdd
     }
     let number = phone.as_str();
     let mut wanted = vec![
-        (Limit { key: format!("cooldown:number:{number}"), limit: 1, window: abuse.resend_cooldown }, "cooldown"),
-        (Limit { key: format!("start:number:{number}"), limit: abuse.sends_per_number, window: abuse.sends_window }, "sends"),
-        (Limit { key: ip_key("start", ip), limit: abuse.starts_per_ip_per_minute, window: MINUTE }, "ip"),
-        (Limit { key: format!("start:prefix:{prefix}"), limit: abuse.prefix_starts_per_minute, window: MINUTE }, "prefix"),
+        (
+            Limit {
+                key: format!("cooldown:number:{number}"),
+                limit: 1,
+                window: abuse.resend_cooldown,
+            },
+            "cooldown",
+        ),
+        (
+            Limit {
+                key: format!("start:number:{number}"),
+                limit: abuse.sends_per_number,
+                window: abuse.sends_window,
+            },
+            "sends",
+        ),
+        (
+            Limit {
+                key: ip_key("start", ip),
+                limit: abuse.starts_per_ip_per_minute,
+                window: MINUTE,
+            },
+            "ip",
+        ),
+        (
+            Limit {
+                key: format!("start:prefix:{prefix}"),
+                limit: abuse.prefix_starts_per_minute,
+                window: MINUTE,
+            },
+            "prefix",
+        ),
     ];
     wanted.retain(|(l, _)| l.limit > 0 && !l.window.is_zero());
     let limits: Vec<Limit> = wanted.iter().map(|(l, _)| l.clone()).collect();
@@ -178,7 +231,10 @@ pub async fn admit_start(state: &AppState, phone: &PhoneNumber, ip: Option<IpAdd
             abuse.sends_per_number,
             abuse.sends_window.as_secs()
         ),
-        "ip" => format!("too many verifications from this IP address: at most {} per minute", abuse.starts_per_ip_per_minute),
+        "ip" => format!(
+            "too many verifications from this IP address: at most {} per minute",
+            abuse.starts_per_ip_per_minute
+        ),
         _ => {
             if limits::pause_prefix(&state.pool, prefix, abuse.prefix_pause).await? {
                 tracing::error!(
@@ -221,14 +277,30 @@ pub async fn admit_check(state: &AppState, phone: &PhoneNumber, ip: Option<IpAdd
     }
     let wrong_key = format!("wrong:number:{}", phone.as_str());
     let mut wanted = vec![
-        (Limit { key: ip_key("check", ip), limit: abuse.checks_per_ip_per_minute, window: MINUTE }, false),
-        (Limit { key: wrong_key.clone(), limit: abuse.wrong_codes_per_number_per_day, window: DAY }, true),
+        (
+            Limit {
+                key: ip_key("check", ip),
+                limit: abuse.checks_per_ip_per_minute,
+                window: MINUTE,
+            },
+            false,
+        ),
+        (
+            Limit {
+                key: wrong_key.clone(),
+                limit: abuse.wrong_codes_per_number_per_day,
+                window: DAY,
+            },
+            true,
+        ),
     ];
     wanted.retain(|(l, _)| l.limit > 0);
     let counts_wrong = wanted.iter().any(|(_, wrong)| *wrong);
     let limits: Vec<Limit> = wanted.iter().map(|(l, _)| l.clone()).collect();
     match limits::take(&state.pool, &limits).await? {
-        None => Ok(CheckTicket { wrong_code_key: counts_wrong.then_some(wrong_key) }),
+        None => Ok(CheckTicket {
+            wrong_code_key: counts_wrong.then_some(wrong_key),
+        }),
         Some((index, retry_after)) => {
             let message = if wanted[index].1 {
                 format!(
@@ -236,7 +308,10 @@ pub async fn admit_check(state: &AppState, phone: &PhoneNumber, ip: Option<IpAdd
                     abuse.wrong_codes_per_number_per_day
                 )
             } else {
-                format!("too many checks from this IP address: at most {} per minute", abuse.checks_per_ip_per_minute)
+                format!(
+                    "too many checks from this IP address: at most {} per minute",
+                    abuse.checks_per_ip_per_minute
+                )
             };
             Err(ApiError::RateLimited { message, retry_after })
         }
@@ -268,27 +343,42 @@ mod tests {
 
     #[test]
     fn without_trusted_proxies_the_socket_address_is_the_client() {
-        assert_eq!(client_ip(ip("198.51.100.9"), Some("203.0.113.7"), &[]), ip("198.51.100.9"));
+        assert_eq!(
+            client_ip(ip("198.51.100.9"), Some("203.0.113.7"), &[]),
+            ip("198.51.100.9")
+        );
     }
 
     #[test]
     fn behind_a_trusted_proxy_the_forwarded_address_is_the_client() {
         let trusted = nets(&["10.0.0.0/8"]);
-        assert_eq!(client_ip(ip("10.1.2.3"), Some("203.0.113.7"), &trusted), ip("203.0.113.7"));
+        assert_eq!(
+            client_ip(ip("10.1.2.3"), Some("203.0.113.7"), &trusted),
+            ip("203.0.113.7")
+        );
         // A client cannot choose its address by sending the header itself: the proxy
         // appends the real peer, and the right-most untrusted entry wins.
-        assert_eq!(client_ip(ip("10.1.2.3"), Some("1.2.3.4, 203.0.113.7, 10.9.9.9"), &trusted), ip("203.0.113.7"));
+        assert_eq!(
+            client_ip(ip("10.1.2.3"), Some("1.2.3.4, 203.0.113.7, 10.9.9.9"), &trusted),
+            ip("203.0.113.7")
+        );
         assert_eq!(client_ip(ip("10.1.2.3"), None, &trusted), ip("10.1.2.3"));
     }
 
     #[test]
     fn an_untrusted_peer_cannot_forward_a_client_address() {
         let trusted = nets(&["10.0.0.0/8"]);
-        assert_eq!(client_ip(ip("198.51.100.9"), Some("203.0.113.7"), &trusted), ip("198.51.100.9"));
+        assert_eq!(
+            client_ip(ip("198.51.100.9"), Some("203.0.113.7"), &trusted),
+            ip("198.51.100.9")
+        );
     }
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_map(crate::config::SETTINGS, pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Env::from_map(
+            crate::config::SETTINGS,
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
     }
 
     #[test]
@@ -300,9 +390,15 @@ mod tests {
         assert_eq!(c.starts_per_ip_per_minute, 20);
         assert_eq!(c.wrong_codes_per_number_per_day, 9);
         assert_eq!(c.checks_per_ip_per_minute, 60);
-        assert_eq!((c.prefix_starts_per_minute, c.prefix_pause), (60, Duration::from_secs(900)));
+        assert_eq!(
+            (c.prefix_starts_per_minute, c.prefix_pause),
+            (60, Duration::from_secs(900))
+        );
         assert!(c.allowed_countries.is_none() && c.trusted_proxies.is_empty());
-        assert_eq!(c.number_kinds, Some(vec![NumberKind::Mobile, NumberKind::FixedLineOrMobile]));
+        assert_eq!(
+            c.number_kinds,
+            Some(vec![NumberKind::Mobile, NumberKind::FixedLineOrMobile])
+        );
     }
 
     #[test]

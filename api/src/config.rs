@@ -69,18 +69,58 @@ pub const SETTINGS: &[Setting] = &[
         "auto",
         "json, text, or auto (json unless stderr is a terminal)",
     ),
-    Setting::with_default("RATE_LIMITS", "on", "off disables every rate limit below (not the country and number-type rules)"),
-    Setting::with_default("SENDS_PER_NUMBER", "5", "starts per number per SENDS_PER_NUMBER_WINDOW_SECONDS (0: no limit)"),
+    Setting::with_default(
+        "RATE_LIMITS",
+        "on",
+        "off disables every rate limit below (not the country and number-type rules)",
+    ),
+    Setting::with_default(
+        "SENDS_PER_NUMBER",
+        "5",
+        "starts per number per SENDS_PER_NUMBER_WINDOW_SECONDS (0: no limit)",
+    ),
     Setting::with_default("SENDS_PER_NUMBER_WINDOW_SECONDS", "600", "window of SENDS_PER_NUMBER"),
-    Setting::with_default("RESEND_COOLDOWN_SECONDS", "30", "least time between two starts for one number (0: none)"),
-    Setting::with_default("STARTS_PER_IP_PER_MINUTE", "20", "starts per client IP per minute (0: no limit)"),
-    Setting::with_default("WRONG_CODES_PER_NUMBER_PER_DAY", "9", "wrong codes per number in 24 h, across its verifications (0: no limit)"),
-    Setting::with_default("CHECKS_PER_IP_PER_MINUTE", "60", "checks per client IP per minute (0: no limit)"),
-    Setting::with_default("PREFIX_STARTS_PER_MINUTE", "60", "starts per number prefix (country code + 3 digits) per minute before it is paused (0: no guard)"),
+    Setting::with_default(
+        "RESEND_COOLDOWN_SECONDS",
+        "30",
+        "least time between two starts for one number (0: none)",
+    ),
+    Setting::with_default(
+        "STARTS_PER_IP_PER_MINUTE",
+        "20",
+        "starts per client IP per minute (0: no limit)",
+    ),
+    Setting::with_default(
+        "WRONG_CODES_PER_NUMBER_PER_DAY",
+        "9",
+        "wrong codes per number in 24 h, across its verifications (0: no limit)",
+    ),
+    Setting::with_default(
+        "CHECKS_PER_IP_PER_MINUTE",
+        "60",
+        "checks per client IP per minute (0: no limit)",
+    ),
+    Setting::with_default(
+        "PREFIX_STARTS_PER_MINUTE",
+        "60",
+        "starts per number prefix (country code + 3 digits) per minute before it is paused (0: no guard)",
+    ),
     Setting::with_default("PREFIX_PAUSE_SECONDS", "900", "how long a prefix stays paused"),
-    Setting::with_default("TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed for the client IP"),
-    Setting::with_default("ALLOWED_COUNTRIES", "", "ISO 3166 codes, comma-separated; numbers of other countries get 403 (empty: all)"),
-    Setting::with_default("SMS_NUMBER_TYPES", "mobile,fixed_line_or_mobile", "number types accepted (libphonenumber's names, or any)"),
+    Setting::with_default(
+        "TRUSTED_PROXIES",
+        "",
+        "comma-separated CIDRs whose X-Forwarded-For is believed for the client IP",
+    ),
+    Setting::with_default(
+        "ALLOWED_COUNTRIES",
+        "",
+        "ISO 3166 codes, comma-separated; numbers of other countries get 403 (empty: all)",
+    ),
+    Setting::with_default(
+        "SMS_NUMBER_TYPES",
+        "mobile,fixed_line_or_mobile",
+        "number types accepted (libphonenumber's names, or any)",
+    ),
 ];
 
 /// Everything `verify-api` reads at start, validated.

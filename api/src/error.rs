@@ -27,7 +27,10 @@ pub enum ApiError {
     #[error("numbers of this country ({0}) are not accepted")]
     CountryNotAllowed(String),
     #[error("{message}")]
-    RateLimited { message: String, retry_after: std::time::Duration },
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("request body is larger than 16 KiB")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -95,7 +98,9 @@ impl IntoResponse for ApiError {
         }
         if let Self::RateLimited { retry_after, .. } = &self {
             let seconds = retry_after.as_secs().max(1).to_string();
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_str(&seconds).expect("digits"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_str(&seconds).expect("digits"));
         }
         if matches!(self, Self::Unavailable(_)) {
             response

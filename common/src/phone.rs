@@ -80,7 +80,10 @@ impl NumberKind {
 impl std::str::FromStr for NumberKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| format!("unknown number type {s:?}"))
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown number type {s:?}"))
     }
 }
 
@@ -197,7 +200,10 @@ mod tests {
         assert_eq!(us.kind(), NumberKind::FixedLineOrMobile);
         assert_eq!(us.prefix(), "+1415");
         let fr = PhoneNumber::parse("+33612345678").unwrap();
-        assert_eq!((fr.country(), fr.kind(), fr.prefix()), (Some("FR"), NumberKind::Mobile, "+33612"));
+        assert_eq!(
+            (fr.country(), fr.kind(), fr.prefix()),
+            (Some("FR"), NumberKind::Mobile, "+33612")
+        );
         let premium = PhoneNumber::parse("+19005551234").unwrap();
         assert_eq!(premium.kind(), NumberKind::PremiumRate);
         assert_eq!(PhoneNumber::parse("+18005551234").unwrap().kind(), NumberKind::TollFree);

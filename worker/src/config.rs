@@ -208,9 +208,10 @@ fn api_base(env: &Env) -> Result<String, SettingError> {
 
 fn webotp_domain(env: &Env) -> Result<Option<String>, SettingError> {
     match env.optional("WEBOTP_DOMAIN") {
-        Some(d) if !crate::sms::is_webotp_domain(&d) => {
-            Err(SettingError::new("WEBOTP_DOMAIN", "must be a host name such as example.com (no scheme, no path)"))
-        }
+        Some(d) if !crate::sms::is_webotp_domain(&d) => Err(SettingError::new(
+            "WEBOTP_DOMAIN",
+            "must be a host name such as example.com (no scheme, no path)",
+        )),
         other => Ok(other),
     }
 }

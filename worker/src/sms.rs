@@ -46,7 +46,14 @@ mod tests {
     fn only_host_names_are_webotp_domains() {
         assert!(is_webotp_domain("example.com"));
         assert!(is_webotp_domain("login.example.co.uk:8443"));
-        for bad in ["", "https://example.com", "exa mple.com", "-x.com", "example.com/path", "x.com:99999"] {
+        for bad in [
+            "",
+            "https://example.com",
+            "exa mple.com",
+            "-x.com",
+            "example.com/path",
+            "x.com:99999",
+        ] {
             assert!(!is_webotp_domain(bad), "{bad:?}");
         }
     }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the API and a worker against real PostgreSQL and RabbitMQ, each test
 //! with its own database and queue names, and the fake Twilio on a random port.
 
+mod abuse;
 mod bad_input;
 mod checks;
 mod delivery;
