@@ -308,18 +308,26 @@ impl TestApp {
     /// Starts `verify-worker` as a real process with this app's settings; its log goes to a
     /// file in the temporary directory (named in the panic message if it fails to start).
     pub fn spawn_worker_process(&self) -> std::process::Child {
-        let binary = sibling_binary("verify-worker");
-        let log = std::env::temp_dir().join(format!("verify-worker-{}.log", Uuid::new_v4().simple()));
-        let file = std::fs::File::create(&log).expect("worker log file");
-        std::process::Command::new(&binary)
+        self.spawn_process("verify-worker", &[]).0
+    }
+
+    /// Starts a binary of the workspace with this app's settings plus `overrides`; returns
+    /// the child and the file its JSON log goes to.
+    pub fn spawn_process(&self, name: &str, overrides: &[(&str, &str)]) -> (std::process::Child, std::path::PathBuf) {
+        let binary = sibling_binary(name);
+        let log = std::env::temp_dir().join(format!("{name}-{}.log", Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new(&binary)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info,lapin=warn")
+            .envs(overrides.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(file)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {} (log {}): {e}", binary.display(), log.display()))
+            .unwrap_or_else(|e| panic!("starting {} (log {}): {e}", binary.display(), log.display()));
+        (child, log)
     }
 
     /// This app's queues.

@@ -7,4 +7,5 @@ mod checks;
 mod delivery;
 mod ops;
 mod safety;
+mod secrets;
 mod webhooks;
