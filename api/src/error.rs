@@ -4,7 +4,21 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+
+/// The shape of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, snake_case: what a program branches on.
+    #[schema(example = "invalid_phone_number")]
+    code: String,
+    /// For a person.
+    message: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -89,7 +103,7 @@ impl IntoResponse for ApiError {
             Self::Internal(cause) => tracing::error!(error = format!("{cause:#}"), "answering 500"),
             _ => {}
         }
-        let body = Json(json!({"error": {"code": code, "message": self.to_string()}}));
+        let body = Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message: self.to_string() } });
         let mut response = (status, body).into_response();
         if matches!(self, Self::Unauthorized) {
             response

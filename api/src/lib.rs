@@ -7,6 +7,7 @@ mod auth;
 pub mod config;
 mod error;
 mod extract;
+pub mod openapi;
 pub mod outbox;
 mod routes;
 mod state;

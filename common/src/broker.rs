@@ -125,7 +125,7 @@ pub async fn connect(url: &str, connection_name: &str) -> lapin::Result<Connecti
 }
 
 /// Depth of one queue, as a passive declare reports it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct QueueDepth {
     pub name: String,
     pub messages_ready: u32,

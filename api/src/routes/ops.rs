@@ -1,4 +1,4 @@
-//! Health, readiness, metrics and queue depth.
+//! Health, readiness, metrics, queue depth, and the OpenAPI document.
 
 use std::time::Duration;
 
@@ -8,48 +8,89 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use common::broker::QueueDepth;
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// How long `/readyz` waits for each dependency: an outage shows well within 5 s.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// Whether each dependency answers.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `up` or `down`
+    #[schema(example = "up")]
+    database: &'static str,
+    /// `up` or `down`
+    #[schema(example = "up")]
+    broker: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "The process runs", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// 200 when PostgreSQL and RabbitMQ both answer, else 503; the body says which is down.
-pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    responses(
+        (status = 200, description = "PostgreSQL and RabbitMQ answer", body = Readiness),
+        (status = 503, description = "One of them does not", body = Readiness),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let (database, broker) = tokio::join!(
         tokio::time::timeout(READY_TIMEOUT, common::repo::ping(&state.pool)),
         tokio::time::timeout(READY_TIMEOUT, state.publisher.is_ready()),
     );
     let up = |r: Result<bool, _>| if r.unwrap_or(false) { "up" } else { "down" };
-    let (database, broker) = (up(database), up(broker));
-    let status = if database == "up" && broker == "up" {
+    let readiness = Readiness { database: up(database), broker: up(broker) };
+    let status = if readiness.database == "up" && readiness.broker == "up" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({"database": database, "broker": broker})))
+    (status, Json(readiness))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.run_upkeep();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Queues {
     queues: Vec<QueueDepth>,
 }
 
 /// `GET /v1/ops/queues`: ready messages and consumers of every queue of the topology.
+#[utoipa::path(
+    get,
+    path = "/v1/ops/queues",
+    tag = "ops",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The send queue, each retry queue, the dead-letter queue", body = Queues),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 503, description = "`unavailable`: RabbitMQ does not answer", body = ErrorBody),
+    )
+)]
 pub async fn queues(State(state): State<AppState>) -> Result<Json<Queues>, ApiError> {
     let queues = state.publisher.queue_depths().await.map_err(ApiError::Unavailable)?;
     Ok(Json(Queues { queues }))

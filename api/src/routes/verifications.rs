@@ -10,29 +10,35 @@ use common::phone::PhoneNumber;
 use common::repo::{self, NewVerification, Verification};
 use common::status::{DeliveryStatus, VerificationStatus};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::abuse::{self, ClientIp};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::StrictJson;
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
+    /// E.164: `+` and 8 to 15 digits.
+    #[schema(example = "+14155552671", pattern = r"^\+[1-9][0-9]{7,14}$")]
     phone_number: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
+    #[schema(example = "+14155552671", pattern = r"^\+[1-9][0-9]{7,14}$")]
     phone_number: String,
+    /// `CODE_LENGTH` digits.
+    #[schema(example = "123456", pattern = "^[0-9]{4,10}$")]
     code: String,
 }
 
 /// The answer to a start.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Started {
     id: Uuid,
     phone_number: String,
@@ -45,7 +51,7 @@ pub struct Started {
 }
 
 /// The answer to a check.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Checked {
     id: Uuid,
     phone_number: String,
@@ -56,7 +62,7 @@ pub struct Checked {
 }
 
 /// A verification as `GET /v1/verifications/{id}` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct VerificationView {
     id: Uuid,
     phone_number: String,
@@ -109,6 +115,23 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
 /// for a 503; if this process dies before the confirm, the outbox relay publishes the job.
 /// Older pending verifications of the number are canceled only after the confirm, so a
 /// failed start leaves the previous code working.
+#[utoipa::path(
+    post,
+    path = "/v1/verifications",
+    tag = "verifications",
+    request_body = StartRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Stored, and its SMS job confirmed by the broker", body = Started),
+        (status = 400, description = "`invalid_phone_number` or `invalid_request`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`country_not_allowed`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))),
+        (status = 503, description = "`unavailable`: nothing stored, nothing sent", body = ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all, fields(verification_id))]
 pub async fn start(
     State(state): State<AppState>,
@@ -165,6 +188,23 @@ pub async fn start(
 
 /// `POST /v1/verifications/check`: one attempt is counted before the comparison (see
 /// [`repo::reserve_check`]); the comparison of HMACs is constant-time.
+#[utoipa::path(
+    post,
+    path = "/v1/verifications/check",
+    tag = "verifications",
+    request_body = CheckRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Checked: `approved`, `pending` (wrong code) or `max_attempts_reached`", body = Checked),
+        (status = 400, description = "`invalid_code`, `invalid_phone_number` or `invalid_request`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`verification_not_found`: no pending verification for the number", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all, fields(verification_id))]
 pub async fn check(
     State(state): State<AppState>,
@@ -219,6 +259,20 @@ pub async fn check(
 }
 
 /// `GET /v1/verifications/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/verifications/{id}",
+    tag = "verifications",
+    params(("id" = String, Path, description = "the verification's id (a UUID)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The verification", body = VerificationView),
+        (status = 400, description = "`invalid_request`: the id is not a UUID", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`verification_not_found`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     id: Result<Path<Uuid>, PathRejection>,

@@ -7,15 +7,44 @@ use common::repo::{self, DeliveryTarget};
 use common::signature;
 use common::status::DeliveryStatus;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::bytes_rejection;
 use crate::state::AppState;
+
+/// The parameters of a status callback the service reads (Twilio sends more; the
+/// signature covers them all).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "PascalCase")]
+#[allow(dead_code)]
+pub struct StatusCallback {
+    #[schema(example = "SM0123456789abcdef0123456789abcdef")]
+    message_sid: String,
+    #[schema(example = "delivered")]
+    message_status: String,
+    #[schema(example = "30003")]
+    error_code: Option<String>,
+}
 
 pub const PATH: &str = "/v1/webhooks/twilio/status";
 
 /// Checks `X-Twilio-Signature` against `PUBLIC_BASE_URL` + path (+ query) and every form
 /// parameter, keeps the callback, and moves the delivery status forwards only. An unknown
 /// `MessageSid` is kept too (the worker may not have stored it yet) and answered 204.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/twilio/status",
+    tag = "webhooks",
+    request_body(content = StatusCallback, content_type = "application/x-www-form-urlencoded"),
+    params(("X-Twilio-Signature" = String, Header, description = "Twilio's signature of the URL and parameters")),
+    responses(
+        (status = 204, description = "Recorded (or ignored: an unknown message)"),
+        (status = 400, description = "`invalid_request`: not a form, or MessageSid/MessageStatus missing", body = ErrorBody),
+        (status = 403, description = "`invalid_signature`: nothing changes", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 503, description = "`unavailable`", body = ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all, fields(message_sid))]
 pub async fn twilio_status(
     State(state): State<AppState>,
