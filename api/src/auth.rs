@@ -20,7 +20,7 @@ pub async fn require_api_key(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match token {
-        Some(token) if state.accepts_api_key(token) => Ok(next.run(request).await),
+        Some(token) if state.api_keys.accepts(token) => Ok(next.run(request).await),
         _ => Err(ApiError::Unauthorized),
     }
 }

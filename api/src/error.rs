@@ -103,7 +103,12 @@ impl IntoResponse for ApiError {
             Self::Internal(cause) => tracing::error!(error = format!("{cause:#}"), "answering 500"),
             _ => {}
         }
-        let body = Json(ErrorBody { error: ErrorDetail { code: code.to_owned(), message: self.to_string() } });
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+            },
+        });
         let mut response = (status, body).into_response();
         if matches!(self, Self::Unauthorized) {
             response

@@ -9,6 +9,8 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 
+use common::settings::Secret;
+
 use crate::config::ApiConfig;
 
 #[derive(Clone)]
@@ -20,14 +22,12 @@ pub struct Inner {
     pub publisher: Publisher,
     pub hasher: CodeHasher,
     pub metrics: PrometheusHandle,
-    /// SHA-256 of each accepted API key: comparing fixed-length digests keeps the
-    /// comparison's time independent of the keys' lengths and contents.
-    api_key_digests: Vec<[u8; 32]>,
+    pub api_keys: ApiKeys,
 }
 
 impl AppState {
     pub fn new(config: ApiConfig, pool: PgPool, publisher: Publisher, metrics: PrometheusHandle) -> Self {
-        let api_key_digests = config.api_keys.iter().map(|k| digest(k.expose())).collect();
+        let api_keys = ApiKeys::new(&config.api_keys);
         let hasher = CodeHasher::new(config.verify_secret.clone());
         Self(Arc::new(Inner {
             config,
@@ -35,16 +35,38 @@ impl AppState {
             publisher,
             hasher,
             metrics,
-            api_key_digests,
+            api_keys,
         }))
     }
+}
 
-    /// Whether `token` is one of `API_KEYS`. Every key is compared, in constant time, so
-    /// neither timing nor position tells an attacker anything; several keys may be active
-    /// at once, which is how keys are rotated.
-    pub fn accepts_api_key(&self, token: &str) -> bool {
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The accepted API keys, kept as SHA-256 digests.
+///
+/// Constant time by construction: a presented token is hashed, and its fixed-length digest
+/// is compared with `subtle` against every key, without stopping at a match, so neither the
+/// keys' lengths, their contents nor which key matched shows in the timing. Several keys may
+/// be active at once, which is how keys are rotated.
+pub struct ApiKeys {
+    digests: Vec<[u8; 32]>,
+}
+
+impl ApiKeys {
+    pub fn new(keys: &[Secret]) -> Self {
+        Self {
+            digests: keys.iter().map(|k| digest(k.expose())).collect(),
+        }
+    }
+
+    pub fn accepts(&self, token: &str) -> bool {
         let given = digest(token);
-        self.api_key_digests
+        self.digests
             .iter()
             .fold(subtle::Choice::from(0), |found, key| found | key.ct_eq(&given))
             .into()
@@ -55,9 +77,23 @@ fn digest(value: &str) -> [u8; 32] {
     Sha256::digest(value.as_bytes()).into()
 }
 
-impl std::ops::Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_configured_key_is_accepted_and_nothing_else() {
+        let keys = ApiKeys::new(&[Secret::new("old-key-0123456789"), Secret::new("new-key-0123456789")]);
+        assert!(keys.accepts("old-key-0123456789"));
+        assert!(keys.accepts("new-key-0123456789"));
+        for wrong in [
+            "",
+            "old-key-012345678",
+            "old-key-0123456789 ",
+            "OLD-KEY-0123456789",
+            "new-key",
+        ] {
+            assert!(!keys.accepts(wrong), "{wrong:?}");
+        }
     }
 }

@@ -54,7 +54,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         tokio::time::timeout(READY_TIMEOUT, state.publisher.is_ready()),
     );
     let up = |r: Result<bool, _>| if r.unwrap_or(false) { "up" } else { "down" };
-    let readiness = Readiness { database: up(database), broker: up(broker) };
+    let readiness = Readiness {
+        database: up(database),
+        broker: up(broker),
+    };
     let status = if readiness.database == "up" && readiness.broker == "up" {
         StatusCode::OK
     } else {
@@ -71,7 +74,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.run_upkeep();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 #[derive(Serialize, ToSchema)]

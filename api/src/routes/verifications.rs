@@ -10,8 +10,8 @@ use common::phone::PhoneNumber;
 use common::repo::{self, NewVerification, Verification};
 use common::status::{DeliveryStatus, VerificationStatus};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::abuse::{self, ClientIp};

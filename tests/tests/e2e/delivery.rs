@@ -151,3 +151,16 @@ async fn a_messaging_service_is_used_instead_of_a_from_number_when_set() {
     assert_eq!(sms.from, None);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webotp_line_ends_the_sms_when_configured() {
+    let app = spawn_app_with(Options::default().env("WEBOTP_DOMAIN", "example.com")).await;
+    app.start_ok("+14155552671").await;
+    let code = app.wait_for_code("+14155552671", 1).await;
+    let body = app.fake.messages()[0].body.clone();
+    assert_eq!(
+        body,
+        format!("Your verification code is {code}\n\n@example.com #{code}")
+    );
+    app.stop().await;
+}

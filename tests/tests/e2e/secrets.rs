@@ -18,63 +18,151 @@ fn has_token(haystack: &str, needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_logs_of_a_full_run_hold_no_code_secret_or_full_phone_number() {
     let app = spawn_app_with(Options::default().without_worker().env("CODE_LENGTH", "8")).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let api_base = format!("http://127.0.0.1:{port}");
     let listen = format!("127.0.0.1:{port}");
     let debug = "info,verify_api=debug,verify_worker=debug,common=debug,lapin=warn";
-    let overrides = [("API_LISTEN", listen.as_str()), ("PUBLIC_BASE_URL", api_base.as_str()), ("RUST_LOG", debug)];
+    let overrides = [
+        ("API_LISTEN", listen.as_str()),
+        ("PUBLIC_BASE_URL", api_base.as_str()),
+        ("RUST_LOG", debug),
+    ];
     let (mut api, api_log) = app.spawn_process("verify-api", &overrides);
     let (mut worker, worker_log) = app.spawn_process("verify-worker", &overrides);
     app.wait_for_consumers(1).await;
     let http = reqwest::Client::new();
     let post = |path: &str, body: serde_json::Value| {
-        http.post(format!("{api_base}{path}")).bearer_auth(API_KEY).json(&body).send()
+        http.post(format!("{api_base}{path}"))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while http.get(format!("{api_base}/readyz")).send().await.map_or(true, |r| r.status() != 200) {
-        assert!(tokio::time::Instant::now() < deadline, "the API process never became ready");
+    while http
+        .get(format!("{api_base}/readyz"))
+        .send()
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the API process never became ready"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // A run that touches every path: sends, a retry, an ambiguous call, a permanent refusal,
     // wrong and right checks, callbacks, bad input.
-    app.fake.push_faults([Fault::Unavailable, Fault::InternalErrorAfterCreate]);
+    app.fake
+        .push_faults([Fault::Unavailable, Fault::InternalErrorAfterCreate]);
     let phones = ["+14155552671", "+14155552672", "+14155552673"];
     for phone in phones {
-        assert_eq!(post("/v1/verifications", json!({"phone_number": phone})).await.unwrap().status(), 202);
+        assert_eq!(
+            post("/v1/verifications", json!({"phone_number": phone}))
+                .await
+                .unwrap()
+                .status(),
+            202
+        );
     }
-    assert_eq!(post("/v1/verifications", json!({"phone_number": "+15005550001"})).await.unwrap().status(), 202);
+    assert_eq!(
+        post("/v1/verifications", json!({"phone_number": "+15005550001"}))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
     let mut codes = Vec::new();
     for phone in phones {
-        app.fake.wait_until(Duration::from_secs(20), "an SMS", |f| !f.messages_to(phone).is_empty()).await;
+        app.fake
+            .wait_until(Duration::from_secs(20), "an SMS", |f| !f.messages_to(phone).is_empty())
+            .await;
         let code = code_in(&app.fake.messages_to(phone)[0].body).unwrap();
         let wrong = if code == "00000000" { "11111111" } else { "00000000" };
-        assert_eq!(post("/v1/verifications/check", json!({"phone_number": phone, "code": wrong})).await.unwrap().status(), 200);
-        assert_eq!(post("/v1/verifications/check", json!({"phone_number": phone, "code": code})).await.unwrap().status(), 200);
+        assert_eq!(
+            post("/v1/verifications/check", json!({"phone_number": phone, "code": wrong}))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            post("/v1/verifications/check", json!({"phone_number": phone, "code": code}))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
         codes.push(code);
     }
-    assert_eq!(post("/v1/verifications", json!({"phone_number": "+1 415 555 2674"})).await.unwrap().status(), 400);
-    assert_eq!(post("/v1/verifications/check", json!({"phone_number": "+14155552675", "code": "12"})).await.unwrap().status(), 400);
-    let unauthorized = http.post(format!("{api_base}/v1/verifications")).bearer_auth("wrong-key-0123456789");
-    assert_eq!(unauthorized.json(&json!({"phone_number": phones[0]})).send().await.unwrap().status(), 401);
-    app.fake.wait_until(Duration::from_secs(20), "callbacks", |f| f.callbacks_sent() >= 6).await;
+    assert_eq!(
+        post("/v1/verifications", json!({"phone_number": "+1 415 555 2674"}))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        post(
+            "/v1/verifications/check",
+            json!({"phone_number": "+14155552675", "code": "12"})
+        )
+        .await
+        .unwrap()
+        .status(),
+        400
+    );
+    let unauthorized = http
+        .post(format!("{api_base}/v1/verifications"))
+        .bearer_auth("wrong-key-0123456789");
+    assert_eq!(
+        unauthorized
+            .json(&json!({"phone_number": phones[0]}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    app.fake
+        .wait_until(Duration::from_secs(20), "callbacks", |f| f.callbacks_sent() >= 6)
+        .await;
 
     for child in [&mut api, &mut worker] {
-        std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         assert_eq!(child.wait().unwrap().code(), Some(0));
     }
     let logs = std::fs::read_to_string(&api_log).unwrap() + &std::fs::read_to_string(&worker_log).unwrap();
-    assert!(logs.lines().count() > 30, "the run was logged: {} lines", logs.lines().count());
+    assert!(
+        logs.lines().count() > 30,
+        "the run was logged: {} lines",
+        logs.lines().count()
+    );
     assert!(logs.contains("+1415***2671"), "numbers are logged masked");
     for code in &codes {
         assert!(!has_token(&logs, code), "a code ({code}) is in the logs");
     }
-    let secrets = [VERIFY_SECRET, API_KEY, "second-key-0123456789", &app.fake.config().auth_token];
+    let secrets = [
+        VERIFY_SECRET,
+        API_KEY,
+        "second-key-0123456789",
+        &app.fake.config().auth_token,
+    ];
     for secret in secrets {
         assert!(!logs.contains(secret), "a secret is in the logs");
     }
     for phone in phones.iter().chain(&["+15005550001"]) {
-        assert!(!logs.contains(&phone[1..]), "a full phone number ({phone}) is in the logs");
+        assert!(
+            !logs.contains(&phone[1..]),
+            "a full phone number ({phone}) is in the logs"
+        );
     }
     app.stop().await;
 }
