@@ -5,6 +5,7 @@
 //! `Retry-After` and a message naming the limit; it uses up nothing. `0` switches one limit
 //! off, `RATE_LIMITS=off` all of them (the country and number-type rules stay).
 
+use common::metric_names as names;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -244,7 +245,7 @@ pub async fn admit_start(state: &AppState, phone: &PhoneNumber, ip: Option<IpAdd
                     pause_seconds = abuse.prefix_pause.as_secs(),
                     "ALERT: starts to one number prefix exceeded the limit; the prefix is paused"
                 );
-                metrics::counter!("verify_prefix_pauses_total").increment(1);
+                metrics::counter!(names::PREFIX_PAUSES).increment(1);
             }
             return Err(prefix_refusal(prefix, abuse.prefix_pause));
         }

@@ -10,12 +10,14 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use common::broker::Publisher;
+use common::metric_names as names;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::auth::require_api_key;
 use crate::config::ApiConfig;
@@ -43,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(crate::openapi::document))
+        .route_layer(middleware::from_fn(track_http))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -51,20 +54,48 @@ pub fn router(state: AppState) -> Router {
             REQUEST_TIMEOUT,
         ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            let request_id = req
-                .headers()
-                .get(&REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let request_id = req
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
+                })
+                // One line per request, with status and latency, in the request's span.
+                .on_request(())
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .latency_unit(LatencyUnit::Millis),
+                ),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         // A bug answers the same JSON 500 as any internal error, never a stack trace.
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             ApiError::Internal(anyhow::anyhow!("a request handler panicked")).into_response()
         }))
         .with_state(state)
+}
+
+/// Counts every routed request by route template (never the raw path: ids would make
+/// unbounded labels), method and status, and records its latency.
+async fn track_http(request: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(names::HTTP_REQUESTS, "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(names::HTTP_DURATION, "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Deletes rate-limit events older than the longest window, once a minute.
@@ -134,6 +165,11 @@ impl Application {
         let relay_interval = (self.state.config.outbox_relay_after / 3).max(Duration::from_secs(1));
         let relay = tokio::spawn(crate::outbox::run(self.state.clone(), relay_interval, shutdown.clone()));
         let janitor = tokio::spawn(forget_old_rate_events(self.state.clone(), shutdown.clone()));
+        let monitor = tokio::spawn(crate::monitor::run(
+            self.state.clone(),
+            Duration::from_secs(5),
+            shutdown.clone(),
+        ));
         let app = router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let stop = shutdown.clone();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
@@ -144,6 +180,7 @@ impl Application {
         }
         relay.abort();
         janitor.abort();
+        monitor.abort();
         match tokio::time::timeout(grace, server).await {
             Ok(result) => result.context("HTTP server failed"),
             Err(_) => {

@@ -7,6 +7,7 @@ mod auth;
 pub mod config;
 mod error;
 mod extract;
+pub mod monitor;
 pub mod openapi;
 pub mod outbox;
 mod routes;

@@ -60,6 +60,7 @@ pub async fn relay_once(state: &AppState) -> anyhow::Result<usize> {
             .publish(&SendJob::new(id, code.expose().to_owned(), job.request_id))
             .await?;
         repo::confirm_published(&state.pool, verification).await?;
+        metrics::counter!(common::metric_names::OUTBOX_RELAYED).increment(1);
         published += 1;
     }
     Ok(published)

@@ -8,6 +8,7 @@ pub mod code;
 pub mod db;
 pub mod job;
 pub mod limits;
+pub mod metric_names;
 pub mod observability;
 pub mod phone;
 pub mod process;

@@ -282,6 +282,7 @@ pub enum Claim {
     /// The send is ours until the lease runs out: the row is now `sending`.
     Claimed {
         phone_number: String,
+        created_at: OffsetDateTime,
         expires_at: OffsetDateTime,
         send_attempts: i32,
         /// An earlier call may have reached Twilio without its result being recorded (it was
@@ -302,12 +303,12 @@ pub enum Claim {
 /// Twilio for the same verification at once. A lease left by a worker that died runs out.
 pub async fn claim_send(pool: &PgPool, id: Uuid, lease_seconds: f64) -> sqlx::Result<Claim> {
     let row = sqlx::query(
-        "UPDATE verifications SET delivery_status = 'sending', \
+        "UPDATE verifications SET delivery_status = 'sending', waiting_in = NULL, \
            claimed_until = now() + make_interval(secs => $2), updated_at = now() \
          WHERE id = $1 AND status = 'pending' AND expires_at > now() \
            AND delivery_status IN ('queued', 'sending') \
            AND (claimed_until IS NULL OR claimed_until < now()) \
-         RETURNING phone_number, expires_at, send_attempts, \
+         RETURNING phone_number, created_at, expires_at, send_attempts, \
            EXISTS (SELECT 1 FROM send_attempts a WHERE a.verification_id = $1 \
                    AND a.outcome IN ('in_flight', 'ambiguous')) AS needs_lookup, \
            (SELECT a.provider_message_sid FROM send_attempts a WHERE a.verification_id = $1 \
@@ -320,6 +321,7 @@ pub async fn claim_send(pool: &PgPool, id: Uuid, lease_seconds: f64) -> sqlx::Re
     if let Some(row) = row {
         return Ok(Claim::Claimed {
             phone_number: row.try_get("phone_number")?,
+            created_at: row.try_get("created_at")?,
             expires_at: row.try_get("expires_at")?,
             send_attempts: row.try_get("send_attempts")?,
             needs_lookup: row.try_get("needs_lookup")?,
@@ -334,11 +336,12 @@ pub async fn claim_send(pool: &PgPool, id: Uuid, lease_seconds: f64) -> sqlx::Re
     Ok(if claimable { Claim::Busy } else { Claim::Skip(found) })
 }
 
-/// Gives the send back (the job waits in a delay queue), so whoever takes the job next
-/// need not wait for the lease to run out.
-pub async fn release_claim(pool: &PgPool, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE verifications SET claimed_until = NULL WHERE id = $1")
+/// Gives the send back while the job waits in the delay queue `queue`, so whoever takes
+/// the job next need not wait for the lease to run out.
+pub async fn release_claim(pool: &PgPool, id: Uuid, queue: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE verifications SET claimed_until = NULL, waiting_in = $2, updated_at = now() WHERE id = $1")
         .bind(id)
+        .bind(queue)
         .execute(pool)
         .await?;
     Ok(())
@@ -348,18 +351,25 @@ pub async fn release_claim(pool: &PgPool, id: Uuid) -> sqlx::Result<()> {
 /// counts it on the verification and renews the lease, before the call: if the worker dies
 /// during the call, whoever takes the job next knows to ask Twilio first. Returns the
 /// attempt's row id for [`finish_attempt`].
-pub async fn begin_attempt(pool: &PgPool, id: Uuid, attempt: i32, lease_seconds: f64) -> sqlx::Result<i64> {
+pub async fn begin_attempt(
+    pool: &PgPool,
+    id: Uuid,
+    attempt: i32,
+    lease_seconds: f64,
+    worker_id: &str,
+) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "WITH counted AS ( \
            UPDATE verifications SET send_attempts = GREATEST(send_attempts, $2), \
              claimed_until = now() + make_interval(secs => $3), updated_at = now() \
            WHERE id = $1) \
-         INSERT INTO send_attempts (verification_id, attempt, started_at, outcome) \
-         VALUES ($1, $2, now(), 'in_flight') RETURNING id",
+         INSERT INTO send_attempts (verification_id, attempt, started_at, outcome, worker_id) \
+         VALUES ($1, $2, now(), 'in_flight', $4) RETURNING id",
     )
     .bind(id)
     .bind(attempt)
     .bind(lease_seconds)
+    .bind(worker_id)
     .fetch_one(pool)
     .await
 }
@@ -435,15 +445,23 @@ pub enum DeliveryTarget<'a> {
     MessageSid(&'a str),
 }
 
+/// The row a delivery update changed, for logs and metrics.
+#[derive(Debug, Clone)]
+pub struct Advanced {
+    pub id: Uuid,
+    pub request_id: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
 /// Moves a verification's delivery status forwards (never backwards, never out of a final
 /// status), keeping the Twilio error code, and applies [`verification_effect`].
-/// Returns whether anything changed.
+/// Returns the row if anything changed.
 pub async fn advance_delivery(
     pool: &PgPool,
     target: DeliveryTarget<'_>,
     next: DeliveryStatus,
     error_code: Option<i32>,
-) -> sqlx::Result<bool> {
+) -> sqlx::Result<Option<Advanced>> {
     let predecessors = DeliveryStatus::predecessors(next);
     let effect = verification_effect(next).map(|s| s.as_str());
     let query = match target {
@@ -452,29 +470,38 @@ pub async fn advance_delivery(
                delivery_error_code = COALESCE($3, delivery_error_code), \
                status = CASE WHEN status = 'pending' AND $4::text IS NOT NULL THEN $4 ELSE status END, \
                updated_at = now() \
-             WHERE id = $1::text::uuid AND delivery_status = ANY($5)",
+             WHERE id = $1::text::uuid AND delivery_status = ANY($5) \
+             RETURNING id, request_id, created_at",
         ),
         DeliveryTarget::MessageSid(_) => sqlx::query(
             "UPDATE verifications SET delivery_status = $2, \
                delivery_error_code = COALESCE($3, delivery_error_code), \
                status = CASE WHEN status = 'pending' AND $4::text IS NOT NULL THEN $4 ELSE status END, \
                updated_at = now() \
-             WHERE provider_message_sid = $1 AND delivery_status = ANY($5)",
+             WHERE provider_message_sid = $1 AND delivery_status = ANY($5) \
+             RETURNING id, request_id, created_at",
         ),
     };
     let key = match target {
         DeliveryTarget::Id(id) => id.to_string(),
         DeliveryTarget::MessageSid(sid) => sid.to_owned(),
     };
-    let done = query
+    let row = query
         .bind(key)
         .bind(next.as_str())
         .bind(error_code)
         .bind(effect)
         .bind(&predecessors)
-        .execute(pool)
+        .fetch_optional(pool)
         .await?;
-    Ok(done.rows_affected() > 0)
+    row.map(|r| {
+        Ok(Advanced {
+            id: r.try_get(0)?,
+            request_id: r.try_get(1)?,
+            created_at: r.try_get(2)?,
+        })
+    })
+    .transpose()
 }
 
 /// Records Twilio's 201: the SMS is `submitted` under `message_sid`. Then replays any status
@@ -549,6 +576,34 @@ pub async fn record_event(
 async fn events_for(pool: &PgPool, message_sid: &str) -> sqlx::Result<Vec<(String, Option<i32>)>> {
     let rows = sqlx::query("SELECT message_status, error_code FROM delivery_events WHERE message_sid = $1 ORDER BY id")
         .bind(message_sid)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
+/// Seconds the oldest send has waited, per place: `send_queue` (verifications still
+/// `queued`), each delay queue (deferred sends), `dead_queue` (dead-lettered, still pending).
+pub async fn oldest_waiting(pool: &PgPool, send_queue: &str, dead_queue: &str) -> sqlx::Result<Vec<(String, f64)>> {
+    let rows = sqlx::query(
+        "SELECT place, extract(epoch FROM now() - min(since))::float8 FROM ( \
+           SELECT $1::text AS place, min(created_at) AS since FROM verifications \
+            WHERE delivery_status = 'queued' AND status = 'pending' \
+           UNION ALL \
+           SELECT waiting_in, min(updated_at) FROM verifications WHERE waiting_in IS NOT NULL GROUP BY waiting_in \
+           UNION ALL \
+           SELECT $2::text, min(updated_at) FROM verifications WHERE dead_letter_reason IS NOT NULL \
+         ) waiting WHERE since IS NOT NULL GROUP BY place",
+    )
+    .bind(send_queue)
+    .bind(dead_queue)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
+/// Calls per worker (`worker_id`, calls), most first.
+pub async fn calls_per_worker(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT coalesce(worker_id, '?'), count(*) FROM send_attempts GROUP BY 1 ORDER BY 2 DESC")
         .fetch_all(pool)
         .await?;
     rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()

@@ -106,6 +106,11 @@ pub const SETTINGS: &[Setting] = &[
         "",
         "when set (example.com), adds the last line '@example.com #123456' that WebOTP and phones' autofill read",
     ),
+    Setting::with_default(
+        "WORKER_ID",
+        "",
+        "name of this worker in the send_attempts table (default: host name, process id and a random part)",
+    ),
 ];
 
 /// Who the SMS is from.
@@ -130,6 +135,7 @@ pub struct WorkerConfig {
     pub concurrency: u16,
     pub sms_template: String,
     pub webotp_domain: Option<String>,
+    pub worker_id: String,
     pub topology: Topology,
     pub retry: RetryPolicy,
     pub database_max_connections: u32,
@@ -157,6 +163,7 @@ impl WorkerConfig {
             concurrency: env.number_in("WORKER_CONCURRENCY", 1..=1000)?,
             sms_template: sms_template(env)?,
             webotp_domain: webotp_domain(env)?,
+            worker_id: env.optional("WORKER_ID").unwrap_or_else(default_worker_id),
             topology: Topology::new(&env.string("SEND_QUEUE")?).map_err(|e| SettingError::new("SEND_QUEUE", e))?,
             retry: RetryPolicy {
                 initial: Duration::from_millis(env.number_in("RETRY_INITIAL_MS", 1..=600_000)?),
@@ -204,6 +211,16 @@ fn api_base(env: &Env) -> Result<String, SettingError> {
             format!("must be an http(s) URL, got {raw:?}"),
         )),
     }
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 
 fn webotp_domain(env: &Env) -> Result<Option<String>, SettingError> {

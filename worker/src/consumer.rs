@@ -3,6 +3,7 @@
 //! and acks only once the job's outcome is committed in PostgreSQL and any follow-up message
 //! (a retry in a delay queue, a dead letter) is confirmed by the broker.
 
+use common::metric_names as names;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -152,6 +153,9 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
 
 /// Runs one delivery to its ack, or back to the queue.
 async fn handle(ctx: &SendContext, out: &Outbound, delivery: Delivery, shutdown: &CancellationToken) {
+    let in_flight = metrics::gauge!(names::SENDS_IN_FLIGHT);
+    in_flight.increment(1.0);
+    let _done = scopeguard(move || in_flight.decrement(1.0));
     let finished = match SendJob::from_bytes(&delivery.data) {
         Err(e) => dead_letter(out, &delivery.data, None, &format!("unreadable send job: {e}")).await,
         Ok(job) if deliveries(&delivery) >= POISON_DELIVERIES => poison(ctx, out, &delivery, &job).await,
@@ -189,15 +193,15 @@ async fn follow_up(out: &Outbound, mut job: SendJob, outcome: JobOutcome) -> any
     let id = job.verification_id;
     match outcome {
         JobOutcome::Submitted { sid } => {
-            metrics::counter!("verify_jobs_total", "outcome" => "submitted").increment(1);
+            metrics::counter!(names::JOBS, "outcome" => "submitted").increment(1);
             tracing::info!(verification_id = %id, message_sid = %sid, "SMS submitted");
         }
         JobOutcome::Skipped(reason) => {
-            metrics::counter!("verify_jobs_total", "outcome" => "skipped").increment(1);
+            metrics::counter!(names::JOBS, "outcome" => "skipped").increment(1);
             tracing::info!(verification_id = %id, reason, "SMS not sent");
         }
         JobOutcome::Failed { twilio_code } => {
-            metrics::counter!("verify_jobs_total", "outcome" => "failed").increment(1);
+            metrics::counter!(names::JOBS, "outcome" => "failed").increment(1);
             tracing::warn!(verification_id = %id, twilio_code, "SMS refused by Twilio");
         }
         JobOutcome::Retry { attempts, tier } => {
@@ -211,7 +215,7 @@ async fn follow_up(out: &Outbound, mut job: SendJob, outcome: JobOutcome) -> any
                 CONFIRM_TIMEOUT,
             )
             .await?;
-            metrics::counter!("verify_jobs_total", "outcome" => "deferred").increment(1);
+            metrics::counter!(names::JOBS, "outcome" => "deferred").increment(1);
             tracing::info!(verification_id = %id, attempts, queue, "send deferred");
         }
         JobOutcome::DeadLetter { reason } => {
@@ -241,7 +245,7 @@ async fn dead_letter(out: &Outbound, payload: &[u8], job: Option<&SendJob>, reas
     .with_headers(headers);
     let queue = out.topology.dead_letter_queue();
     publish_confirmed(&out.channel, &queue, payload, properties, CONFIRM_TIMEOUT).await?;
-    metrics::counter!("verify_dead_letters_total").increment(1);
+    metrics::counter!(names::DEAD_LETTERS).increment(1);
     tracing::warn!(verification_id = ?job.map(|j| j.verification_id), reason, "job dead-lettered");
     Ok(())
 }
@@ -263,4 +267,17 @@ fn deliveries(delivery: &Delivery) -> i64 {
         Some(AMQPValue::ShortShortUInt(n)) => n.into(),
         _ => 0,
     }
+}
+
+/// Runs `f` when dropped (also when the task is cancelled or panics).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

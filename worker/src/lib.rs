@@ -9,6 +9,7 @@ mod http;
 pub mod retry;
 pub mod send;
 pub mod sms;
+pub mod stats;
 pub mod twilio;
 
 use std::sync::Arc;

@@ -4,12 +4,17 @@ use common::process::{load_config, parse_args, shutdown_on_signals};
 use verify_worker::{SETTINGS, Worker, WorkerConfig, dead_letters};
 
 const ABOUT: &str = "sends verification codes by SMS from the RabbitMQ send queue\n\n\
-Subcommands:\n  dead-letters list     print every message of the dead-letter queue with its reason\n  \
+Subcommands:\n  stats                 print every queue's depth, consumers and oldest waiting send\n  dead-letters list     print every message of the dead-letter queue with its reason\n  \
 dead-letters replay   send again those whose verification is still pending and unexpired";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args("verify-worker", ABOUT, SETTINGS, &["dead-letters", "list", "replay"]) {
+    let args = match parse_args(
+        "verify-worker",
+        ABOUT,
+        SETTINGS,
+        &["stats", "dead-letters", "list", "replay"],
+    ) {
         Ok(args) => args,
         Err(code) => return code,
     };
@@ -20,10 +25,13 @@ async fn main() -> ExitCode {
     common::observability::init_logging(&config.log_format);
     let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => run(config).await,
+        ["stats"] => stats(config).await,
         ["dead-letters", "list"] => dead_letters::list(&config, &mut std::io::stdout()).await.map(drop),
         ["dead-letters", "replay"] => replay(config).await,
         _ => {
-            eprintln!("verify-worker: usage: verify-worker [dead-letters list|replay] (try --help)");
+            eprintln!(
+                "verify-worker: usage: verify-worker [stats | dead-letters list | dead-letters replay] (try --help)"
+            );
             return ExitCode::from(2);
         }
     };
@@ -48,4 +56,12 @@ async fn replay(config: WorkerConfig) -> anyhow::Result<()> {
     dead_letters::replay(&config, &pool, &mut std::io::stdout())
         .await
         .map(drop)
+}
+
+async fn stats(config: WorkerConfig) -> anyhow::Result<()> {
+    let pool = common::db::pool(config.database_url.expose(), 2)?;
+    common::db::migrate(&pool).await?;
+    let views = verify_worker::stats::read(&config, &pool).await?;
+    verify_worker::stats::print(&views, &mut std::io::stdout())?;
+    Ok(())
 }

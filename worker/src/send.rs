@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use common::job::SendJob;
+use common::metric_names as names;
 use common::phone::mask;
 use common::repo::{self, AttemptResult, Claim, DeliveryTarget};
 use common::status::{DeliveryStatus, VerificationStatus};
@@ -54,6 +55,7 @@ pub struct SendContext {
 struct Send<'a> {
     job: &'a SendJob,
     phone: String,
+    created_at: OffsetDateTime,
     expires_at: OffsetDateTime,
     /// Calls made for this job (travels in the job; the budget of `SEND_MAX_ATTEMPTS`).
     made: u32,
@@ -101,6 +103,7 @@ impl SendContext {
             }
             Claim::Claimed {
                 phone_number,
+                created_at,
                 expires_at,
                 send_attempts,
                 needs_lookup,
@@ -109,6 +112,7 @@ impl SendContext {
                 let send = Send {
                     job,
                     phone: phone_number,
+                    created_at,
                     expires_at,
                     made: job.attempt,
                     recorded: send_attempts,
@@ -144,13 +148,7 @@ impl SendContext {
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
-                Next::Defer(tier) => {
-                    repo::release_claim(&self.pool, id).await?;
-                    return Ok(JobOutcome::Retry {
-                        attempts: send.made,
-                        tier,
-                    });
-                }
+                Next::Defer(tier) => return self.wait_in(&send, tier).await,
                 Next::Expiring => return self.expire(id).await,
                 Next::AttemptsExhausted => {
                     let reason = format!("{} Twilio calls failed; the last was {}", send.made, decision);
@@ -166,7 +164,15 @@ impl SendContext {
         let id = send.id();
         send.made += 1;
         send.recorded += 1;
-        let row = repo::begin_attempt(&self.pool, id, send.recorded, self.lease_seconds()).await?;
+        let row = repo::begin_attempt(
+            &self.pool,
+            id,
+            send.recorded,
+            self.lease_seconds(),
+            &self.config.worker_id,
+        )
+        .await?;
+        let started = std::time::Instant::now();
         let result = self
             .twilio
             .create_message(&NewMessage {
@@ -177,6 +183,7 @@ impl SendContext {
                 validity_period: send.remaining().as_secs().clamp(1, 36_000),
             })
             .await;
+        metrics::histogram!(names::TWILIO_DURATION, "operation" => "create").record(started.elapsed().as_secs_f64());
         let mut decision = classify(result.outcome);
         let mut sid = result.sid.clone();
         let mut outcome = decision.as_str();
@@ -189,10 +196,14 @@ impl SendContext {
             }
         }
         self.finish(row, outcome, &result, sid.as_deref()).await?;
+        let code = twilio_code(&result).map_or_else(|| "none".to_owned(), |c| c.to_string());
+        metrics::counter!(names::SEND_ATTEMPTS, "outcome" => outcome, "twilio_code" => code).increment(1);
         tracing::info!(attempt = send.recorded, outcome, to = %mask(&send.phone), "twilio call");
         Ok(match (decision, sid) {
             (Decision::Success, Some(sid)) => {
                 repo::mark_submitted(&self.pool, id, &sid).await?;
+                let took = OffsetDateTime::now_utc() - send.created_at;
+                metrics::histogram!(names::TIME_TO_SUBMITTED).record(took.as_seconds_f64().max(0.0));
                 Called::Done(JobOutcome::Submitted { sid })
             }
             (Decision::Permanent, _) => Called::Done(self.fail(id, twilio_code(&result)).await?),
@@ -241,14 +252,17 @@ impl SendContext {
         let delay = self.config.retry.delay_after(send.made.max(1));
         match self.config.retry.after_delay(delay, send.remaining()) {
             Next::Expiring => self.expire(send.id()).await,
-            _ => {
-                repo::release_claim(&self.pool, send.id()).await?;
-                Ok(JobOutcome::Retry {
-                    attempts: send.made,
-                    tier: tier_for(delay),
-                })
-            }
+            _ => self.wait_in(send, tier_for(delay)).await,
         }
+    }
+
+    /// Releases the send while the job waits in the delay queue of `tier`.
+    async fn wait_in(&self, send: &Send<'_>, tier: Duration) -> anyhow::Result<JobOutcome> {
+        repo::release_claim(&self.pool, send.id(), &self.config.topology.retry_queue(tier)).await?;
+        Ok(JobOutcome::Retry {
+            attempts: send.made,
+            tier,
+        })
     }
 
     async fn expire(&self, id: Uuid) -> anyhow::Result<JobOutcome> {
@@ -282,7 +296,10 @@ impl SendContext {
     async fn find_sent(&self, phone: &str, code: &str) -> anyhow::Result<Option<String>> {
         let since = (OffsetDateTime::now_utc() - time::Duration::days(1)).date().to_string();
         let body = self.body(code);
-        let messages = self.twilio.list_messages(phone, &since).await.inspect_err(|e| {
+        let started = std::time::Instant::now();
+        let listed = self.twilio.list_messages(phone, &since).await;
+        metrics::histogram!(names::TWILIO_DURATION, "operation" => "list").record(started.elapsed().as_secs_f64());
+        let messages = listed.inspect_err(|e| {
             tracing::warn!(error = %e, "could not list messages to settle an ambiguous send");
         })?;
         Ok(messages

@@ -6,12 +6,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use common::broker::QueueDepth;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use common::broker::QueueView;
 
 /// How long `/readyz` waits for each dependency: an outage shows well within 5 s.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -82,10 +82,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 #[derive(Serialize, ToSchema)]
 pub struct Queues {
-    queues: Vec<QueueDepth>,
+    queues: Vec<QueueView>,
 }
 
-/// `GET /v1/ops/queues`: ready messages and consumers of every queue of the topology.
+/// `GET /v1/ops/queues`: every queue of the topology with its ready messages, consumers and
+/// the age of the oldest send waiting in it.
 #[utoipa::path(
     get,
     path = "/v1/ops/queues",
@@ -94,10 +95,12 @@ pub struct Queues {
     responses(
         (status = 200, description = "The send queue, each retry queue, the dead-letter queue", body = Queues),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 503, description = "`unavailable`: RabbitMQ does not answer", body = ErrorBody),
+        (status = 503, description = "`unavailable`: RabbitMQ or PostgreSQL does not answer", body = ErrorBody),
     )
 )]
 pub async fn queues(State(state): State<AppState>) -> Result<Json<Queues>, ApiError> {
-    let queues = state.publisher.queue_depths().await.map_err(ApiError::Unavailable)?;
+    let queues = crate::monitor::queue_views(&state)
+        .await
+        .map_err(ApiError::Unavailable)?;
     Ok(Json(Queues { queues }))
 }

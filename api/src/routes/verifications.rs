@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use common::code::Code;
 use common::job::SendJob;
+use common::metric_names as names;
 use common::phone::PhoneNumber;
 use common::repo::{self, NewVerification, Verification};
 use common::status::{DeliveryStatus, VerificationStatus};
@@ -173,7 +174,7 @@ pub async fn start(
         // the newest pending verification, so an older one left pending cannot be approved.
         Err(e) => tracing::warn!(error = %e, "could not settle the outbox after the confirm"),
     }
-    metrics::counter!("verify_verifications_started_total").increment(1);
+    metrics::counter!(names::VERIFICATIONS_STARTED).increment(1);
     tracing::info!(phone = %phone.masked(), "verification started");
     let body = Started {
         id,
@@ -216,7 +217,7 @@ pub async fn check(
     let ticket = abuse::admit_check(&state, &phone, ip).await?;
     let Some(reserved) = repo::reserve_check(&state.pool, phone.as_str()).await? else {
         ticket.not_wrong(&state).await;
-        metrics::counter!("verify_checks_total", "outcome" => "not_found").increment(1);
+        metrics::counter!(names::CHECKS, "outcome" => "not_found").increment(1);
         return Err(ApiError::VerificationNotFound);
     };
     tracing::Span::current().record("verification_id", tracing::field::display(reserved.id));
@@ -246,7 +247,7 @@ pub async fn check(
     } else {
         "wrong_code"
     };
-    metrics::counter!("verify_checks_total", "outcome" => outcome).increment(1);
+    metrics::counter!(names::CHECKS, "outcome" => outcome).increment(1);
     tracing::info!(outcome, attempts_remaining = remaining, "code checked");
     Ok(Json(Checked {
         id: reserved.id,

@@ -7,6 +7,9 @@ use common::repo::{self, DeliveryTarget};
 use common::signature;
 use common::status::DeliveryStatus;
 
+use common::metric_names as names;
+use time::OffsetDateTime;
+
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::bytes_rejection;
 use crate::state::AppState;
@@ -23,6 +26,24 @@ pub struct StatusCallback {
     message_status: String,
     #[schema(example = "30003")]
     error_code: Option<String>,
+}
+
+/// The status as a metric label: Twilio's documented statuses, anything else as `other`
+/// (a label must not take arbitrary values from a request).
+fn known_status(status: &str) -> &'static str {
+    const KNOWN: [&str; 10] = [
+        "queued",
+        "accepted",
+        "scheduled",
+        "sending",
+        "sent",
+        "delivered",
+        "undelivered",
+        "failed",
+        "read",
+        "canceled",
+    ];
+    KNOWN.into_iter().find(|k| *k == status).unwrap_or("other")
 }
 
 pub const PATH: &str = "/v1/webhooks/twilio/status";
@@ -86,9 +107,24 @@ pub async fn twilio_status(
     tracing::Span::current().record("message_sid", sid);
     let error_code = param("ErrorCode").and_then(|c| c.parse::<i32>().ok());
     repo::record_event(&state.pool, sid, status, error_code).await?;
-    if let Some(next) = DeliveryStatus::from_twilio(status) {
-        let changed = repo::advance_delivery(&state.pool, DeliveryTarget::MessageSid(sid), next, error_code).await?;
-        tracing::info!(status, changed, "status callback");
+    metrics::counter!(names::CALLBACKS, "status" => known_status(status)).increment(1);
+    let Some(next) = DeliveryStatus::from_twilio(status) else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    match repo::advance_delivery(&state.pool, DeliveryTarget::MessageSid(sid), next, error_code).await? {
+        Some(changed) => {
+            if next == DeliveryStatus::Delivered {
+                let took = OffsetDateTime::now_utc() - changed.created_at;
+                metrics::histogram!(names::TIME_TO_DELIVERED).record(took.as_seconds_f64().max(0.0));
+            }
+            // The start's request id ties this line to the start and the worker's lines.
+            let request_id = changed.request_id.as_deref().unwrap_or("");
+            tracing::info!(status, error_code, verification_id = %changed.id, start_request_id = request_id, "delivery status recorded");
+        }
+        None => tracing::info!(
+            status,
+            "status callback changed nothing (late, repeated, or unknown message)"
+        ),
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -94,7 +94,7 @@ async fn a_call_whose_worker_died_is_looked_up_before_sending_again() {
     // A worker claimed the send, recorded the call as in flight, and died; Twilio had
     // created the message.
     repo::claim_send(&app.pool, id, 0.0).await.unwrap();
-    repo::begin_attempt(&app.pool, id, 1, 0.0).await.unwrap();
+    repo::begin_attempt(&app.pool, id, 1, 0.0, "dead-worker").await.unwrap();
     let sid = app
         .fake
         .inject_message(PHONE, &format!("Your verification code is {}", code.expose()));
@@ -248,7 +248,7 @@ async fn a_201_recorded_before_the_worker_failed_is_not_sent_again() {
     // The call got its 201 recorded, then PostgreSQL went away before the verification was
     // marked submitted; the job went back to the queue.
     repo::claim_send(&app.pool, id, 0.0).await.unwrap();
-    let row = repo::begin_attempt(&app.pool, id, 1, 0.0).await.unwrap();
+    let row = repo::begin_attempt(&app.pool, id, 1, 0.0, "dead-worker").await.unwrap();
     let sid = app
         .fake
         .inject_message(PHONE, &format!("Your verification code is {}", code.expose()));

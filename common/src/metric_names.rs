@@ -1,0 +1,72 @@
+//! Every metric the service exports, named once, with its help text. Names follow
+//! Prometheus conventions: a `verify_` prefix, base units, `_total` on counters,
+//! `_seconds` on durations.
+
+pub const VERIFICATIONS_STARTED: &str = "verify_verifications_started_total";
+pub const CHECKS: &str = "verify_checks_total";
+pub const HTTP_REQUESTS: &str = "verify_http_requests_total";
+pub const HTTP_DURATION: &str = "verify_http_request_duration_seconds";
+pub const CALLBACKS: &str = "verify_delivery_callbacks_total";
+pub const TIME_TO_DELIVERED: &str = "verify_time_to_delivered_seconds";
+pub const PREFIX_PAUSES: &str = "verify_prefix_pauses_total";
+pub const OUTBOX_RELAYED: &str = "verify_outbox_relayed_total";
+pub const QUEUE_READY: &str = "verify_queue_messages_ready";
+pub const QUEUE_CONSUMERS: &str = "verify_queue_consumers";
+pub const OLDEST_QUEUED_AGE: &str = "verify_oldest_queued_age_seconds";
+pub const DEAD_LETTER_MESSAGES: &str = "verify_dead_letter_messages";
+pub const SEND_ATTEMPTS: &str = "verify_sms_send_attempts_total";
+pub const TWILIO_DURATION: &str = "verify_twilio_request_duration_seconds";
+pub const TIME_TO_SUBMITTED: &str = "verify_time_to_submitted_seconds";
+pub const SENDS_IN_FLIGHT: &str = "verify_sends_in_flight";
+pub const JOBS: &str = "verify_jobs_total";
+pub const DEAD_LETTERS: &str = "verify_dead_letters_total";
+
+/// Registers the help text of every metric (shown as `# HELP` in the scrape).
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(VERIFICATIONS_STARTED, "Verifications started (202 answered)");
+    describe_counter!(
+        CHECKS,
+        "Code checks, by outcome (approved, wrong_code, max_attempts_reached, not_found)"
+    );
+    describe_counter!(HTTP_REQUESTS, "HTTP requests, by route, method and status");
+    describe_histogram!(
+        HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request latency, by route and method"
+    );
+    describe_counter!(CALLBACKS, "Signed Twilio status callbacks, by message status");
+    describe_histogram!(TIME_TO_DELIVERED, Unit::Seconds, "From start to the delivered callback");
+    describe_counter!(
+        PREFIX_PAUSES,
+        "Number prefixes paused for a burst of starts (SMS pumping)"
+    );
+    describe_counter!(
+        OUTBOX_RELAYED,
+        "Send jobs published by the outbox relay (their start's process failed)"
+    );
+    describe_gauge!(
+        QUEUE_READY,
+        "Messages ready in each queue (passive declare, refreshed every few seconds)"
+    );
+    describe_gauge!(QUEUE_CONSUMERS, "Consumers attached to each queue");
+    describe_gauge!(
+        OLDEST_QUEUED_AGE,
+        Unit::Seconds,
+        "Age of the oldest verification whose SMS is still queued"
+    );
+    describe_gauge!(DEAD_LETTER_MESSAGES, "Messages in the dead-letter queue");
+    describe_counter!(
+        SEND_ATTEMPTS,
+        "Twilio create-message calls, by outcome and Twilio error code"
+    );
+    describe_histogram!(
+        TWILIO_DURATION,
+        Unit::Seconds,
+        "Twilio API latency, by operation (create, list)"
+    );
+    describe_histogram!(TIME_TO_SUBMITTED, Unit::Seconds, "From start to Twilio's 201");
+    describe_gauge!(SENDS_IN_FLIGHT, "Send jobs this worker is working on");
+    describe_counter!(JOBS, "Send jobs finished by a worker, by outcome");
+    describe_counter!(DEAD_LETTERS, "Jobs a worker put into the dead-letter queue");
+}
