@@ -150,6 +150,13 @@ impl Application {
             );
         }
         let state = AppState::new(config, pool, publisher, common::observability::metrics_handle());
+        names::register(&[
+            names::VERIFICATIONS_STARTED,
+            names::PREFIX_PAUSES,
+            names::OUTBOX_RELAYED,
+            names::DEAD_LETTER_MESSAGES,
+            names::OLDEST_QUEUED_AGE,
+        ]);
         Ok(Self { listener, state })
     }
 

@@ -70,3 +70,15 @@ pub fn describe() {
     describe_counter!(JOBS, "Send jobs finished by a worker, by outcome");
     describe_counter!(DEAD_LETTERS, "Jobs a worker put into the dead-letter queue");
 }
+
+/// Makes the unlabelled counters and gauges of `names` show in the scrape from the start
+/// (at 0), so alerts and dashboards see a series before the first event.
+pub fn register(names: &[&'static str]) {
+    for name in names {
+        if name.ends_with("_total") {
+            metrics::counter!(*name).increment(0);
+        } else {
+            metrics::gauge!(*name).increment(0.0);
+        }
+    }
+}

@@ -432,6 +432,53 @@ pub fn sibling_binary(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// A Prometheus text scrape, parsed into samples.
+pub struct Scrape {
+    pub text: String,
+    samples: Vec<(String, Vec<(String, String)>, f64)>,
+}
+
+impl Scrape {
+    pub fn parse(text: String) -> Self {
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (name, labels) = match series.split_once('{') {
+                    Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                    None => (series, ""),
+                };
+                let labels = labels
+                    .split(',')
+                    .filter_map(|kv| {
+                        let (k, v) = kv.split_once('=')?;
+                        Some((k.to_owned(), v.trim_matches('"').to_owned()))
+                    })
+                    .collect();
+                Some((name.to_owned(), labels, value.parse().ok()?))
+            })
+            .collect();
+        Self { text, samples }
+    }
+
+    /// The sum of the samples of `name` that carry all of `labels`; `None` if there is none.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let matching: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v)))
+            .map(|(_, _, v)| *v)
+            .collect();
+        (!matching.is_empty()).then(|| matching.iter().sum())
+    }
+
+    /// Whether the scrape has a metric family `name` (histograms count by their base name).
+    pub fn has_family(&self, name: &str) -> bool {
+        self.text.lines().any(|l| l.starts_with(&format!("# TYPE {name} ")))
+    }
+}
+
 /// The code in an SMS body: its last run of digits.
 pub fn code_in(body: &str) -> Option<String> {
     body.rsplit(|c: char| !c.is_ascii_digit())

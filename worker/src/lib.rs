@@ -58,6 +58,8 @@ impl Worker {
             consuming: Arc::clone(&consuming),
             metrics: common::observability::metrics_handle(),
         });
+        use common::metric_names as names;
+        names::register(&[names::DEAD_LETTERS, names::SENDS_IN_FLIGHT]);
         let stop = shutdown.clone();
         let server = axum::serve(self.listener, health).with_graceful_shutdown(async move { stop.cancelled().await });
         let server = tokio::spawn(server.into_future());

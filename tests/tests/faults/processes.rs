@@ -117,3 +117,57 @@ async fn sigterm_lets_in_flight_sends_finish_and_the_worker_exit_0() {
     assert_eq!(second.wait().unwrap().code(), Some(0));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "fault test: run with --include-ignored"]
+async fn three_workers_share_a_burst_and_one_can_leave_in_the_middle() {
+    let _serial = serial().await;
+    let options = Options::default().without_worker().env("WORKER_CONCURRENCY", "8");
+    let app = spawn_app_with(options).await;
+    app.fake.set_latency(Duration::from_millis(50));
+    let mut workers: Vec<Child> = (0..3).map(|_| app.spawn_worker_process()).collect();
+    app.wait_for_consumers(3).await;
+
+    let phones = numbers(900);
+    let leaving = async {
+        // Scale down by one while the burst is being sent.
+        app.fake
+            .wait_until(Duration::from_secs(30), "a third of the burst", |f| {
+                f.messages().len() >= 300
+            })
+            .await;
+        let mut leaver = workers.pop().unwrap();
+        signal(&leaver, "-TERM");
+        tokio::task::spawn_blocking(move || leaver.wait().unwrap().code())
+            .await
+            .unwrap()
+    };
+    let ((answers, _), left_with) = tokio::join!(burst(&app, &phones, 32), leaving);
+    assert_eq!(left_with, Some(0), "the worker that left stopped cleanly");
+    let ids: Vec<_> = answers
+        .iter()
+        .map(|(p, a)| a.unwrap_or_else(|s| panic!("start for {p} got {s}")))
+        .collect();
+    let statuses = wait_until_settled(&app, &ids, Duration::from_secs(120)).await;
+    assert!(
+        statuses
+            .iter()
+            .all(|s| ["submitted", "sent", "delivered"].contains(&s.as_str())),
+        "{statuses:?}"
+    );
+    assert_one_sms_each(&app, &phones);
+    wait_for_empty_queues(&app).await;
+
+    let shares = common::repo::calls_per_worker(&app.pool).await.unwrap();
+    assert_eq!(shares.len(), 3, "three workers made calls: {shares:?}");
+    let total: i64 = shares.iter().map(|(_, n)| n).sum();
+    assert!(
+        shares.iter().all(|(_, n)| *n * 10 >= total),
+        "each worker did a share (at least 10 %): {shares:?}"
+    );
+    for mut worker in workers {
+        signal(&worker, "-TERM");
+        assert_eq!(worker.wait().unwrap().code(), Some(0));
+    }
+    app.stop().await;
+}

@@ -1,0 +1,296 @@
+//! What operators see: metrics scraped from both processes during a burst, queue views,
+//! request ids, and the deploy files' metric names.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use verify_tests::fake_twilio::Fault;
+use verify_tests::harness::{API_KEY, Options, Scrape, spawn_app, spawn_app_with};
+
+async fn scrape(http: &reqwest::Client, base: &str) -> Scrape {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    Scrape::parse(text)
+}
+
+/// Every `verify_…` metric name the deploy files (alert rules, dashboard) use.
+fn metric_names_in_deploy_files() -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut names = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (at, _) in text.match_indices("verify_") {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                    .collect();
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .fold(name.clone(), |n, s| n.strip_suffix(s).map_or(n.clone(), str::to_owned));
+                if !names.contains(&base) {
+                    names.push(base);
+                }
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_scraped_during_a_burst_show_every_metric_with_sensible_values() {
+    let app = spawn_app_with(Options::default().without_worker()).await;
+    let port = |l: std::net::TcpListener| l.local_addr().unwrap().port();
+    let api_port = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let worker_port = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let api_base = format!("http://127.0.0.1:{api_port}");
+    let worker_base = format!("http://127.0.0.1:{worker_port}");
+    let (api_listen, worker_listen) = (format!("127.0.0.1:{api_port}"), format!("127.0.0.1:{worker_port}"));
+    let overrides = [
+        ("API_LISTEN", api_listen.as_str()),
+        ("WORKER_LISTEN", worker_listen.as_str()),
+        ("PUBLIC_BASE_URL", api_base.as_str()),
+        ("WORKER_CONCURRENCY", "8"),
+    ];
+    let (mut api, _) = app.spawn_process("verify-api", &overrides);
+    let (mut worker, _) = app.spawn_process("verify-worker", &overrides);
+    app.wait_for_consumers(1).await;
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while http
+        .get(format!("{api_base}/readyz"))
+        .send()
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the API process never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.fake.set_latency(Duration::from_millis(150));
+    app.fake
+        .push_faults([Fault::Unavailable, Fault::InternalErrorAfterCreate]);
+
+    // A burst of 120 starts, scraped while it is being sent.
+    let phones: Vec<String> = (0..120).map(|i| format!("+1415555{:04}", 3000 + i)).collect();
+    let starts = futures_util::stream::iter(phones.iter().cloned())
+        .map(|phone| {
+            let http = http.clone();
+            let url = format!("{api_base}/v1/verifications");
+            async move {
+                http.post(url)
+                    .bearer_auth(API_KEY)
+                    .json(&json!({"phone_number": phone}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(starts.iter().all(|s| *s == 202));
+    let during = scrape(&http, &worker_base).await;
+    assert!(
+        during.value("verify_sends_in_flight", &[]).is_some_and(|n| n > 0.0),
+        "sends in flight during the burst"
+    );
+    app.fake
+        .wait_until(Duration::from_secs(60), "every SMS", |f| f.messages().len() >= 120)
+        .await;
+
+    for phone in &phones[..10] {
+        let code = verify_tests::harness::code_in(&app.fake.messages_to(phone)[0].body).unwrap();
+        let check = |c: &str| {
+            http.post(format!("{api_base}/v1/verifications/check"))
+                .bearer_auth(API_KEY)
+                .json(&json!({"phone_number": phone, "code": c}))
+                .send()
+        };
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        assert_eq!(check(wrong).await.unwrap().status(), 200);
+        assert_eq!(check(&code).await.unwrap().status(), 200);
+    }
+    app.fake
+        .wait_until(Duration::from_secs(30), "callbacks", |f| f.callbacks_sent() >= 200)
+        .await;
+    // Let the API's queue gauges refresh (every 5 s).
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+
+    let a = scrape(&http, &api_base).await;
+    let w = scrape(&http, &worker_base).await;
+    assert_eq!(a.value("verify_verifications_started_total", &[]), Some(120.0));
+    assert_eq!(a.value("verify_checks_total", &[("outcome", "approved")]), Some(10.0));
+    assert_eq!(a.value("verify_checks_total", &[("outcome", "wrong_code")]), Some(10.0));
+    let route = [("route", "/v1/verifications"), ("method", "POST"), ("status", "202")];
+    assert_eq!(a.value("verify_http_requests_total", &route), Some(120.0));
+    let latency = [("route", "/v1/verifications"), ("method", "POST")];
+    assert_eq!(
+        a.value("verify_http_request_duration_seconds_count", &latency),
+        Some(120.0)
+    );
+    assert!(
+        a.value("verify_http_request_duration_seconds_sum", &latency)
+            .is_some_and(|s| s > 0.0 && s < 120.0)
+    );
+    assert!(
+        a.value("verify_delivery_callbacks_total", &[("status", "delivered")])
+            .is_some_and(|n| n >= 100.0)
+    );
+    assert!(
+        a.value("verify_time_to_delivered_seconds_count", &[])
+            .is_some_and(|n| n >= 100.0)
+    );
+    let send_queue = [("queue", app.queue.as_str())];
+    assert_eq!(a.value("verify_queue_messages_ready", &send_queue), Some(0.0));
+    assert_eq!(a.value("verify_queue_consumers", &send_queue), Some(1.0));
+    assert!(
+        a.value(
+            "verify_queue_messages_ready",
+            &[("queue", &format!("{}.retry.1s", app.queue))]
+        )
+        .is_some()
+    );
+    assert_eq!(a.value("verify_oldest_queued_age_seconds", &[]), Some(0.0));
+    assert_eq!(a.value("verify_dead_letter_messages", &[]), Some(0.0));
+
+    assert_eq!(
+        w.value("verify_sms_send_attempts_total", &[("outcome", "submitted")]),
+        Some(120.0)
+    );
+    assert_eq!(
+        w.value(
+            "verify_sms_send_attempts_total",
+            &[("outcome", "retry"), ("twilio_code", "20503")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        w.value(
+            "verify_twilio_request_duration_seconds_count",
+            &[("operation", "create")]
+        )
+        .is_some_and(|n| n >= 121.0)
+    );
+    assert!(
+        w.value("verify_twilio_request_duration_seconds_count", &[("operation", "list")])
+            .is_some_and(|n| n >= 1.0)
+    );
+    let p_create = w
+        .value("verify_twilio_request_duration_seconds_sum", &[("operation", "create")])
+        .unwrap()
+        / w.value(
+            "verify_twilio_request_duration_seconds_count",
+            &[("operation", "create")],
+        )
+        .unwrap();
+    assert!(
+        (0.15..1.0).contains(&p_create),
+        "mean Twilio latency {p_create} s (the fake adds 150 ms)"
+    );
+    assert_eq!(w.value("verify_time_to_submitted_seconds_count", &[]), Some(120.0));
+    assert_eq!(w.value("verify_jobs_total", &[("outcome", "submitted")]), Some(120.0));
+    assert_eq!(w.value("verify_sends_in_flight", &[]), Some(0.0));
+    assert_eq!(w.value("verify_dead_letters_total", &[]), Some(0.0));
+
+    // Every metric the alert rules and the dashboard name is exported by one of the two.
+    let named = metric_names_in_deploy_files();
+    assert!(named.len() >= 15, "{named:?}");
+    let missing: Vec<_> = named.iter().filter(|n| !a.has_family(n) && !w.has_family(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "deploy files name metrics the service does not export: {missing:?}"
+    );
+
+    for child in [&mut api, &mut worker] {
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_queue_view_and_stats_show_how_long_the_oldest_send_has_waited() {
+    let app = spawn_app_with(Options::default().without_worker()).await;
+    app.start_ok("+14155552671").await;
+    app.start_ok("+14155552672").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = app
+        .http
+        .get(format!("{}/v1/ops/queues", app.api_base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    let send = &body["queues"][0];
+    assert_eq!(send["name"], app.queue);
+    assert_eq!(send["messages_ready"], 2);
+    let age = send["oldest_queued_age_seconds"].as_f64().unwrap();
+    assert!((0.25..30.0).contains(&age), "{age}");
+    let dead = body["queues"].as_array().unwrap().last().unwrap();
+    assert_eq!(dead["oldest_queued_age_seconds"], Value::Null);
+
+    let views = verify_worker::stats::read(&app.worker_config(), &app.pool)
+        .await
+        .unwrap();
+    let mut table = Vec::new();
+    verify_worker::stats::print(&views, &mut table).unwrap();
+    let table = String::from_utf8(table).unwrap();
+    assert!(
+        table.contains(&app.queue) && table.contains("2 message(s) waiting"),
+        "{table}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_id_is_sent_back_and_carried_into_the_job() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(format!("{}/v1/verifications", app.api_base))
+        .bearer_auth(API_KEY)
+        .header("x-request-id", "signup-7f3a")
+        .json(&json!({"phone_number": "+14155552671"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "signup-7f3a");
+    let id: uuid::Uuid = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    app.wait_for_field(id, "delivery_status", "delivered").await;
+    let stored: Option<String> = sqlx::query_scalar("SELECT request_id FROM verifications WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("signup-7f3a"));
+    // Without one, the API makes one up and still sends it back.
+    let other = app.start("+14155552672").await;
+    assert!(other.headers().get("x-request-id").is_some_and(|v| v.len() >= 32));
+    app.stop().await;
+}
