@@ -432,10 +432,13 @@ pub fn sibling_binary(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// One sample of a scrape: metric name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// A Prometheus text scrape, parsed into samples.
 pub struct Scrape {
     pub text: String,
-    samples: Vec<(String, Vec<(String, String)>, f64)>,
+    samples: Vec<Sample>,
 }
 
 impl Scrape {
