@@ -418,18 +418,24 @@ impl TestApp {
     }
 }
 
-/// A binary of this workspace, built beside the test executable (`cargo test --workspace`
-/// builds every binary of the workspace before running any test).
+/// A binary of this workspace, built beside this executable (`cargo test --workspace` builds
+/// every binary of the workspace before running any test).
 pub fn sibling_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().expect("executable path");
+    // A binary sits beside the others; a test executable one level down, in deps/.
+    let beside = exe.parent().expect("target directory");
+    [
+        beside.join(name),
+        beside.parent().map(|d| d.join(name)).unwrap_or_default(),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .unwrap_or_else(|| {
+        panic!(
+            "{name} is missing beside {}: build the workspace first",
+            beside.display()
+        )
+    })
 }
 
 /// One sample of a scrape: metric name, labels, value.

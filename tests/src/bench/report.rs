@@ -1,0 +1,202 @@
+//! The benchmark's figures, as a table for the terminal and as Markdown.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::load::LoadResult;
+use super::raw::RawLimits;
+
+/// A drain of the queue by some workers.
+#[derive(Debug, Clone, Default)]
+pub struct Drain {
+    pub workers: usize,
+    pub jobs: usize,
+    pub elapsed: Duration,
+    /// `workers × WORKER_CONCURRENCY / Twilio latency`.
+    pub bound: f64,
+    /// Start → submitted, seconds: p50, p90, p99, max.
+    pub to_submitted: [f64; 4],
+    pub peak_rss_kib: Vec<u64>,
+}
+
+impl Drain {
+    pub fn rate(&self) -> f64 {
+        self.jobs as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub machine: String,
+    pub command: String,
+    pub n: usize,
+    pub concurrency: usize,
+    pub twilio_latency: Duration,
+    pub worker_concurrency: usize,
+    pub raw: RawLimits,
+    pub starts: LoadResult,
+    pub one_worker: Drain,
+    pub two_workers: Drain,
+    pub checks: LoadResult,
+    pub api_peak_rss_kib: u64,
+    pub sms_expected: usize,
+    pub sms_sent: usize,
+    pub numbers_texted_twice: usize,
+    pub numbers_never_texted: usize,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+fn load_row(out: &mut String, what: &str, r: &LoadResult) {
+    let _ = writeln!(
+        out,
+        "| {what} | {} | {:.0}/s | {} | {} | {} | {} | {} |",
+        r.requests,
+        r.per_second(),
+        ms(r.quantile(0.5)),
+        ms(r.quantile(0.9)),
+        ms(r.quantile(0.99)),
+        ms(r.quantile(1.0)),
+        r.errors
+    );
+}
+
+fn drain_row(out: &mut String, d: &Drain) {
+    let [p50, p90, p99, max] = d.to_submitted;
+    let rss: Vec<String> = d.peak_rss_kib.iter().map(|k| mib(*k)).collect();
+    let _ = writeln!(
+        out,
+        "| {} | {} | {:.1} s | {:.0}/s | {:.0}/s | {:.2} | {p50:.1} / {p90:.1} / {p99:.1} / {max:.1} s | {} |",
+        d.workers,
+        d.jobs,
+        d.elapsed.as_secs_f64(),
+        d.rate(),
+        d.bound,
+        d.rate() / d.bound,
+        rss.join(", ")
+    );
+}
+
+impl Report {
+    /// The whole report as Markdown (also what the terminal shows).
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "Machine: {}\n\nCommand: `{}`\n", self.machine, self.command);
+        let _ = writeln!(
+            out,
+            "Settings: N = {} starts per burst, concurrency C = {}, fake Twilio latency {} ms, WORKER_CONCURRENCY = {}, rate limits off.\n",
+            self.n,
+            self.concurrency,
+            self.twilio_latency.as_millis(),
+            self.worker_concurrency
+        );
+        let _ = writeln!(out, "### Raw limits of this machine (C = {})\n", self.concurrency);
+        let _ = writeln!(out, "| operation | per second |\n| --- | --- |");
+        let _ = writeln!(out, "| PostgreSQL single-row insert | {:.0} |", self.raw.inserts);
+        let _ = writeln!(
+            out,
+            "| RabbitMQ persistent publish + confirm | {:.0} |",
+            self.raw.publishes
+        );
+        let _ = writeln!(
+            out,
+            "| insert, then confirmed publish | {:.0} |\n",
+            self.raw.insert_then_publish
+        );
+        let _ = writeln!(
+            out,
+            "### HTTP\n\n| run | requests | throughput | p50 | p90 | p99 | max | errors |"
+        );
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+        load_row(&mut out, "POST /v1/verifications", &self.starts);
+        load_row(&mut out, "POST /v1/verifications/check", &self.checks);
+        let _ = writeln!(out, "\n### Drain against the fake Twilio\n");
+        let _ = writeln!(
+            out,
+            "| workers | jobs | time | rate | bound | rate / bound | start → submitted p50 / p90 / p99 / max | worker peak RSS |"
+        );
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+        drain_row(&mut out, &self.one_worker);
+        drain_row(&mut out, &self.two_workers);
+        let _ = writeln!(out, "\nAPI peak RSS: {}\n", mib(self.api_peak_rss_kib));
+        let _ = writeln!(
+            out,
+            "Outcome: {} of {} verifications texted; {} numbers texted twice; {} never texted.\n",
+            self.sms_sent, self.sms_expected, self.numbers_texted_twice, self.numbers_never_texted
+        );
+        out.push_str(&self.targets());
+        out
+    }
+
+    fn targets(&self) -> String {
+        let start_ratio = self.starts.per_second() / self.raw.insert_then_publish;
+        let scaling = self.two_workers.rate() / self.one_worker.rate();
+        let rss_worst = self
+            .one_worker
+            .peak_rss_kib
+            .iter()
+            .chain(&self.two_workers.peak_rss_kib)
+            .max()
+            .copied()
+            .unwrap_or(0);
+        let rows = [
+            (
+                format!("start throughput ≥ 0.8 × insert-then-confirmed-publish: {start_ratio:.2}"),
+                start_ratio >= 0.8,
+            ),
+            (
+                format!("start p99 < 25 ms: {}", ms(self.starts.quantile(0.99))),
+                self.starts.quantile(0.99) < Duration::from_millis(25),
+            ),
+            (
+                format!("checks ≥ 5,000/s: {:.0}/s", self.checks.per_second()),
+                self.checks.per_second() >= 5000.0,
+            ),
+            (
+                format!(
+                    "drain ≥ 0.9 of the bound: {:.2} (1 worker), {:.2} (2 workers)",
+                    self.one_worker.rate() / self.one_worker.bound,
+                    self.two_workers.rate() / self.two_workers.bound
+                ),
+                self.one_worker.rate() >= 0.9 * self.one_worker.bound
+                    && self.two_workers.rate() >= 0.9 * self.two_workers.bound,
+            ),
+            (format!("two workers ≥ 1.8 × one: {scaling:.2}"), scaling >= 1.8),
+            (
+                format!(
+                    "peak RSS < 64 MiB: API {}, worker {}",
+                    mib(self.api_peak_rss_kib),
+                    mib(rss_worst)
+                ),
+                self.api_peak_rss_kib < 64 * 1024 && rss_worst < 64 * 1024,
+            ),
+            (
+                format!(
+                    "no SMS lost or sent twice: {} lost, {} twice",
+                    self.numbers_never_texted, self.numbers_texted_twice
+                ),
+                self.numbers_never_texted == 0 && self.numbers_texted_twice == 0,
+            ),
+        ];
+        let mut out = String::from("### Targets\n\n| target | result |\n| --- | --- |\n");
+        for (what, ok) in rows {
+            let _ = writeln!(out, "| {what} | {} |", verdict(ok));
+        }
+        out
+    }
+
+    /// Whether nothing was lost or sent twice (the part that must hold in every run).
+    pub fn outcome_ok(&self) -> bool {
+        self.numbers_never_texted == 0 && self.numbers_texted_twice == 0 && self.sms_sent == self.sms_expected
+    }
+}

@@ -1,0 +1,357 @@
+//! `bench`: the signup-burst benchmark. Build it with the binaries it drives, in release:
+//!
+//!     cargo build --release --workspace && target/release/bench [--n 20000] [--concurrency 64]
+//!         [--twilio-latency-ms 100] [--worker-concurrency 64] [--raw-seconds 5] [--markdown PATH]
+//!
+//! Needs PostgreSQL and RabbitMQ on localhost (`TEST_DATABASE_URL`, `TEST_AMQP_URL` as in
+//! the tests). It uses a database `verify_bench` and queues `bench.*`, made afresh each run.
+
+use std::process::{Child, ExitCode};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::{Connection, PgConnection, PgPool};
+use verify_tests::bench::load::post_all;
+use verify_tests::bench::raw;
+use verify_tests::bench::report::{Drain, Report};
+use verify_tests::fake_twilio::{FakeConfig, FakeTwilio};
+use verify_tests::harness::{admin_database_url, amqp_url, sibling_binary};
+
+const KEY: &str = "bench-key-0123456789abcdef";
+const QUEUE: &str = "bench.sms.send";
+
+struct Args {
+    n: usize,
+    concurrency: usize,
+    twilio_latency: Duration,
+    worker_concurrency: usize,
+    raw_run: Duration,
+    markdown: String,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        n: 20_000,
+        concurrency: 64,
+        twilio_latency: Duration::from_millis(100),
+        worker_concurrency: 64,
+        raw_run: Duration::from_secs(5),
+        markdown: "target/bench.md".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let number = |v: String| v.parse::<u64>().map_err(|_| format!("{flag}: not a number: {v}"));
+        match flag.as_str() {
+            "--n" => a.n = number(value()?)? as usize,
+            "--concurrency" => a.concurrency = number(value()?)? as usize,
+            "--twilio-latency-ms" => a.twilio_latency = Duration::from_millis(number(value()?)?),
+            "--worker-concurrency" => a.worker_concurrency = number(value()?)? as usize,
+            "--raw-seconds" => a.raw_run = Duration::from_secs(number(value()?)?),
+            "--markdown" => a.markdown = value()?,
+            other => {
+                return Err(format!(
+                    "unknown argument {other} (see the comment at the top of bench.rs)"
+                ));
+            }
+        }
+    }
+    if a.n == 0 || a.n > 90_000 || a.concurrency == 0 {
+        return Err("--n must be 1 to 90000 and --concurrency at least 1".into());
+    }
+    Ok(a)
+}
+
+/// `n` distinct valid US numbers starting at `from` (`+1{area}555xxxx`).
+fn numbers(from: usize, n: usize) -> Vec<String> {
+    const AREAS: [&str; 10] = ["415", "650", "408", "510", "212", "646", "718", "917", "312", "773"];
+    (from..from + n)
+        .map(|i| format!("+1{}555{:04}", AREAS[i / 10_000], i % 10_000))
+        .collect()
+}
+
+struct Env {
+    db_url: String,
+    api_port: u16,
+    fake_base: String,
+    fake_account: String,
+    fake_token: String,
+    worker_concurrency: usize,
+}
+
+impl Env {
+    fn spawn(&self, binary: &str, extra: &[(&str, String)]) -> Proc {
+        let api_base = format!("http://127.0.0.1:{}", self.api_port);
+        let mut cmd = std::process::Command::new(sibling_binary(binary));
+        cmd.env_clear()
+            .env("DATABASE_URL", &self.db_url)
+            .env("AMQP_URL", amqp_url())
+            .env("API_LISTEN", format!("127.0.0.1:{}", self.api_port))
+            .env("WORKER_LISTEN", "127.0.0.1:0")
+            .env("PUBLIC_BASE_URL", &api_base)
+            .env("API_KEYS", KEY)
+            .env("VERIFY_SECRET", "bench-secret-0123456789abcdef0123456789")
+            .env("TWILIO_ACCOUNT_SID", &self.fake_account)
+            .env("TWILIO_AUTH_TOKEN", &self.fake_token)
+            .env("TWILIO_FROM", "+15005550006")
+            .env("TWILIO_API_BASE", &self.fake_base)
+            .env("SEND_QUEUE", QUEUE)
+            .env("RATE_LIMITS", "off")
+            .env("SMS_NUMBER_TYPES", "any")
+            .env("WORKER_CONCURRENCY", self.worker_concurrency.to_string())
+            .env("DATABASE_MAX_CONNECTIONS", "32")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        Proc(cmd.spawn().unwrap_or_else(|e| panic!("starting {binary}: {e}")))
+    }
+}
+
+/// A child process that is stopped (SIGTERM, then waited for) when dropped.
+struct Proc(Child);
+
+impl Proc {
+    /// Peak resident memory (`VmHWM`), in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+async fn submitted(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM verifications WHERE delivery_status IN ('submitted', 'sent', 'delivered')")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+/// Lets `workers` fresh workers drain the queue until `target` verifications are submitted.
+async fn drain(env: &Env, pool: &PgPool, workers: usize, target: i64, jobs: usize, latency: Duration) -> Drain {
+    let started = Instant::now();
+    let children: Vec<Proc> = (0..workers).map(|_| env.spawn("verify-worker", &[])).collect();
+    while submitted(pool).await < target {
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the drain did not finish in 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    let peak_rss_kib = children.iter().map(Proc::peak_rss_kib).collect();
+    drop(children);
+    let since = target - jobs as i64;
+    let q: Vec<f64> = sqlx::query_scalar(
+        "SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99, 1.0]) WITHIN GROUP (ORDER BY extract(epoch FROM a.finished_at - v.created_at)) \
+         FROM send_attempts a JOIN verifications v ON v.id = a.verification_id \
+         WHERE a.outcome = 'submitted' AND v.seq > (SELECT coalesce(min(seq), 0) + $1 - 1 FROM verifications)",
+    )
+    .bind(since)
+    .fetch_one(pool)
+    .await
+    .unwrap_or_else(|_| vec![0.0; 4]);
+    let bound = workers as f64 * env.worker_concurrency as f64 / latency.as_secs_f64();
+    Drain {
+        workers,
+        jobs,
+        elapsed,
+        bound,
+        to_submitted: [q[0], q[1], q[2], q[3]],
+        peak_rss_kib,
+    }
+}
+
+async fn fresh_database() -> anyhow::Result<(String, PgPool)> {
+    let admin = admin_database_url();
+    let mut conn = PgConnection::connect(&admin).await?;
+    sqlx::query("DROP DATABASE IF EXISTS verify_bench WITH (FORCE)")
+        .execute(&mut conn)
+        .await?;
+    sqlx::query("CREATE DATABASE verify_bench").execute(&mut conn).await?;
+    let url = format!(
+        "{}/verify_bench",
+        admin.rsplit_once('/').map_or(admin.as_str(), |(s, _)| s)
+    );
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(32)
+        .connect(&url)
+        .await?;
+    common::db::migrate(&pool).await?;
+    Ok((url, pool))
+}
+
+async fn delete_queues() -> anyhow::Result<()> {
+    let conn = common::broker::connect(&amqp_url(), "bench").await?;
+    let channel = conn.create_channel().await?;
+    for q in common::broker::Topology::new(QUEUE)
+        .map_err(anyhow::Error::msg)?
+        .queues()
+    {
+        channel.queue_delete(q.as_str().into(), Default::default()).await?;
+    }
+    conn.close(200, "ok".into()).await?;
+    Ok(())
+}
+
+fn machine(pg_version: &str) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024 / 1024);
+    format!(
+        "{cores} cores ({cpu}), {mem} GiB; {pg_version}; RabbitMQ on localhost; load generator, fake Twilio, API and workers on the same machine"
+    )
+}
+
+async fn run(a: Args) -> anyhow::Result<Report> {
+    let (db_url, pool) = fresh_database().await?;
+    delete_queues().await?;
+    let fake = FakeTwilio::start(FakeConfig {
+        callbacks: false,
+        ..FakeConfig::default()
+    })
+    .await;
+    fake.set_latency(a.twilio_latency);
+    let pg_version: String = sqlx::query_scalar("SELECT split_part(version(), ' on ', 1)")
+        .fetch_one(&pool)
+        .await?;
+    let mut report = Report {
+        machine: machine(&pg_version),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        n: a.n,
+        concurrency: a.concurrency,
+        twilio_latency: a.twilio_latency,
+        worker_concurrency: a.worker_concurrency,
+        ..Report::default()
+    };
+    println!("measuring the raw limits ({} s each)…", a.raw_run.as_secs());
+    report.raw = raw::measure(&pool, &amqp_url(), a.concurrency, a.raw_run).await?;
+
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let env = Env {
+        db_url,
+        api_port,
+        fake_base: fake.base_url.clone(),
+        fake_account: fake.config().account_sid.clone(),
+        fake_token: fake.config().auth_token.clone(),
+        worker_concurrency: a.worker_concurrency,
+    };
+    let api = env.spawn("verify-api", &[]);
+    let base = format!("http://127.0.0.1:{api_port}");
+    let ready = Instant::now();
+    while reqwest::get(format!("{base}/readyz"))
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        anyhow::ensure!(
+            ready.elapsed() < Duration::from_secs(30),
+            "verify-api did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let start_url = format!("{base}/v1/verifications");
+    let bodies = |phones: &[String]| phones.iter().map(|p| json!({"phone_number": p})).collect::<Vec<_>>();
+
+    let first = numbers(0, a.n);
+    println!("burst of {} starts at concurrency {}…", a.n, a.concurrency);
+    report.starts = post_all(&start_url, KEY, bodies(&first), a.concurrency, 202).await;
+    println!("draining with 1 worker…");
+    report.one_worker = drain(&env, &pool, 1, a.n as i64, a.n, a.twilio_latency).await;
+
+    let second = numbers(a.n, a.n);
+    println!("second burst, draining with 2 workers…");
+    let again = post_all(&start_url, KEY, bodies(&second), a.concurrency, 202).await;
+    anyhow::ensure!(again.errors == 0, "{} starts of the second burst failed", again.errors);
+    report.two_workers = drain(&env, &pool, 2, 2 * a.n as i64, a.n, a.twilio_latency).await;
+
+    println!("{} checks at concurrency {}…", a.n, a.concurrency);
+    let checks: Vec<_> = first
+        .iter()
+        .map(|p| json!({"phone_number": p, "code": "0000000"[..6].to_string()}))
+        .collect();
+    report.checks = post_all(
+        &format!("{base}/v1/verifications/check"),
+        KEY,
+        checks,
+        a.concurrency,
+        200,
+    )
+    .await;
+    report.api_peak_rss_kib = api.peak_rss_kib();
+    drop(api);
+
+    let messages = fake.messages();
+    let mut per_number = std::collections::HashMap::<&str, usize>::new();
+    for m in &messages {
+        *per_number.entry(m.to.as_str()).or_default() += 1;
+    }
+    let all: Vec<&String> = first.iter().chain(&second).collect();
+    report.sms_expected = all.len();
+    report.sms_sent = all.iter().filter(|p| per_number.get(p.as_str()) == Some(&1)).count();
+    report.numbers_texted_twice = per_number.values().filter(|n| **n > 1).count();
+    report.numbers_never_texted = all.iter().filter(|p| !per_number.contains_key(p.as_str())).count();
+    delete_queues().await?;
+    Ok(report)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let path = a.markdown.clone();
+    match run(a).await {
+        Ok(report) => {
+            let text = report.markdown();
+            println!("\n{text}");
+            if let Err(e) = std::fs::write(&path, &text) {
+                eprintln!("bench: cannot write {path}: {e}");
+                return ExitCode::FAILURE;
+            }
+            println!("written to {path}");
+            if report.outcome_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
