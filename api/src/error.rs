@@ -85,7 +85,11 @@ impl From<sqlx::Error> for ApiError {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => Self::Unavailable(e.into()),
-            sqlx::Error::Database(ref db) if db.code().is_some_and(|c| c.starts_with("57") || c.starts_with("08")) => {
+            sqlx::Error::Database(ref db)
+                if db
+                    .code()
+                    .is_some_and(|c| ["57", "08", "3D", "28"].iter().any(|class| c.starts_with(class))) =>
+            {
                 Self::Unavailable(e.into())
             }
             _ => Self::Internal(e.into()),

@@ -65,3 +65,42 @@ pub async fn relay_once(state: &AppState) -> anyhow::Result<usize> {
     }
     Ok(published)
 }
+
+/// Deletes the outbox rows of confirmed jobs in batches, off the request path.
+///
+/// A start whose number had no pending verification has nothing to supersede, so after the
+/// confirm only its outbox row is left to drop; doing that per request would cost a second
+/// commit per start. The settler collects the ids and deletes them together, every few
+/// milliseconds under load. If this process dies with ids not yet deleted, the relay
+/// publishes those jobs once more after `OUTBOX_RELAY_AFTER_SECONDS`, and the worker's claim
+/// sees they were sent: the price is a wasted message, not a second SMS.
+#[derive(Clone)]
+pub struct Settler {
+    tx: tokio::sync::mpsc::UnboundedSender<uuid::Uuid>,
+}
+
+/// Most ids deleted by one statement.
+const SETTLE_BATCH: usize = 1000;
+
+impl Settler {
+    /// Starts the task; it runs until every sender is gone, then deletes what is left.
+    pub fn spawn(pool: sqlx::PgPool) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<uuid::Uuid>();
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(SETTLE_BATCH);
+            while rx.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
+                if let Err(e) = repo::delete_outbox_rows(&pool, &batch).await {
+                    tracing::warn!(error = %e, rows = batch.len(), "could not delete settled outbox rows; the relay will publish them again");
+                }
+                batch.clear();
+            }
+        });
+        (Self { tx }, task)
+    }
+
+    /// Queues the outbox row of a confirmed job for deletion.
+    pub fn settle(&self, id: uuid::Uuid) {
+        // Fails only once the task is gone (shutting down): the relay covers the row.
+        let _ = self.tx.send(id);
+    }
+}

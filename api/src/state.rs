@@ -23,12 +23,14 @@ pub struct Inner {
     pub hasher: CodeHasher,
     pub metrics: PrometheusHandle,
     pub api_keys: ApiKeys,
+    pub settler: crate::outbox::Settler,
 }
 
 impl AppState {
     pub fn new(config: ApiConfig, pool: PgPool, publisher: Publisher, metrics: PrometheusHandle) -> Self {
         let api_keys = ApiKeys::new(&config.api_keys);
         let hasher = CodeHasher::new(config.verify_secret.clone());
+        let (settler, _) = crate::outbox::Settler::spawn(pool.clone());
         Self(Arc::new(Inner {
             config,
             pool,
@@ -36,6 +38,7 @@ impl AppState {
             hasher,
             metrics,
             api_keys,
+            settler,
         }))
     }
 }

@@ -102,19 +102,22 @@ pub async fn insert(pool: &PgPool, new: &NewVerification<'_>) -> sqlx::Result<Ve
 
 /// Stores a verification and its send job in the outbox, in one statement: from here on
 /// the job cannot be lost, even if this process dies before the broker confirms it (the
-/// outbox relay publishes it after `relay_after_seconds`).
+/// outbox relay publishes it after `relay_after_seconds`). Also tells whether the number
+/// already had a pending verification (which the new one supersedes).
 pub async fn insert_with_outbox(
     pool: &PgPool,
     new: &NewVerification<'_>,
     sealed_code: &[u8],
     relay_after_seconds: i64,
-) -> sqlx::Result<Verification> {
+) -> sqlx::Result<(Verification, bool)> {
     let row = sqlx::query(concat!(
         "WITH job AS ( \
            INSERT INTO outbox (verification_id, sealed_code, request_id, relay_after) \
            VALUES ($1, $7, $5, now() + make_interval(secs => $8))) \
          INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) RETURNING ",
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) RETURNING \
+           EXISTS (SELECT 1 FROM verifications o WHERE o.phone_number = $2 AND o.status = 'pending') \
+             AS supersedes, ",
         columns!()
     ))
     .bind(new.id)
@@ -127,7 +130,16 @@ pub async fn insert_with_outbox(
     .bind(relay_after_seconds as f64)
     .fetch_one(pool)
     .await?;
-    Verification::from_row(&row)
+    Ok((Verification::from_row(&row)?, row.try_get("supersedes")?))
+}
+
+/// Drops the outbox rows of jobs the broker confirmed, in one statement.
+pub async fn delete_outbox_rows(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<u64> {
+    let done = sqlx::query("DELETE FROM outbox WHERE verification_id = ANY($1)")
+        .bind(ids)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 /// After the broker confirmed a verification's job: drops its outbox row and cancels every

@@ -156,7 +156,7 @@ pub async fn start(
     };
     let sealed = state.hasher.seal(id, &code);
     let relay_after = state.config.outbox_relay_after.as_secs() as i64;
-    let verification = repo::insert_with_outbox(&state.pool, &new, &sealed, relay_after).await?;
+    let (verification, supersedes) = repo::insert_with_outbox(&state.pool, &new, &sealed, relay_after).await?;
 
     let job = SendJob::new(id, code.expose().to_owned(), request_id);
     if let Err(publish_error) = state.publisher.publish(&job).await {
@@ -166,13 +166,18 @@ pub async fn start(
         }
         return Err(ApiError::Unavailable(publish_error));
     }
-    match repo::confirm_published(&state.pool, &verification).await {
-        Ok(n) if n > 0 => tracing::info!(canceled = n, "superseded older verifications"),
-        Ok(_) => {}
-        // The job is confirmed, so the start stands. The outbox row stays and the relay will
-        // publish the job once more (the worker sends it once); a check only ever looks at
-        // the newest pending verification, so an older one left pending cannot be approved.
-        Err(e) => tracing::warn!(error = %e, "could not settle the outbox after the confirm"),
+    if supersedes {
+        // The number had a pending verification: cancel it now, so its SMS is not sent if
+        // still queued and its code is refused from here on.
+        match repo::confirm_published(&state.pool, &verification).await {
+            Ok(n) => tracing::info!(canceled = n, "superseded older verifications"),
+            // The job is confirmed, so the start stands. The outbox row stays and the relay
+            // will publish the job once more (the worker sends it once); a check only ever
+            // looks at the newest pending verification, so the older one cannot be approved.
+            Err(e) => tracing::warn!(error = %e, "could not settle the outbox after the confirm"),
+        }
+    } else {
+        state.settler.settle(id);
     }
     metrics::counter!(names::VERIFICATIONS_STARTED).increment(1);
     tracing::info!(phone = %phone.masked(), "verification started");
