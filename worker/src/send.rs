@@ -195,13 +195,22 @@ impl SendContext {
                 Err(_) => {}
             }
         }
-        self.finish(row, outcome, &result, sid.as_deref()).await?;
+        match sid.as_deref() {
+            // The common case: the call's end and the submitted mark in one statement.
+            Some(sid) if decision == Decision::Success && result.outcome == CallOutcome::Created => {
+                repo::finish_submitted(&self.pool, id, sid, row).await?;
+            }
+            Some(sid) if decision == Decision::Success => {
+                self.finish(row, outcome, &result, Some(sid)).await?;
+                repo::mark_submitted(&self.pool, id, sid).await?;
+            }
+            _ => self.finish(row, outcome, &result, sid.as_deref()).await?,
+        }
         let code = twilio_code(&result).map_or_else(|| "none".to_owned(), |c| c.to_string());
         metrics::counter!(names::SEND_ATTEMPTS, "outcome" => outcome, "twilio_code" => code).increment(1);
         tracing::info!(attempt = send.recorded, outcome, to = %mask(&send.phone), "twilio call");
         Ok(match (decision, sid) {
             (Decision::Success, Some(sid)) => {
-                repo::mark_submitted(&self.pool, id, &sid).await?;
                 let took = OffsetDateTime::now_utc() - send.created_at;
                 metrics::histogram!(names::TIME_TO_SUBMITTED).record(took.as_seconds_f64().max(0.0));
                 Called::Done(JobOutcome::Submitted { sid })

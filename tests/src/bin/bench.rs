@@ -100,7 +100,10 @@ impl Env {
             .env("SMS_NUMBER_TYPES", "any")
             .env("WORKER_CONCURRENCY", self.worker_concurrency.to_string())
             // PostgreSQL allows 100 connections: the API, two workers and the bench stay under.
-            .env("DATABASE_MAX_CONNECTIONS", if binary == "verify-api" { "24" } else { "16" })
+            .env(
+                "DATABASE_MAX_CONNECTIONS",
+                if binary == "verify-api" { "24" } else { "16" },
+            )
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
