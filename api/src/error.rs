@@ -76,23 +76,28 @@ impl ApiError {
     }
 }
 
+/// Whether a database error means the database cannot be reached (an outage) rather than a bug.
+pub fn is_outage(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| ["57", "08", "3D", "28"].iter().any(|class| c.starts_with(class))),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     /// A database that cannot be reached is an outage (503); anything else is a bug (500).
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(e.into()),
-            sqlx::Error::Database(ref db)
-                if db
-                    .code()
-                    .is_some_and(|c| ["57", "08", "3D", "28"].iter().any(|class| c.starts_with(class))) =>
-            {
-                Self::Unavailable(e.into())
-            }
-            _ => Self::Internal(e.into()),
+        if is_outage(&e) {
+            Self::Unavailable(e.into())
+        } else {
+            Self::Internal(e.into())
         }
     }
 }

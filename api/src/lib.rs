@@ -4,6 +4,7 @@
 pub mod abuse;
 pub mod app;
 mod auth;
+mod batch;
 pub mod config;
 mod error;
 mod extract;

@@ -24,6 +24,7 @@ pub struct Inner {
     pub metrics: PrometheusHandle,
     pub api_keys: ApiKeys,
     pub settler: crate::outbox::Settler,
+    pub starts: crate::batch::StartWriter,
 }
 
 impl AppState {
@@ -31,6 +32,7 @@ impl AppState {
         let api_keys = ApiKeys::new(&config.api_keys);
         let hasher = CodeHasher::new(config.verify_secret.clone());
         let (settler, _) = crate::outbox::Settler::spawn(pool.clone());
+        let starts = crate::batch::StartWriter::spawn(pool.clone(), config.outbox_relay_after.as_secs() as i64);
         Self(Arc::new(Inner {
             config,
             pool,
@@ -39,6 +41,7 @@ impl AppState {
             metrics,
             api_keys,
             settler,
+            starts,
         }))
     }
 }

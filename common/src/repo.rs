@@ -100,37 +100,65 @@ pub async fn insert(pool: &PgPool, new: &NewVerification<'_>) -> sqlx::Result<Ve
     Verification::from_row(&row)
 }
 
-/// Stores a verification and its send job in the outbox, in one statement: from here on
-/// the job cannot be lost, even if this process dies before the broker confirms it (the
-/// outbox relay publishes it after `relay_after_seconds`). Also tells whether the number
-/// already had a pending verification (which the new one supersedes).
-pub async fn insert_with_outbox(
+/// A verification and its sealed code, owned, for [`insert_batch_with_outbox`].
+#[derive(Debug, Clone)]
+pub struct NewRow {
+    pub id: Uuid,
+    pub phone_number: String,
+    pub code_hmac: Vec<u8>,
+    pub max_check_attempts: i32,
+    pub ttl_seconds: f64,
+    pub request_id: Option<String>,
+    pub sealed_code: Vec<u8>,
+}
+
+/// Stores verifications and their send jobs in the outbox, in one statement (one commit),
+/// in the order given: from here on no job can be lost, even if this process dies before
+/// the broker confirms it (the outbox relay publishes it after `relay_after_seconds`). Also
+/// tells, for each, whether its number already had a pending verification (which it
+/// supersedes).
+pub async fn insert_batch_with_outbox(
     pool: &PgPool,
-    new: &NewVerification<'_>,
-    sealed_code: &[u8],
+    rows: &[NewRow],
     relay_after_seconds: i64,
-) -> sqlx::Result<(Verification, bool)> {
-    let row = sqlx::query(concat!(
-        "WITH job AS ( \
+) -> sqlx::Result<Vec<(Verification, bool)>> {
+    let stored = sqlx::query(concat!(
+        "WITH input AS ( \
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[], $5::float8[], $6::text[], $7::bytea[]) \
+             WITH ORDINALITY AS t(id, phone_number, code_hmac, max_check_attempts, ttl, request_id, sealed_code, n)), \
+         job AS ( \
            INSERT INTO outbox (verification_id, sealed_code, request_id, relay_after) \
-           VALUES ($1, $7, $5, now() + make_interval(secs => $8))) \
-         INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) RETURNING \
-           EXISTS (SELECT 1 FROM verifications o WHERE o.phone_number = $2 AND o.status = 'pending') \
-             AS supersedes, ",
-        columns!()
+           SELECT id, sealed_code, request_id, now() + make_interval(secs => $8) FROM input), \
+         stored AS ( \
+           INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, expires_at) \
+           SELECT id, phone_number, code_hmac, max_check_attempts, request_id, now() + make_interval(secs => ttl) \
+           FROM input ORDER BY n RETURNING ",
+        columns!(),
+        ") \
+         SELECT stored.*, EXISTS (SELECT 1 FROM verifications o \
+                                  WHERE o.phone_number = stored.phone_number AND o.status = 'pending') AS supersedes \
+         FROM stored"
     ))
-    .bind(new.id)
-    .bind(new.phone_number)
-    .bind(new.code_hmac)
-    .bind(new.max_check_attempts)
-    .bind(new.request_id)
-    .bind(new.ttl_seconds as f64)
-    .bind(sealed_code)
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.phone_number.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.code_hmac.as_slice()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.max_check_attempts).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.ttl_seconds).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.request_id.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.sealed_code.as_slice()).collect::<Vec<_>>())
     .bind(relay_after_seconds as f64)
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await?;
-    Ok((Verification::from_row(&row)?, row.try_get("supersedes")?))
+    let mut by_id: std::collections::HashMap<Uuid, (Verification, bool)> = stored
+        .iter()
+        .map(|row| Ok((Verification::from_row(row)?, row.try_get("supersedes")?)))
+        .collect::<sqlx::Result<Vec<_>>>()?
+        .into_iter()
+        .map(|(v, s)| (v.id, (v, s)))
+        .collect();
+    rows.iter()
+        .map(|r| by_id.remove(&r.id).ok_or_else(|| sqlx::Error::RowNotFound))
+        .collect()
 }
 
 /// Drops the outbox rows of jobs the broker confirmed, in one statement.

@@ -330,6 +330,54 @@ impl TestApp {
         (child, log)
     }
 
+    /// Starts `verify-api` and `verify-worker` as processes on free ports, with this app's
+    /// settings plus `extra`, and waits until the API is ready and the worker consumes.
+    pub async fn spawn_service_processes(&self, extra: &[(&str, &str)]) -> ServiceProcesses {
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (api_port, worker_port) = (free_port(), free_port());
+        let api_base = format!("http://127.0.0.1:{api_port}");
+        let worker_base = format!("http://127.0.0.1:{worker_port}");
+        let (api_listen, worker_listen) = (format!("127.0.0.1:{api_port}"), format!("127.0.0.1:{worker_port}"));
+        let mut overrides = vec![
+            ("API_LISTEN", api_listen.as_str()),
+            ("WORKER_LISTEN", worker_listen.as_str()),
+            ("PUBLIC_BASE_URL", api_base.as_str()),
+        ];
+        overrides.extend_from_slice(extra);
+        let (api, api_log) = self.spawn_process("verify-api", &overrides);
+        let (worker, worker_log) = self.spawn_process("verify-worker", &overrides);
+        self.wait_for_consumers(1).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self
+            .http
+            .get(format!("{api_base}/readyz"))
+            .send()
+            .await
+            .map_or(true, |r| r.status() != 200)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the API process never became ready (log {})",
+                api_log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ServiceProcesses {
+            api,
+            worker,
+            api_base,
+            worker_base,
+            api_log,
+            worker_log,
+        }
+    }
+
     /// This app's queues.
     pub fn topology(&self) -> common::broker::Topology {
         common::broker::Topology::new(&self.queue).expect("test queue name")
@@ -414,6 +462,33 @@ impl TestApp {
         if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
             let drop_db = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database_name);
             drop(sqlx::query(sqlx::AssertSqlSafe(drop_db)).execute(&mut conn).await);
+        }
+    }
+}
+
+/// `verify-api` and `verify-worker` running as processes.
+pub struct ServiceProcesses {
+    pub api: std::process::Child,
+    pub worker: std::process::Child,
+    pub api_base: String,
+    pub worker_base: String,
+    pub api_log: std::path::PathBuf,
+    pub worker_log: std::path::PathBuf,
+}
+
+impl ServiceProcesses {
+    /// SIGTERM to both; each must exit 0.
+    pub fn stop(&mut self) {
+        for child in [&mut self.api, &mut self.worker] {
+            std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert_eq!(
+                child.wait().unwrap().code(),
+                Some(0),
+                "a process did not stop cleanly on SIGTERM"
+            );
         }
     }
 }

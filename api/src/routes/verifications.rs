@@ -8,7 +8,7 @@ use common::code::Code;
 use common::job::SendJob;
 use common::metric_names as names;
 use common::phone::PhoneNumber;
-use common::repo::{self, NewVerification, Verification};
+use common::repo::{self, NewRow, Verification};
 use common::status::{DeliveryStatus, VerificationStatus};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -146,17 +146,17 @@ pub async fn start(
     tracing::Span::current().record("verification_id", tracing::field::display(id));
     let code = Code::generate(state.config.code_length);
     let request_id = request_id(&headers);
-    let new = NewVerification {
+    let row = NewRow {
         id,
-        phone_number: phone.as_str(),
-        code_hmac: &state.hasher.digest(id, &code),
+        phone_number: phone.as_str().to_owned(),
+        code_hmac: state.hasher.digest(id, &code),
         max_check_attempts: state.config.max_check_attempts,
-        ttl_seconds: state.config.code_ttl.as_secs() as i64,
-        request_id: request_id.as_deref(),
+        ttl_seconds: state.config.code_ttl.as_secs_f64(),
+        request_id: request_id.clone(),
+        sealed_code: state.hasher.seal(id, &code),
     };
-    let sealed = state.hasher.seal(id, &code);
-    let relay_after = state.config.outbox_relay_after.as_secs() as i64;
-    let (verification, supersedes) = repo::insert_with_outbox(&state.pool, &new, &sealed, relay_after).await?;
+    // With its outbox row, in a statement shared with concurrent starts (api/src/batch.rs).
+    let (verification, supersedes) = state.starts.insert(row).await?;
 
     let job = SendJob::new(id, code.expose().to_owned(), request_id);
     if let Err(publish_error) = state.publisher.publish(&job).await {

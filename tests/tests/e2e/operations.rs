@@ -54,35 +54,9 @@ fn metric_names_in_deploy_files() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_scraped_during_a_burst_show_every_metric_with_sensible_values() {
     let app = spawn_app_with(Options::default().without_worker()).await;
-    let port = |l: std::net::TcpListener| l.local_addr().unwrap().port();
-    let api_port = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-    let worker_port = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-    let api_base = format!("http://127.0.0.1:{api_port}");
-    let worker_base = format!("http://127.0.0.1:{worker_port}");
-    let (api_listen, worker_listen) = (format!("127.0.0.1:{api_port}"), format!("127.0.0.1:{worker_port}"));
-    let overrides = [
-        ("API_LISTEN", api_listen.as_str()),
-        ("WORKER_LISTEN", worker_listen.as_str()),
-        ("PUBLIC_BASE_URL", api_base.as_str()),
-        ("WORKER_CONCURRENCY", "8"),
-    ];
-    let (mut api, _) = app.spawn_process("verify-api", &overrides);
-    let (mut worker, _) = app.spawn_process("verify-worker", &overrides);
-    app.wait_for_consumers(1).await;
+    let mut service = app.spawn_service_processes(&[("WORKER_CONCURRENCY", "8")]).await;
+    let (api_base, worker_base) = (service.api_base.clone(), service.worker_base.clone());
     let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while http
-        .get(format!("{api_base}/readyz"))
-        .send()
-        .await
-        .map_or(true, |r| r.status() != 200)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the API process never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     app.fake.set_latency(Duration::from_millis(150));
     app.fake
         .push_faults([Fault::Unavailable, Fault::InternalErrorAfterCreate]);
@@ -219,13 +193,7 @@ async fn metrics_scraped_during_a_burst_show_every_metric_with_sensible_values()
         "deploy files name metrics the service does not export: {missing:?}"
     );
 
-    for child in [&mut api, &mut worker] {
-        std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert_eq!(child.wait().unwrap().code(), Some(0));
-    }
+    service.stop();
     app.stop().await;
 }
 

@@ -204,17 +204,16 @@ async fn a_start_whose_api_died_before_the_confirm_is_sent_by_the_outbox_relay()
     // What a start leaves when its process dies right after the insert.
     let id = Uuid::new_v4();
     let code = Code::generate(CodeLength::default());
-    let new = NewVerification {
+    let row = repo::NewRow {
         id,
-        phone_number: PHONE,
-        code_hmac: &app.hasher().digest(id, &code),
+        phone_number: PHONE.to_owned(),
+        code_hmac: app.hasher().digest(id, &code),
         max_check_attempts: 5,
-        ttl_seconds: 600,
+        ttl_seconds: 600.0,
         request_id: None,
+        sealed_code: app.hasher().seal(id, &code),
     };
-    repo::insert_with_outbox(&app.pool, &new, &app.hasher().seal(id, &code), 0)
-        .await
-        .unwrap();
+    repo::insert_batch_with_outbox(&app.pool, &[row], 0).await.unwrap();
     let sent = app.wait_for_code(PHONE, 1).await;
     assert_eq!(sent, code.expose());
     let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")

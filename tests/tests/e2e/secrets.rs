@@ -18,42 +18,15 @@ fn has_token(haystack: &str, needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_logs_of_a_full_run_hold_no_code_secret_or_full_phone_number() {
     let app = spawn_app_with(Options::default().without_worker().env("CODE_LENGTH", "8")).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let api_base = format!("http://127.0.0.1:{port}");
-    let listen = format!("127.0.0.1:{port}");
     let debug = "info,verify_api=debug,verify_worker=debug,common=debug,lapin=warn";
-    let overrides = [
-        ("API_LISTEN", listen.as_str()),
-        ("PUBLIC_BASE_URL", api_base.as_str()),
-        ("RUST_LOG", debug),
-    ];
-    let (mut api, api_log) = app.spawn_process("verify-api", &overrides);
-    let (mut worker, worker_log) = app.spawn_process("verify-worker", &overrides);
-    app.wait_for_consumers(1).await;
-    let http = reqwest::Client::new();
+    let mut service = app.spawn_service_processes(&[("RUST_LOG", debug)]).await;
+    let (api_base, http) = (service.api_base.clone(), reqwest::Client::new());
     let post = |path: &str, body: serde_json::Value| {
         http.post(format!("{api_base}{path}"))
             .bearer_auth(API_KEY)
             .json(&body)
             .send()
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while http
-        .get(format!("{api_base}/readyz"))
-        .send()
-        .await
-        .map_or(true, |r| r.status() != 200)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the API process never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     // A run that touches every path: sends, a retry, an ambiguous call, a permanent refusal,
     // wrong and right checks, callbacks, bad input.
@@ -132,14 +105,9 @@ async fn the_logs_of_a_full_run_hold_no_code_secret_or_full_phone_number() {
         .wait_until(Duration::from_secs(20), "callbacks", |f| f.callbacks_sent() >= 6)
         .await;
 
-    for child in [&mut api, &mut worker] {
-        std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert_eq!(child.wait().unwrap().code(), Some(0));
-    }
-    let logs = std::fs::read_to_string(&api_log).unwrap() + &std::fs::read_to_string(&worker_log).unwrap();
+    service.stop();
+    let logs =
+        std::fs::read_to_string(&service.api_log).unwrap() + &std::fs::read_to_string(&service.worker_log).unwrap();
     assert!(
         logs.lines().count() > 30,
         "the run was logged: {} lines",
