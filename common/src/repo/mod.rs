@@ -1,0 +1,29 @@
+//! All SQL on the `verifications`, `outbox`, `send_attempts` and `delivery_events` tables.
+//!
+//! Every state change is one conditional statement, so concurrent API replicas, workers and
+//! callbacks cannot undo each other: a status only changes when the row is still in a state
+//! from which that change is allowed (see [`crate::status`]).
+//!
+//! One file per table or concern; everything is re-exported here as `common::repo::…`.
+
+/// The columns every read returns; a pending row past its expiry reads as `expired`.
+macro_rules! columns {
+    () => {
+        "id, phone_number, \
+         CASE WHEN status = 'pending' AND expires_at <= now() THEN 'expired' ELSE status END AS status, \
+         delivery_status, check_attempts, max_check_attempts, send_attempts, provider_message_sid, \
+         delivery_error_code, request_id, created_at, updated_at, expires_at, seq"
+    };
+}
+
+mod delivery;
+mod health;
+mod outbox;
+mod sends;
+mod verifications;
+
+pub use delivery::*;
+pub use health::*;
+pub use outbox::*;
+pub use sends::*;
+pub use verifications::*;

@@ -1,0 +1,239 @@
+//! The worker's side: the send lease, `send_attempts`, submitted and dead-lettered sends.
+
+use sqlx::{PgPool, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::*;
+use crate::status::{DeliveryStatus, VerificationStatus};
+
+/// The result of a worker's attempt to take a verification's send.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// The send is ours until the lease runs out: the row is now `sending`.
+    Claimed {
+        phone_number: String,
+        created_at: OffsetDateTime,
+        expires_at: OffsetDateTime,
+        send_attempts: i32,
+        /// An earlier call may have reached Twilio without its result being recorded (it was
+        /// ambiguous, or its worker died during it): ask Twilio before sending again.
+        needs_lookup: bool,
+        /// An earlier call got its 201 recorded but the worker failed before marking the
+        /// verification submitted: the SMS is out, under this sid.
+        submitted_sid: Option<String>,
+    },
+    /// Another worker holds the send right now.
+    Busy,
+    /// Nothing to send: the verification is gone, superseded, expired, or already sent.
+    Skip(Option<Verification>),
+}
+
+/// Takes the send of a pending, unexpired verification whose SMS is not yet submitted, in
+/// one conditional update, with a lease of `lease_seconds`: two workers can never call
+/// Twilio for the same verification at once. A lease left by a worker that died runs out.
+pub async fn claim_send(pool: &PgPool, id: Uuid, lease_seconds: f64) -> sqlx::Result<Claim> {
+    let row = sqlx::query(
+        "UPDATE verifications SET delivery_status = 'sending', waiting_in = NULL, \
+           claimed_until = now() + make_interval(secs => $2), updated_at = now() \
+         WHERE id = $1 AND status = 'pending' AND expires_at > now() \
+           AND delivery_status IN ('queued', 'sending') \
+           AND (claimed_until IS NULL OR claimed_until < now()) \
+         RETURNING phone_number, created_at, expires_at, send_attempts, \
+           EXISTS (SELECT 1 FROM send_attempts a WHERE a.verification_id = $1 \
+                   AND a.outcome IN ('in_flight', 'ambiguous')) AS needs_lookup, \
+           (SELECT a.provider_message_sid FROM send_attempts a WHERE a.verification_id = $1 \
+                   AND a.outcome = 'submitted' AND a.provider_message_sid IS NOT NULL LIMIT 1) AS submitted_sid",
+    )
+    .bind(id)
+    .bind(lease_seconds)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(row) = row {
+        return Ok(Claim::Claimed {
+            phone_number: row.try_get("phone_number")?,
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+            send_attempts: row.try_get("send_attempts")?,
+            needs_lookup: row.try_get("needs_lookup")?,
+            submitted_sid: row.try_get("submitted_sid")?,
+        });
+    }
+    let found = find(pool, id).await?;
+    let claimable = found.as_ref().is_some_and(|v| {
+        v.status == VerificationStatus::Pending
+            && matches!(v.delivery_status, DeliveryStatus::Queued | DeliveryStatus::Sending)
+    });
+    Ok(if claimable { Claim::Busy } else { Claim::Skip(found) })
+}
+
+/// Gives the send back while the job waits in the delay queue `queue`, so whoever takes
+/// the job next need not wait for the lease to run out.
+pub async fn release_claim(pool: &PgPool, id: Uuid, queue: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE verifications SET claimed_until = NULL, waiting_in = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(queue)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Records that Twilio call number `attempt` is about to be made (outcome `in_flight`),
+/// counts it on the verification and renews the lease, before the call: if the worker dies
+/// during the call, whoever takes the job next knows to ask Twilio first. Returns the
+/// attempt's row id for [`finish_attempt`].
+pub async fn begin_attempt(
+    pool: &PgPool,
+    id: Uuid,
+    attempt: i32,
+    lease_seconds: f64,
+    worker_id: &str,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "WITH counted AS ( \
+           UPDATE verifications SET send_attempts = GREATEST(send_attempts, $2), \
+             claimed_until = now() + make_interval(secs => $3), updated_at = now() \
+           WHERE id = $1) \
+         INSERT INTO send_attempts (verification_id, attempt, started_at, outcome, worker_id) \
+         VALUES ($1, $2, now(), 'in_flight', $4) RETURNING id",
+    )
+    .bind(id)
+    .bind(attempt)
+    .bind(lease_seconds)
+    .bind(worker_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// How a Twilio call ended, as recorded.
+#[derive(Debug, Clone)]
+pub struct AttemptResult<'a> {
+    pub outcome: &'a str,
+    pub http_status: Option<i32>,
+    pub twilio_error_code: Option<i32>,
+    pub error_message: Option<&'a str>,
+    pub provider_message_sid: Option<&'a str>,
+}
+
+pub async fn finish_attempt(pool: &PgPool, attempt_id: i64, r: &AttemptResult<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE send_attempts SET finished_at = now(), outcome = $2, http_status = $3, \
+           twilio_error_code = $4, error_message = $5, provider_message_sid = $6 \
+         WHERE id = $1",
+    )
+    .bind(attempt_id)
+    .bind(r.outcome)
+    .bind(r.http_status)
+    .bind(r.twilio_error_code)
+    .bind(r.error_message)
+    .bind(r.provider_message_sid)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks earlier in-flight or ambiguous calls as settled by a lookup at Twilio (`found`
+/// tells whether the message was there), so they do not trigger another lookup.
+pub async fn settle_unknown_attempts(pool: &PgPool, id: Uuid, found: bool) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE send_attempts SET outcome = CASE WHEN $2 THEN 'found_at_twilio' ELSE 'not_at_twilio' END \
+         WHERE verification_id = $1 AND outcome IN ('in_flight', 'ambiguous')",
+    )
+    .bind(id)
+    .bind(found)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A verification's attempts, oldest first: `(attempt, outcome, twilio_error_code)`.
+pub async fn attempts(pool: &PgPool, id: Uuid) -> sqlx::Result<Vec<(i32, String, Option<i32>)>> {
+    let rows = sqlx::query(
+        "SELECT attempt, outcome, twilio_error_code FROM send_attempts \
+         WHERE verification_id = $1 ORDER BY attempt, id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+}
+
+/// Records Twilio's 201: the SMS is `submitted` under `message_sid`. Then replays any status
+/// callback that arrived for that sid before this was recorded.
+pub async fn mark_submitted(pool: &PgPool, id: Uuid, message_sid: &str) -> sqlx::Result<()> {
+    submit(pool, id, message_sid, None).await
+}
+
+/// [`mark_submitted`] and the end of the call that got the 201 (attempt row `attempt_id`,
+/// outcome `submitted`), in one statement: one commit fewer on every send.
+pub async fn finish_submitted(pool: &PgPool, id: Uuid, message_sid: &str, attempt_id: i64) -> sqlx::Result<()> {
+    submit(pool, id, message_sid, Some(attempt_id)).await
+}
+
+async fn submit(pool: &PgPool, id: Uuid, message_sid: &str, attempt_id: Option<i64>) -> sqlx::Result<()> {
+    sqlx::query(
+        "WITH call AS ( \
+           UPDATE send_attempts SET finished_at = now(), outcome = 'submitted', http_status = 201, \
+             provider_message_sid = $2 \
+           WHERE id = $4) \
+         UPDATE verifications SET delivery_status = 'submitted', provider_message_sid = $2, \
+           claimed_until = NULL, updated_at = now() \
+         WHERE id = $1 AND delivery_status = ANY($3)",
+    )
+    .bind(id)
+    .bind(message_sid)
+    .bind(DeliveryStatus::predecessors(DeliveryStatus::Submitted))
+    .bind(attempt_id)
+    .execute(pool)
+    .await?;
+    // Twilio may call back before the sid was stored: apply what came early, in order. This
+    // read must come after the commit above: a callback recorded later finds the sid itself.
+    for (status, error_code) in events_for(pool, message_sid).await? {
+        if let Some(next) = DeliveryStatus::from_twilio(&status) {
+            advance_delivery(pool, DeliveryTarget::MessageSid(message_sid), next, error_code).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Records that a job was dead-lettered: its delivery is `failed` with the reason, while
+/// the verification stays `pending` so that an operator can replay the job.
+pub async fn mark_dead_lettered(pool: &PgPool, id: Uuid, reason: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE verifications SET delivery_status = 'failed', dead_letter_reason = $2, \
+           claimed_until = NULL, updated_at = now() \
+         WHERE id = $1 AND delivery_status = ANY($3)",
+    )
+    .bind(id)
+    .bind(reason)
+    .bind(DeliveryStatus::predecessors(DeliveryStatus::Failed))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Makes a dead-lettered verification sendable again, if it is still pending, unexpired and
+/// was never submitted to Twilio. The one place a delivery status moves back (`failed` →
+/// `queued`): an operator's explicit replay.
+pub async fn reset_for_replay(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE verifications SET delivery_status = 'queued', dead_letter_reason = NULL, \
+           claimed_until = NULL, updated_at = now() \
+         WHERE id = $1 AND status = 'pending' AND expires_at > now() \
+           AND provider_message_sid IS NULL AND delivery_status IN ('queued', 'sending', 'failed')",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Calls per worker (`worker_id`, calls), most first.
+pub async fn calls_per_worker(pool: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query("SELECT coalesce(worker_id, '?'), count(*) FROM send_attempts GROUP BY 1 ORDER BY 2 DESC")
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}

@@ -1,0 +1,159 @@
+//! The `verifications` table: storing, reading and checking verifications.
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::status::{DeliveryStatus, VerificationStatus};
+
+/// A verification as stored, with its status as it reads now.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub id: Uuid,
+    pub seq: i64,
+    pub phone_number: String,
+    pub status: VerificationStatus,
+    pub delivery_status: DeliveryStatus,
+    pub check_attempts: i32,
+    pub max_check_attempts: i32,
+    pub send_attempts: i32,
+    pub provider_message_sid: Option<String>,
+    pub delivery_error_code: Option<i32>,
+    pub request_id: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+impl Verification {
+    pub(super) fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            seq: row.try_get("seq")?,
+            phone_number: row.try_get("phone_number")?,
+            status: parse_column(row, "status")?,
+            delivery_status: parse_column(row, "delivery_status")?,
+            check_attempts: row.try_get("check_attempts")?,
+            max_check_attempts: row.try_get("max_check_attempts")?,
+            send_attempts: row.try_get("send_attempts")?,
+            provider_message_sid: row.try_get("provider_message_sid")?,
+            delivery_error_code: row.try_get("delivery_error_code")?,
+            request_id: row.try_get("request_id")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            expires_at: row.try_get("expires_at")?,
+        })
+    }
+}
+
+fn parse_column<T: std::str::FromStr>(row: &PgRow, column: &str) -> sqlx::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text: String = row.try_get(column)?;
+    text.parse().map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+/// What the API stores for a new verification.
+pub struct NewVerification<'a> {
+    pub id: Uuid,
+    pub phone_number: &'a str,
+    pub code_hmac: &'a [u8],
+    pub max_check_attempts: i32,
+    pub ttl_seconds: i64,
+    pub request_id: Option<&'a str>,
+}
+
+/// Stores a verification without a send job (for tests of the worker's side).
+pub async fn insert(pool: &PgPool, new: &NewVerification<'_>) -> sqlx::Result<Verification> {
+    let row = sqlx::query(concat!(
+        "INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) RETURNING ",
+        columns!()
+    ))
+    .bind(new.id)
+    .bind(new.phone_number)
+    .bind(new.code_hmac)
+    .bind(new.max_check_attempts)
+    .bind(new.request_id)
+    .bind(new.ttl_seconds as f64)
+    .fetch_one(pool)
+    .await?;
+    Verification::from_row(&row)
+}
+
+pub async fn find(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Verification>> {
+    let row = sqlx::query(concat!("SELECT ", columns!(), " FROM verifications WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(Verification::from_row).transpose()
+}
+
+/// A check attempt taken from the newest pending, unexpired verification of a number.
+#[derive(Debug, Clone)]
+pub struct ReservedCheck {
+    pub id: Uuid,
+    pub code_hmac: Vec<u8>,
+    /// Attempts used, this one included.
+    pub check_attempts: i32,
+    pub max_check_attempts: i32,
+    pub delivery_status: DeliveryStatus,
+}
+
+/// Counts one check attempt against the newest pending verification of `phone_number`
+/// before the code is compared. Counting first, in one statement, is what keeps parallel
+/// guesses from getting more than `max_check_attempts` comparisons: once the count is
+/// reached no further attempt is handed out. `None`: no verification can be checked.
+pub async fn reserve_check(pool: &PgPool, phone_number: &str) -> sqlx::Result<Option<ReservedCheck>> {
+    let row = sqlx::query(
+        "UPDATE verifications SET check_attempts = check_attempts + 1, updated_at = now() \
+         WHERE id = (SELECT id FROM verifications WHERE phone_number = $1 AND status = 'pending' \
+                     ORDER BY seq DESC LIMIT 1) \
+           AND status = 'pending' AND expires_at > now() AND check_attempts < max_check_attempts \
+         RETURNING id, code_hmac, check_attempts, max_check_attempts, delivery_status",
+    )
+    .bind(phone_number)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        Ok(ReservedCheck {
+            id: row.try_get("id")?,
+            code_hmac: row.try_get("code_hmac")?,
+            check_attempts: row.try_get("check_attempts")?,
+            max_check_attempts: row.try_get("max_check_attempts")?,
+            delivery_status: parse_column(&row, "delivery_status")?,
+        })
+    })
+    .transpose()
+}
+
+/// Approves a pending, unexpired verification. `None` if it stopped being approvable.
+pub async fn approve(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Verification>> {
+    let row = sqlx::query(concat!(
+        "UPDATE verifications SET status = 'approved', updated_at = now() \
+         WHERE id = $1 AND status = 'pending' AND expires_at > now() RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(Verification::from_row).transpose()
+}
+
+/// Locks a verification whose last allowed attempt was wrong.
+pub async fn exhaust(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Verification>> {
+    let row = sqlx::query(concat!(
+        "UPDATE verifications SET status = 'max_attempts_reached', updated_at = now() \
+         WHERE id = $1 AND status = 'pending' RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(Verification::from_row).transpose()
+}
