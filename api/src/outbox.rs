@@ -52,7 +52,7 @@ pub async fn relay_once(state: &AppState) -> anyhow::Result<usize> {
         let (Some(verification), Some(code)) = (pending, code) else {
             // Superseded, expired or approved meanwhile (or sealed under another secret):
             // nothing worth sending.
-            repo::delete_outbox(&state.pool, id).await?;
+            repo::delete_outbox_rows(&state.pool, &[id]).await?;
             continue;
         };
         state
@@ -84,9 +84,9 @@ const SETTLE_BATCH: usize = 1000;
 
 impl Settler {
     /// Starts the task; it runs until every sender is gone, then deletes what is left.
-    pub fn spawn(pool: sqlx::PgPool) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn spawn(pool: sqlx::PgPool) -> Self {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<uuid::Uuid>();
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
             let mut batch = Vec::with_capacity(SETTLE_BATCH);
             while rx.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
                 if let Err(e) = repo::delete_outbox_rows(&pool, &batch).await {
@@ -95,7 +95,7 @@ impl Settler {
                 batch.clear();
             }
         });
-        (Self { tx }, task)
+        Self { tx }
     }
 
     /// Queues the outbox row of a confirmed job for deletion.

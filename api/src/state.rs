@@ -31,7 +31,7 @@ impl AppState {
     pub fn new(config: ApiConfig, pool: PgPool, publisher: Publisher, metrics: PrometheusHandle) -> Self {
         let api_keys = ApiKeys::new(&config.api_keys);
         let hasher = CodeHasher::new(config.verify_secret.clone());
-        let (settler, _) = crate::outbox::Settler::spawn(pool.clone());
+        let settler = crate::outbox::Settler::spawn(pool.clone());
         let starts = crate::batch::StartWriter::spawn(pool.clone(), config.outbox_relay_after.as_secs() as i64);
         Self(Arc::new(Inner {
             config,

@@ -131,15 +131,6 @@ pub async fn take_due_outbox(pool: &PgPool, limit: i64, lease_seconds: i64) -> s
         .collect()
 }
 
-/// Drops an outbox row once its job is confirmed by the broker.
-pub async fn delete_outbox(pool: &PgPool, verification_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM outbox WHERE verification_id = $1")
-        .bind(verification_id)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 /// Removes a verification whose send job never reached the broker (and, by cascade, its
 /// outbox row), so nothing is left pending with no job. Only while its SMS is still `queued`.
 pub async fn discard_unpublished(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
