@@ -177,6 +177,7 @@ impl Application {
             Duration::from_secs(5),
             shutdown.clone(),
         ));
+        let dispatcher = self.state.dispatcher.clone();
         let app = router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let stop = shutdown.clone();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
@@ -188,12 +189,18 @@ impl Application {
         relay.abort();
         janitor.abort();
         monitor.abort();
-        match tokio::time::timeout(grace, server).await {
+        let served = match tokio::time::timeout(grace, server).await {
             Ok(result) => result.context("HTTP server failed"),
             Err(_) => {
                 tracing::warn!("in-flight requests did not finish within the grace period");
                 Ok(())
             }
+        };
+        // Publish what the last starts committed; anything left is the relay's.
+        let left = dispatcher.drain(Duration::from_secs(5)).await;
+        if left > 0 {
+            tracing::warn!(unpublished = left, "send jobs left to the outbox relay at shutdown");
         }
+        served
     }
 }

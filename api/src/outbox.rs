@@ -1,30 +1,39 @@
-//! The outbox relay: publishes the send jobs of starts whose process died (or lost the
-//! broker) between storing the verification and the broker's confirm.
+//! The transactional outbox: how a start's send job gets from PostgreSQL to RabbitMQ.
+//!
+//! A start commits its verification and its send job (an outbox row) in one statement and is
+//! answered then; the [`Dispatcher`] publishes the jobs of each committed batch together,
+//! with publisher confirms, and the [`Settler`] deletes the outbox rows of confirmed jobs in
+//! batches. If the dispatch fails (the broker went away) or this process dies first, the
+//! relay ([`run`]) publishes the rows left behind once they are `OUTBOX_RELAY_AFTER_SECONDS`
+//! old.
 //!
 //! Why an outbox and not a sweeper over `queued` verifications: the job carries the code,
 //! which only the start knew (the database holds an HMAC), so it must be written down with
 //! the verification; and a sweeper cannot tell a job that was never published from one that
 //! waits in a long queue during a burst, so it would re-publish exactly when the queue is
 //! longest. An outbox row exists only until its confirm, so the relay publishes only what
-//! was truly never confirmed. The cost: one more row written and deleted per start (in the
-//! same statements as the verification's insert and the supersede, so no extra round trip).
-//! The relay may publish a job twice (it dies between confirm and delete); the worker's
-//! claim sends it once.
+//! was truly never confirmed. The relay may publish a job twice (it dies between confirm
+//! and delete); the worker's claim sends it once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::broker::Publisher;
 use common::job::SendJob;
+use common::metric_names as names;
 use common::repo;
-use common::status::VerificationStatus;
+use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::state::AppState;
 
-/// Jobs taken per round, and how long a taken job is reserved for this relay.
-const BATCH: i64 = 100;
+/// Jobs taken per relay statement, and how long a taken job is reserved for this relay.
+const RELAY_BATCH: i64 = 500;
 const LEASE_SECONDS: i64 = 60;
 
-/// Runs rounds until `shutdown`, every `interval`.
+/// Runs relay rounds until `shutdown`, every `interval`.
 pub async fn run(state: AppState, interval: Duration, shutdown: CancellationToken) {
     loop {
         tokio::select! {
@@ -39,44 +48,137 @@ pub async fn run(state: AppState, interval: Duration, shutdown: CancellationToke
     }
 }
 
-/// One round: publishes the due jobs, oldest first; returns how many were published.
+/// One round: publishes every due job, oldest first, a batch at a time; returns how many
+/// were published. Stops at the first batch the broker did not fully confirm (what is left
+/// stays due for the next round).
 pub async fn relay_once(state: &AppState) -> anyhow::Result<usize> {
     let mut published = 0;
-    for job in repo::take_due_outbox(&state.pool, BATCH, LEASE_SECONDS).await? {
-        let id = job.verification_id;
-        let verification = repo::find(&state.pool, id).await?;
-        let pending = verification
-            .as_ref()
-            .filter(|v| v.status == VerificationStatus::Pending);
-        let code = state.hasher.unseal(id, &job.sealed_code);
-        let (Some(verification), Some(code)) = (pending, code) else {
+    loop {
+        let taken = repo::take_due_outbox(&state.pool, RELAY_BATCH, LEASE_SECONDS).await?;
+        let more = taken.len() as i64 == RELAY_BATCH;
+        let (mut jobs, mut moot) = (Vec::with_capacity(taken.len()), Vec::new());
+        for row in taken {
+            let id = row.verification_id;
             // Superseded, expired or approved meanwhile (or sealed under another secret):
             // nothing worth sending.
-            repo::delete_outbox_rows(&state.pool, &[id]).await?;
-            continue;
-        };
-        state
-            .publisher
-            .publish(&SendJob::new(id, code.expose().to_owned(), job.request_id))
-            .await?;
-        repo::confirm_published(&state.pool, verification).await?;
-        metrics::counter!(common::metric_names::OUTBOX_RELAYED).increment(1);
-        published += 1;
+            match row.pending.then(|| state.hasher.unseal(id, &row.sealed_code)).flatten() {
+                Some(code) => jobs.push(SendJob::new(id, code.expose().to_owned(), row.request_id)),
+                None => moot.push(id),
+            }
+        }
+        if !moot.is_empty() {
+            repo::delete_outbox_rows(&state.pool, &moot).await?;
+        }
+        let (confirmed, failure) = confirmed_ids(&jobs, state.publisher.publish_all(&jobs).await);
+        repo::delete_outbox_rows(&state.pool, &confirmed).await?;
+        metrics::counter!(names::OUTBOX_RELAYED).increment(confirmed.len() as u64);
+        published += confirmed.len();
+        if let Some(e) = failure {
+            return Err(e.context(format!("{published} jobs published before the failure")));
+        }
+        if !more {
+            return Ok(published);
+        }
     }
-    Ok(published)
+}
+
+/// The ids of the confirmed jobs, and the first failure if any.
+fn confirmed_ids(jobs: &[SendJob], results: Vec<anyhow::Result<()>>) -> (Vec<Uuid>, Option<anyhow::Error>) {
+    let mut failure = None;
+    let mut confirmed = Vec::with_capacity(jobs.len());
+    for (job, result) in jobs.iter().zip(results) {
+        match result {
+            Ok(()) => confirmed.push(job.verification_id),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    (confirmed, failure)
+}
+
+/// Most jobs published together by one dispatcher.
+const DISPATCH_BATCH: usize = 1000;
+/// Dispatchers running at once: while one waits for its confirms, the next batch goes out.
+const DISPATCHERS: usize = 2;
+
+/// Publishes the jobs of committed starts, many at a time, and settles their outbox rows.
+#[derive(Clone)]
+pub struct Dispatcher {
+    tx: mpsc::UnboundedSender<SendJob>,
+    /// Jobs handed over and not yet published or given up.
+    pending: Arc<AtomicUsize>,
+}
+
+impl Dispatcher {
+    pub fn spawn(publisher: Arc<Publisher>, settler: Settler) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(Mutex::new(rx));
+        let pending = Arc::new(AtomicUsize::new(0));
+        for _ in 0..DISPATCHERS {
+            let (publisher, settler, rx, pending) = (
+                Arc::clone(&publisher),
+                settler.clone(),
+                Arc::clone(&rx),
+                Arc::clone(&pending),
+            );
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(DISPATCH_BATCH);
+                while rx.lock().await.recv_many(&mut batch, DISPATCH_BATCH).await > 0 {
+                    let (confirmed, failure) = confirmed_ids(&batch, publisher.publish_all(&batch).await);
+                    if let Some(e) = failure {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            unconfirmed = batch.len() - confirmed.len(),
+                            "send jobs not confirmed by the broker; the outbox relay will publish them"
+                        );
+                    }
+                    for id in confirmed {
+                        settler.settle(id);
+                    }
+                    pending.fetch_sub(batch.len(), Ordering::Relaxed);
+                    batch.clear();
+                }
+            });
+        }
+        Self { tx, pending }
+    }
+
+    /// Queues the jobs of committed starts for publishing.
+    pub fn dispatch(&self, jobs: Vec<SendJob>) {
+        for job in jobs {
+            self.pending.fetch_add(1, Ordering::Relaxed);
+            if self.tx.send(job).is_err() {
+                // Only once the dispatchers are gone (shutting down): the relay covers it.
+                self.pending.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Waits (at most `within`) until every job handed over has been published or given up
+    /// to the relay; for a graceful shutdown. Returns how many are still pending.
+    pub async fn drain(&self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = self.pending.load(Ordering::Relaxed);
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Deletes the outbox rows of confirmed jobs in batches, off the request path.
 ///
-/// A start whose number had no pending verification has nothing to supersede, so after the
-/// confirm only its outbox row is left to drop; doing that per request would cost a second
-/// commit per start. The settler collects the ids and deletes them together, every few
-/// milliseconds under load. If this process dies with ids not yet deleted, the relay
-/// publishes those jobs once more after `OUTBOX_RELAY_AFTER_SECONDS`, and the worker's claim
-/// sees they were sent: the price is a wasted message, not a second SMS.
+/// Deleting each row on its own would cost a commit per start; the settler collects the ids
+/// and deletes them together, every few milliseconds under load. If this process dies with
+/// ids not yet deleted, the relay publishes those jobs once more after
+/// `OUTBOX_RELAY_AFTER_SECONDS`, and the worker's claim sees they were sent: the price is a
+/// wasted message, not a second SMS.
 #[derive(Clone)]
 pub struct Settler {
-    tx: tokio::sync::mpsc::UnboundedSender<uuid::Uuid>,
+    tx: mpsc::UnboundedSender<Uuid>,
 }
 
 /// Most ids deleted by one statement.
@@ -85,7 +187,7 @@ const SETTLE_BATCH: usize = 1000;
 impl Settler {
     /// Starts the task; it runs until every sender is gone, then deletes what is left.
     pub fn spawn(pool: sqlx::PgPool) -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<uuid::Uuid>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Uuid>();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(SETTLE_BATCH);
             while rx.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
@@ -99,7 +201,7 @@ impl Settler {
     }
 
     /// Queues the outbox row of a confirmed job for deletion.
-    pub fn settle(&self, id: uuid::Uuid) {
+    pub fn settle(&self, id: Uuid) {
         // Fails only once the task is gone (shutting down): the relay covers the row.
         let _ = self.tx.send(id);
     }

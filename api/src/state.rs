@@ -19,11 +19,11 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub config: ApiConfig,
     pub pool: PgPool,
-    pub publisher: Publisher,
+    pub publisher: Arc<Publisher>,
     pub hasher: CodeHasher,
     pub metrics: PrometheusHandle,
     pub api_keys: ApiKeys,
-    pub settler: crate::outbox::Settler,
+    pub dispatcher: crate::outbox::Dispatcher,
     pub starts: crate::batch::StartWriter,
 }
 
@@ -31,8 +31,14 @@ impl AppState {
     pub fn new(config: ApiConfig, pool: PgPool, publisher: Publisher, metrics: PrometheusHandle) -> Self {
         let api_keys = ApiKeys::new(&config.api_keys);
         let hasher = CodeHasher::new(config.verify_secret.clone());
+        let publisher = Arc::new(publisher);
         let settler = crate::outbox::Settler::spawn(pool.clone());
-        let starts = crate::batch::StartWriter::spawn(pool.clone(), config.outbox_relay_after.as_secs() as i64);
+        let dispatcher = crate::outbox::Dispatcher::spawn(Arc::clone(&publisher), settler);
+        let starts = crate::batch::StartWriter::spawn(
+            pool.clone(),
+            config.outbox_relay_after.as_secs() as i64,
+            dispatcher.clone(),
+        );
         Self(Arc::new(Inner {
             config,
             pool,
@@ -40,7 +46,7 @@ impl AppState {
             hasher,
             metrics,
             api_keys,
-            settler,
+            dispatcher,
             starts,
         }))
     }

@@ -286,6 +286,33 @@ impl Publisher {
         publish_confirmed(&channel, queue, &job.to_bytes(), job_properties(job), self.timeout).await
     }
 
+    /// Publishes jobs to the send queue all at once (every message in flight before the
+    /// first confirm is awaited, so the broker confirms them together) and returns one
+    /// result per job, in order. The whole call takes at most the publish timeout.
+    pub async fn publish_all(&self, jobs: &[SendJob]) -> Vec<anyhow::Result<()>> {
+        let channel = match self.channel().await {
+            Ok(channel) => channel,
+            Err(e) => {
+                let text = format!("{e:#}");
+                return jobs.iter().map(|_| Err(anyhow!(text.clone()))).collect();
+            }
+        };
+        let until = tokio::time::Instant::now() + self.timeout;
+        let queue = self.topology.send_queue();
+        let mut confirms = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            confirms.push(send(&channel, queue, &job.to_bytes(), job_properties(job), until).await);
+        }
+        let mut results = Vec::with_capacity(jobs.len());
+        for confirm in confirms {
+            results.push(match confirm {
+                Ok(confirm) => await_confirm(confirm, until).await,
+                Err(e) => Err(e),
+            });
+        }
+        results
+    }
+
     /// Whether the broker answers now (used by `/readyz`).
     pub async fn is_ready(&self) -> bool {
         self.channel().await.is_ok()
@@ -311,24 +338,38 @@ pub async fn publish_confirmed(
     properties: BasicProperties,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let confirm = tokio::time::timeout(timeout, async {
-        channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                payload,
-                properties,
-            )
-            .await?
-            .await
-    })
+    let until = tokio::time::Instant::now() + timeout;
+    let confirm = send(channel, queue, payload, properties, until).await?;
+    await_confirm(confirm, until).await
+}
+
+/// Hands one mandatory message to the channel; the returned future resolves with the
+/// broker's confirm.
+async fn send(
+    channel: &Channel,
+    queue: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+    until: tokio::time::Instant,
+) -> anyhow::Result<lapin::PublisherConfirm> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    tokio::time::timeout_at(
+        until,
+        channel.basic_publish("".into(), queue.into(), options, payload, properties),
+    )
     .await
-    .map_err(|_| anyhow!("timed out waiting for the broker's confirm"))?
-    .context("Failed to publish")?;
+    .map_err(|_| anyhow!("timed out handing the message to the broker"))?
+    .context("Failed to publish")
+}
+
+async fn await_confirm(confirm: lapin::PublisherConfirm, until: tokio::time::Instant) -> anyhow::Result<()> {
+    let confirm = tokio::time::timeout_at(until, confirm)
+        .await
+        .map_err(|_| anyhow!("timed out waiting for the broker's confirm"))?
+        .context("Failed to publish")?;
     if !confirm.is_ack() {
         return Err(anyhow!("the broker refused the message (nack)"));
     }

@@ -110,12 +110,11 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `POST /v1/verifications`: store the verification with its send job in the outbox, publish
-/// the job, and answer 202 only once the broker confirmed it. A failed publish removes the
-/// verification again (503), so nothing is left pending without a job and no SMS goes out
-/// for a 503; if this process dies before the confirm, the outbox relay publishes the job.
-/// Older pending verifications of the number are canceled only after the confirm, so a
-/// failed start leaves the previous code working.
+/// `POST /v1/verifications`: store the verification with its send job (the transactional
+/// outbox, one statement shared with concurrent starts) and answer 202 once that commit is
+/// made; the job is published moments later ([`crate::outbox`]). The same statement cancels
+/// older pending verifications of the number. While the broker is known to be down, starts
+/// are refused (503) and nothing is stored, rather than piling up jobs for the relay.
 #[utoipa::path(
     post,
     path = "/v1/verifications",
@@ -123,7 +122,7 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
     request_body = StartRequest,
     security(("bearer" = [])),
     responses(
-        (status = 202, description = "Stored, and its SMS job confirmed by the broker", body = Started),
+        (status = 202, description = "Stored, with its SMS job committed in the same transaction", body = Started),
         (status = 400, description = "`invalid_phone_number` or `invalid_request`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`country_not_allowed`", body = ErrorBody),
@@ -142,6 +141,7 @@ pub async fn start(
 ) -> Result<impl IntoResponse, ApiError> {
     let phone = parse_phone(&req.phone_number)?;
     abuse::admit_start(&state, &phone, ip).await?;
+    state.publisher.channel().await.map_err(ApiError::Unavailable)?;
     let id = Uuid::new_v4();
     tracing::Span::current().record("verification_id", tracing::field::display(id));
     let code = Code::generate(state.config.code_length);
@@ -155,29 +155,10 @@ pub async fn start(
         request_id: request_id.clone(),
         sealed_code: state.hasher.seal(id, &code),
     };
-    // With its outbox row, in a statement shared with concurrent starts (api/src/batch.rs).
-    let (verification, supersedes) = state.starts.insert(row).await?;
-
     let job = SendJob::new(id, code.expose().to_owned(), request_id);
-    if let Err(publish_error) = state.publisher.publish(&job).await {
-        if let Err(e) = repo::discard_unpublished(&state.pool, id).await {
-            // The outbox row stays with it: the relay will still send this one.
-            tracing::error!(error = %e, "could not remove a verification whose job was not published");
-        }
-        return Err(ApiError::Unavailable(publish_error));
-    }
-    if supersedes {
-        // The number had a pending verification: cancel it now, so its SMS is not sent if
-        // still queued and its code is refused from here on.
-        match repo::confirm_published(&state.pool, &verification).await {
-            Ok(n) => tracing::info!(canceled = n, "superseded older verifications"),
-            // The job is confirmed, so the start stands. The outbox row stays and the relay
-            // will publish the job once more (the worker sends it once); a check only ever
-            // looks at the newest pending verification, so the older one cannot be approved.
-            Err(e) => tracing::warn!(error = %e, "could not settle the outbox after the confirm"),
-        }
-    } else {
-        state.settler.settle(id);
+    let (verification, superseded) = state.starts.insert(row, job).await?;
+    if superseded > 0 {
+        tracing::info!(canceled = superseded, "superseded older verifications");
     }
     metrics::counter!(names::VERIFICATIONS_STARTED).increment(1);
     tracing::info!(phone = %phone.masked(), "verification started");

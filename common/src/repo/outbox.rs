@@ -20,18 +20,32 @@ pub struct NewRow {
 
 /// Stores verifications and their send jobs in the outbox, in one statement (one commit),
 /// in the order given: from here on no job can be lost, even if this process dies before
-/// the broker confirms it (the outbox relay publishes it after `relay_after_seconds`). Also
-/// tells, for each, whether its number already had a pending verification (which it
-/// supersedes).
+/// the broker confirms it (the outbox relay publishes it after `relay_after_seconds`).
+///
+/// The same statement supersedes every older pending verification of these numbers: they
+/// become `canceled` (or `expired` if past their expiry), so their SMS is skipped if still
+/// queued, their codes are refused, and their outbox rows go. The numbers of one call must
+/// be distinct (the caller splits duplicates over successive calls): the update sees the
+/// table as it was before the statement, so it cannot see rows inserted by the same call.
+/// Returns each stored verification with how many older ones it superseded.
 pub async fn insert_batch_with_outbox(
     pool: &PgPool,
     rows: &[NewRow],
     relay_after_seconds: i64,
-) -> sqlx::Result<Vec<(Verification, bool)>> {
+) -> sqlx::Result<Vec<(Verification, i64)>> {
     let stored = sqlx::query(concat!(
         "WITH input AS ( \
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[], $5::float8[], $6::text[], $7::bytea[]) \
              WITH ORDINALITY AS t(id, phone_number, code_hmac, max_check_attempts, ttl, request_id, sealed_code, n)), \
+         superseded AS ( \
+           UPDATE verifications SET \
+             status = CASE WHEN expires_at <= now() THEN 'expired' ELSE 'canceled' END, \
+             delivery_status = CASE WHEN delivery_status <> 'queued' THEN delivery_status \
+                                    WHEN expires_at <= now() THEN 'expired' ELSE 'canceled' END, \
+             updated_at = now() \
+           WHERE phone_number IN (SELECT phone_number FROM input) AND status = 'pending' \
+           RETURNING id, phone_number), \
+         unsent AS (DELETE FROM outbox WHERE verification_id IN (SELECT id FROM superseded)), \
          job AS ( \
            INSERT INTO outbox (verification_id, sealed_code, request_id, relay_after) \
            SELECT id, sealed_code, request_id, now() + make_interval(secs => $8) FROM input), \
@@ -41,8 +55,7 @@ pub async fn insert_batch_with_outbox(
            FROM input ORDER BY n RETURNING ",
         columns!(),
         ") \
-         SELECT stored.*, EXISTS (SELECT 1 FROM verifications o \
-                                  WHERE o.phone_number = stored.phone_number AND o.status = 'pending') AS supersedes \
+         SELECT stored.*, (SELECT count(*) FROM superseded s WHERE s.phone_number = stored.phone_number) AS superseded \
          FROM stored"
     ))
     .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
@@ -55,9 +68,9 @@ pub async fn insert_batch_with_outbox(
     .bind(relay_after_seconds as f64)
     .fetch_all(pool)
     .await?;
-    let mut by_id: std::collections::HashMap<Uuid, (Verification, bool)> = stored
+    let mut by_id: std::collections::HashMap<Uuid, (Verification, i64)> = stored
         .iter()
-        .map(|row| Ok((Verification::from_row(row)?, row.try_get("supersedes")?)))
+        .map(|row| Ok((Verification::from_row(row)?, row.try_get("superseded")?)))
         .collect::<sqlx::Result<Vec<_>>>()?
         .into_iter()
         .map(|(v, s)| (v.id, (v, s)))
@@ -76,34 +89,14 @@ pub async fn delete_outbox_rows(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<u64
     Ok(done.rows_affected())
 }
 
-/// After the broker confirmed a verification's job: drops its outbox row and cancels every
-/// older pending verification of the number (their SMS, if still queued, becomes `canceled`
-/// so the worker skips it; one already past its expiry becomes `expired`). One statement.
-/// Returns how many older verifications were canceled.
-pub async fn confirm_published(pool: &PgPool, v: &Verification) -> sqlx::Result<u64> {
-    let done = sqlx::query(
-        "WITH published AS (DELETE FROM outbox WHERE verification_id = $3) \
-         UPDATE verifications SET \
-           status = CASE WHEN expires_at <= now() THEN 'expired' ELSE 'canceled' END, \
-           delivery_status = CASE WHEN delivery_status <> 'queued' THEN delivery_status \
-                                  WHEN expires_at <= now() THEN 'expired' ELSE 'canceled' END, \
-           updated_at = now() \
-         WHERE phone_number = $1 AND status = 'pending' AND seq < $2",
-    )
-    .bind(&v.phone_number)
-    .bind(v.seq)
-    .bind(v.id)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
-}
-
 /// A send job left in the outbox.
 #[derive(Debug, Clone)]
 pub struct OutboxJob {
     pub verification_id: Uuid,
     pub sealed_code: Vec<u8>,
     pub request_id: Option<String>,
+    /// Whether its verification is still pending and unexpired (else nothing is worth sending).
+    pub pending: bool,
 }
 
 /// Takes up to `limit` outbox jobs that are due, pushing their `relay_after` forward by
@@ -114,7 +107,9 @@ pub async fn take_due_outbox(pool: &PgPool, limit: i64, lease_seconds: i64) -> s
         "UPDATE outbox SET relay_after = now() + make_interval(secs => $2) \
          WHERE verification_id IN (SELECT verification_id FROM outbox WHERE relay_after <= now() \
                                    ORDER BY relay_after LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         RETURNING verification_id, sealed_code, request_id",
+         RETURNING verification_id, sealed_code, request_id, \
+                   EXISTS (SELECT 1 FROM verifications v WHERE v.id = outbox.verification_id \
+                           AND v.status = 'pending' AND v.expires_at > now())",
     )
     .bind(limit)
     .bind(lease_seconds as f64)
@@ -126,17 +121,8 @@ pub async fn take_due_outbox(pool: &PgPool, limit: i64, lease_seconds: i64) -> s
                 verification_id: r.try_get(0)?,
                 sealed_code: r.try_get(1)?,
                 request_id: r.try_get(2)?,
+                pending: r.try_get(3)?,
             })
         })
         .collect()
-}
-
-/// Removes a verification whose send job never reached the broker (and, by cascade, its
-/// outbox row), so nothing is left pending with no job. Only while its SMS is still `queued`.
-pub async fn discard_unpublished(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM verifications WHERE id = $1 AND delivery_status = 'queued'")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() == 1)
 }

@@ -226,6 +226,77 @@ async fn a_start_whose_api_died_before_the_confirm_is_sent_by_the_outbox_relay()
     app.stop().await;
 }
 
+/// An outbox row as a start leaves it when its process dies right after the commit.
+fn outbox_row(app: &TestApp, phone: &str) -> repo::NewRow {
+    let id = Uuid::new_v4();
+    let code = Code::generate(CodeLength::default());
+    repo::NewRow {
+        id,
+        phone_number: phone.to_owned(),
+        code_hmac: app.hasher().digest(id, &code),
+        max_check_attempts: 5,
+        ttl_seconds: 600.0,
+        request_id: None,
+        sealed_code: app.hasher().seal(id, &code),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relay_publishes_a_large_backlog_in_one_round_and_skips_superseded_jobs() {
+    let options = Options::default()
+        .without_worker()
+        .env("PUBLISH_TIMEOUT_MS", "200")
+        .env("OUTBOX_RELAY_AFTER_SECONDS", "1");
+    let app = spawn_app_with(options).await;
+    // More than two relay batches, left behind by a dead process.
+    let rows: Vec<repo::NewRow> = (0..1200)
+        .map(|i| outbox_row(&app, &format!("+1415555{i:04}")))
+        .collect();
+    repo::insert_batch_with_outbox(&app.pool, &rows, 0).await.unwrap();
+    // Superseded before the relay came: its job is dropped, not published.
+    let older = outbox_row(&app, "+14155559999");
+    repo::insert_batch_with_outbox(&app.pool, std::slice::from_ref(&older), 0)
+        .await
+        .unwrap();
+    let newer = outbox_row(&app, "+14155559999");
+    let stored = repo::insert_batch_with_outbox(&app.pool, &[newer], 0).await.unwrap();
+    assert_eq!(stored[0].1, 1, "the newer start superseded the older one");
+    let older_status: String = sqlx::query_scalar("SELECT status FROM verifications WHERE id = $1")
+        .bind(older.id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(older_status, "canceled");
+
+    app.wait_for_queue_depth(&app.queue, 1201).await;
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox, 0, "every relayed row is settled");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(app.queue_depth(&app.queue).await, 1201, "nothing published twice");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_starts_for_one_number_leave_exactly_the_newest_pending() {
+    let app = spawn_app_with(Options::default().without_worker()).await;
+    let answers = futures_util::future::join_all((0..20).map(|_| app.start(PHONE))).await;
+    assert!(answers.iter().all(|r| r.status() == 202), "every start accepted");
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, status FROM verifications WHERE phone_number = $1 ORDER BY seq")
+            .bind(PHONE)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 20);
+    let pending: Vec<_> = rows.iter().filter(|(_, s)| s == "pending").collect();
+    assert_eq!(pending.len(), 1, "{rows:?}");
+    assert_eq!(pending[0].0, rows.last().unwrap().0, "the newest one is pending");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_confirmed_start_leaves_nothing_in_the_outbox() {
     let app = spawn_app().await;
