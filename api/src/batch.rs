@@ -1,4 +1,5 @@
-//! Start writes, batched: concurrent starts share one multi-row statement (one commit).
+//! Start writes and check reservations, batched: concurrent requests share one multi-row
+//! statement (one round trip, one commit).
 //!
 //! A start is durable, and answered 202, once its verification and its send job are
 //! committed together (the transactional outbox); the job is then handed to the
@@ -10,20 +11,21 @@
 //! number always goes to the same inserter: two starts for one number are never written by
 //! concurrent statements, so the newer one always sees (and supersedes) the older one.
 //! Within one inserter, a second start for a number already in the batch waits for the next.
+//! Checks are batched the same way ([`CheckReserver`]), for the same reasons.
 
 use std::collections::HashSet;
 
 use common::job::SendJob;
-use common::repo::{self, NewRow, Verification};
+use common::repo::{self, NewRow, ReservedCheck, Verification};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{ApiError, is_outage};
 use crate::outbox::Dispatcher;
 
-/// Most starts written by one statement.
+/// Most requests served by one statement.
 const BATCH: usize = 256;
-/// Batches written at once.
+/// Statements of each kind under way at once.
 const INSERTERS: usize = 4;
 
 /// A stored start: the verification, and how many older pending ones of its number it superseded.
@@ -46,11 +48,14 @@ impl StartWriter {
         let inserters = (0..INSERTERS)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(insert_batches(
-                    pool.clone(),
+                let (pool, dispatcher) = (pool.clone(), dispatcher.clone());
+                tokio::spawn(run_batches(
                     rx,
-                    relay_after_seconds,
-                    dispatcher.clone(),
+                    |s: &Start| &s.row.phone_number,
+                    move |batch| {
+                        let (pool, dispatcher) = (pool.clone(), dispatcher.clone());
+                        async move { write_starts(&pool, batch, relay_after_seconds, &dispatcher).await }
+                    },
                 ));
                 tx
             })
@@ -80,20 +85,23 @@ fn route(phone_number: &str, inserters: usize) -> usize {
     (hash % inserters as u64) as usize
 }
 
-/// Splits `batch` into starts with distinct numbers (in arrival order) and the later
-/// starts for numbers already taken, which wait for the next statement.
-fn distinct_numbers(batch: Vec<Start>) -> (Vec<Start>, Vec<Start>) {
+/// Splits `batch` into requests with distinct numbers (in arrival order) and the later
+/// requests for numbers already taken, which wait for the next statement.
+fn distinct_numbers<T>(batch: Vec<T>, number: fn(&T) -> &str) -> (Vec<T>, Vec<T>) {
     let mut seen = HashSet::with_capacity(batch.len());
-    batch.into_iter().partition(|s| seen.insert(s.row.phone_number.clone()))
+    batch.into_iter().partition(|r| seen.insert(number(r).to_owned()))
 }
 
-async fn insert_batches(
-    pool: PgPool,
-    mut rx: mpsc::UnboundedReceiver<Start>,
-    relay_after: i64,
-    dispatcher: Dispatcher,
-) {
-    let mut waiting: Vec<Start> = Vec::new();
+/// Takes batches of distinct numbers from `rx` and hands each to `write`, until every
+/// sender is gone.
+async fn run_batches<T, F>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+    number: fn(&T) -> &str,
+    mut write: impl FnMut(Vec<T>) -> F,
+) where
+    F: Future<Output = ()>,
+{
+    let mut waiting: Vec<T> = Vec::new();
     loop {
         let mut batch = std::mem::take(&mut waiting);
         if batch.is_empty() {
@@ -102,20 +110,53 @@ async fn insert_batches(
             }
         } else {
             while batch.len() < BATCH
-                && let Ok(start) = rx.try_recv()
+                && let Ok(request) = rx.try_recv()
             {
-                batch.push(start);
+                batch.push(request);
             }
         }
-        let (now, later) = distinct_numbers(batch);
+        let (now, later) = distinct_numbers(batch, number);
         waiting = later;
-        write(&pool, now, relay_after, &dispatcher).await;
+        write(now).await;
     }
 }
 
-async fn write(pool: &PgPool, batch: Vec<Start>, relay_after: i64, dispatcher: &Dispatcher) {
+/// Runs a batch statement again if PostgreSQL broke a deadlock by aborting it (possible
+/// when another replica's batch locks some of the same rows in another order): the
+/// statement was rolled back, so running it again is safe.
+async fn retry_deadlocks<T, F>(mut statement: impl FnMut() -> F) -> sqlx::Result<T>
+where
+    F: Future<Output = sqlx::Result<T>>,
+{
+    let mut retries = 0;
+    loop {
+        match statement().await {
+            Err(sqlx::Error::Database(e)) if retries < 3 && matches!(e.code().as_deref(), Some("40P01" | "40001")) => {
+                retries += 1;
+                tracing::warn!(error = %e, "batch statement aborted by a deadlock; running it again");
+            }
+            result => return result,
+        }
+    }
+}
+
+/// The answer for every request of a batch whose statement failed.
+fn batch_failure(e: &sqlx::Error, what: &str) -> impl Fn() -> ApiError {
+    let outage = is_outage(e);
+    let text = format!("{what} failed: {e:#}");
+    move || {
+        let cause = anyhow::anyhow!(text.clone());
+        if outage {
+            ApiError::Unavailable(cause)
+        } else {
+            ApiError::Internal(cause)
+        }
+    }
+}
+
+async fn write_starts(pool: &PgPool, batch: Vec<Start>, relay_after: i64, dispatcher: &Dispatcher) {
     let rows: Vec<NewRow> = batch.iter().map(|s| s.row.clone()).collect();
-    match repo::insert_batch_with_outbox(pool, &rows, relay_after).await {
+    match retry_deadlocks(|| repo::insert_batch_with_outbox(pool, &rows, relay_after)).await {
         Ok(stored) => {
             let mut jobs = Vec::with_capacity(batch.len());
             for (start, stored) in batch.into_iter().zip(stored) {
@@ -125,15 +166,77 @@ async fn write(pool: &PgPool, batch: Vec<Start>, relay_after: i64, dispatcher: &
             dispatcher.dispatch(jobs);
         }
         Err(e) => {
-            let outage = is_outage(&e);
-            let text = format!("{e:#}");
+            let error = batch_failure(&e, "storing a batch of starts");
             for start in batch {
-                let cause = anyhow::anyhow!("storing a batch of starts failed: {text}");
-                let _ = start.reply.send(Err(if outage {
-                    ApiError::Unavailable(cause)
-                } else {
-                    ApiError::Internal(cause)
-                }));
+                let _ = start.reply.send(Err(error()));
+            }
+        }
+    }
+}
+
+struct Check {
+    phone_number: String,
+    reply: oneshot::Sender<Result<Option<ReservedCheck>, ApiError>>,
+}
+
+/// A handle to the check reservers: each check's attempt is counted by a statement shared
+/// with concurrent checks ([`repo::reserve_checks`]). A number always goes to the same
+/// reserver, and appears at most once per statement.
+#[derive(Clone)]
+pub struct CheckReserver {
+    reservers: Vec<mpsc::UnboundedSender<Check>>,
+}
+
+impl CheckReserver {
+    pub fn spawn(pool: PgPool) -> Self {
+        let reservers = (0..INSERTERS)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let pool = pool.clone();
+                tokio::spawn(run_batches(
+                    rx,
+                    |c: &Check| &c.phone_number,
+                    move |batch| {
+                        let pool = pool.clone();
+                        async move { reserve_checks(&pool, batch).await }
+                    },
+                ));
+                tx
+            })
+            .collect();
+        Self { reservers }
+    }
+
+    /// Counts one check attempt against the newest pending verification of the number;
+    /// `None` if there is none that can be checked.
+    pub async fn reserve(&self, phone_number: &str) -> Result<Option<ReservedCheck>, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let reserver = &self.reservers[route(phone_number, self.reservers.len())];
+        let check = Check {
+            phone_number: phone_number.to_owned(),
+            reply,
+        };
+        reserver
+            .send(check)
+            .map_err(|_| ApiError::Unavailable(anyhow::anyhow!("the check reserver stopped")))?;
+        answer
+            .await
+            .map_err(|_| ApiError::Internal(anyhow::anyhow!("the check reserver dropped a check")))?
+    }
+}
+
+async fn reserve_checks(pool: &PgPool, batch: Vec<Check>) {
+    let numbers: Vec<&str> = batch.iter().map(|c| c.phone_number.as_str()).collect();
+    match retry_deadlocks(|| repo::reserve_checks(pool, &numbers)).await {
+        Ok(reserved) => {
+            for (check, reserved) in batch.into_iter().zip(reserved) {
+                let _ = check.reply.send(Ok(reserved));
+            }
+        }
+        Err(e) => {
+            let error = batch_failure(&e, "counting a batch of check attempts");
+            for check in batch {
+                let _ = check.reply.send(Err(error()));
             }
         }
     }
@@ -174,11 +277,14 @@ mod tests {
             }
         };
         let batch = vec![start("+1", 1), start("+2", 2), start("+1", 3), start("+1", 4)];
-        let (now, later) = distinct_numbers(batch);
+        fn number(s: &Start) -> &str {
+            &s.row.phone_number
+        }
+        let (now, later) = distinct_numbers(batch, number);
         let ids = |v: &[Start]| v.iter().map(|s| s.row.id.as_u128()).collect::<Vec<_>>();
         assert_eq!(ids(&now), [1, 2]);
         assert_eq!(ids(&later), [3, 4]);
-        let (now, later) = distinct_numbers(later);
+        let (now, later) = distinct_numbers(later, number);
         assert_eq!((ids(&now), ids(&later)), (vec![3], vec![4]));
     }
 }

@@ -25,6 +25,7 @@ pub struct Inner {
     pub api_keys: ApiKeys,
     pub dispatcher: crate::outbox::Dispatcher,
     pub starts: crate::batch::StartWriter,
+    pub checks: crate::batch::CheckReserver,
 }
 
 impl AppState {
@@ -39,6 +40,7 @@ impl AppState {
             config.outbox_relay_after.as_secs() as i64,
             dispatcher.clone(),
         );
+        let checks = crate::batch::CheckReserver::spawn(pool.clone());
         Self(Arc::new(Inner {
             config,
             pool,
@@ -48,6 +50,7 @@ impl AppState {
             api_keys,
             dispatcher,
             starts,
+            checks,
         }))
     }
 }

@@ -174,7 +174,7 @@ pub async fn start(
 }
 
 /// `POST /v1/verifications/check`: one attempt is counted before the comparison (see
-/// [`repo::reserve_check`]); the comparison of HMACs is constant-time.
+/// [`repo::reserve_checks`], batched with concurrent checks); the comparison of HMACs is constant-time.
 #[utoipa::path(
     post,
     path = "/v1/verifications/check",
@@ -201,7 +201,7 @@ pub async fn check(
     let phone = parse_phone(&req.phone_number)?;
     let code = Code::parse(&req.code, state.config.code_length).map_err(|e| ApiError::InvalidCode(e.to_string()))?;
     let ticket = abuse::admit_check(&state, &phone, ip).await?;
-    let Some(reserved) = repo::reserve_check(&state.pool, phone.as_str()).await? else {
+    let Some(reserved) = state.checks.reserve(phone.as_str()).await? else {
         ticket.not_wrong(&state).await;
         metrics::counter!(names::CHECKS, "outcome" => "not_found").increment(1);
         return Err(ApiError::VerificationNotFound);

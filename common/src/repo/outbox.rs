@@ -18,6 +18,10 @@ pub struct NewRow {
     pub sealed_code: Vec<u8>,
 }
 
+// The statements over many rows are planned at every execution (`persistent(false)`): they
+// run against tables that grow by thousands of rows a second in a burst, and a plan cached
+// while a table was small (a scan of every pending row, say) would stay in use as it grows.
+
 /// Stores verifications and their send jobs in the outbox, in one statement (one commit),
 /// in the order given: from here on no job can be lost, even if this process dies before
 /// the broker confirms it (the outbox relay publishes it after `relay_after_seconds`).
@@ -66,6 +70,7 @@ pub async fn insert_batch_with_outbox(
     .bind(rows.iter().map(|r| r.request_id.as_deref()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.sealed_code.as_slice()).collect::<Vec<_>>())
     .bind(relay_after_seconds as f64)
+    .persistent(false)
     .fetch_all(pool)
     .await?;
     let mut by_id: std::collections::HashMap<Uuid, (Verification, i64)> = stored
@@ -84,6 +89,7 @@ pub async fn insert_batch_with_outbox(
 pub async fn delete_outbox_rows(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<u64> {
     let done = sqlx::query("DELETE FROM outbox WHERE verification_id = ANY($1)")
         .bind(ids)
+        .persistent(false)
         .execute(pool)
         .await?;
     Ok(done.rows_affected())
@@ -113,6 +119,7 @@ pub async fn take_due_outbox(pool: &PgPool, limit: i64, lease_seconds: i64) -> s
     )
     .bind(limit)
     .bind(lease_seconds as f64)
+    .persistent(false)
     .fetch_all(pool)
     .await?;
     rows.iter()

@@ -105,31 +105,45 @@ pub struct ReservedCheck {
     pub delivery_status: DeliveryStatus,
 }
 
-/// Counts one check attempt against the newest pending verification of `phone_number`
-/// before the code is compared. Counting first, in one statement, is what keeps parallel
-/// guesses from getting more than `max_check_attempts` comparisons: once the count is
-/// reached no further attempt is handed out. `None`: no verification can be checked.
-pub async fn reserve_check(pool: &PgPool, phone_number: &str) -> sqlx::Result<Option<ReservedCheck>> {
-    let row = sqlx::query(
-        "UPDATE verifications SET check_attempts = check_attempts + 1, updated_at = now() \
-         WHERE id = (SELECT id FROM verifications WHERE phone_number = $1 AND status = 'pending' \
-                     ORDER BY seq DESC LIMIT 1) \
-           AND status = 'pending' AND expires_at > now() AND check_attempts < max_check_attempts \
-         RETURNING id, code_hmac, check_attempts, max_check_attempts, delivery_status",
+/// Counts one check attempt against the newest pending verification of each number, before
+/// the code is compared; one statement (one commit) for all of them. Counting first, in
+/// one statement, is what keeps parallel guesses from getting more than
+/// `max_check_attempts` comparisons: once the count is reached no further attempt is handed
+/// out (a concurrent update of the row makes PostgreSQL re-check the conditions on the new
+/// version). `None` where no verification can be checked. The numbers must be distinct.
+pub async fn reserve_checks(pool: &PgPool, phone_numbers: &[&str]) -> sqlx::Result<Vec<Option<ReservedCheck>>> {
+    let rows = sqlx::query(
+        "WITH input AS (SELECT * FROM unnest($1::text[]) WITH ORDINALITY AS t(phone_number, n)), \
+         target AS (SELECT input.n, (SELECT id FROM verifications WHERE phone_number = input.phone_number \
+                                     AND status = 'pending' ORDER BY seq DESC LIMIT 1) AS id \
+                    FROM input) \
+         UPDATE verifications v SET check_attempts = v.check_attempts + 1, updated_at = now() \
+         FROM target \
+         WHERE v.id = target.id AND v.status = 'pending' AND v.expires_at > now() \
+           AND v.check_attempts < v.max_check_attempts \
+         RETURNING target.n, v.id, v.code_hmac, v.check_attempts, v.max_check_attempts, v.delivery_status",
     )
-    .bind(phone_number)
-    .fetch_optional(pool)
+    .bind(phone_numbers)
+    // Planned at every execution, like the batched start (see `repo::outbox`).
+    .persistent(false)
+    .fetch_all(pool)
     .await?;
-    row.map(|row| {
-        Ok(ReservedCheck {
+    let mut reserved = vec![None; phone_numbers.len()];
+    for row in rows {
+        let n: i64 = row.try_get("n")?;
+        let slot = usize::try_from(n - 1)
+            .ok()
+            .and_then(|i| reserved.get_mut(i))
+            .ok_or(sqlx::Error::RowNotFound)?;
+        *slot = Some(ReservedCheck {
             id: row.try_get("id")?,
             code_hmac: row.try_get("code_hmac")?,
             check_attempts: row.try_get("check_attempts")?,
             max_check_attempts: row.try_get("max_check_attempts")?,
             delivery_status: parse_column(&row, "delivery_status")?,
-        })
-    })
-    .transpose()
+        });
+    }
+    Ok(reserved)
 }
 
 /// Approves a pending, unexpired verification. `None` if it stopped being approvable.

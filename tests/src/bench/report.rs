@@ -35,6 +35,8 @@ pub struct Report {
     pub worker_concurrency: usize,
     pub raw: RawLimits,
     pub starts: LoadResult,
+    /// The second burst (the API warm, 20,000 more rows in the tables).
+    pub starts_again: LoadResult,
     pub one_worker: Drain,
     pub two_workers: Drain,
     pub checks: LoadResult,
@@ -118,7 +120,8 @@ impl Report {
             "### HTTP\n\n| run | requests | throughput | p50 | p90 | p99 | max | errors |"
         );
         let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
-        load_row(&mut out, "POST /v1/verifications", &self.starts);
+        load_row(&mut out, "POST /v1/verifications (first burst)", &self.starts);
+        load_row(&mut out, "POST /v1/verifications (second burst)", &self.starts_again);
         load_row(&mut out, "POST /v1/verifications/check", &self.checks);
         let _ = writeln!(out, "\n### Drain against the fake Twilio\n");
         let _ = writeln!(
@@ -139,7 +142,10 @@ impl Report {
     }
 
     fn targets(&self) -> String {
-        let start_ratio = self.starts.per_second() / self.raw.insert_then_publish;
+        let raw = self.raw.insert_then_publish;
+        let (first, second) = (&self.starts, &self.starts_again);
+        let ratios = [first.per_second() / raw, second.per_second() / raw];
+        let p99s = [first.quantile(0.99), second.quantile(0.99)];
         let scaling = self.two_workers.rate() / self.one_worker.rate();
         let rss_worst = self
             .one_worker
@@ -151,12 +157,19 @@ impl Report {
             .unwrap_or(0);
         let rows = [
             (
-                format!("start throughput ≥ 0.8 × insert-then-confirmed-publish: {start_ratio:.2}"),
-                start_ratio >= 0.8,
+                format!(
+                    "start throughput ≥ 0.8 × insert-then-confirmed-publish: {:.2} (first burst), {:.2} (second)",
+                    ratios[0], ratios[1]
+                ),
+                ratios.iter().all(|r| *r >= 0.8),
             ),
             (
-                format!("start p99 < 25 ms: {}", ms(self.starts.quantile(0.99))),
-                self.starts.quantile(0.99) < Duration::from_millis(25),
+                format!(
+                    "start p99 < 25 ms: {} (first burst), {} (second)",
+                    ms(p99s[0]),
+                    ms(p99s[1])
+                ),
+                p99s.iter().all(|p| *p < Duration::from_millis(25)),
             ),
             (
                 format!("checks ≥ 5,000/s: {:.0}/s", self.checks.per_second()),

@@ -294,8 +294,9 @@ async fn run(a: Args) -> anyhow::Result<Report> {
 
     let second = numbers(a.n, a.n);
     println!("second burst, draining with 2 workers…");
-    let again = post_all(&start_url, KEY, bodies(&second), a.concurrency, 202).await;
-    anyhow::ensure!(again.errors == 0, "{} starts of the second burst failed", again.errors);
+    report.starts_again = post_all(&start_url, KEY, bodies(&second), a.concurrency, 202).await;
+    let failed = report.starts_again.errors;
+    anyhow::ensure!(failed == 0, "{failed} starts of the second burst failed");
     report.two_workers = drain(&env, &pool, 2, 2 * a.n as i64, a.n, a.twilio_latency).await;
 
     println!("{} checks at concurrency {}…", a.n, a.concurrency);

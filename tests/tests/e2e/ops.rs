@@ -26,6 +26,8 @@ async fn the_queue_view_lists_the_send_and_dead_letter_queues() {
     let app = spawn_app_with(Options::default().without_worker()).await;
     app.start_ok("+14155552671").await;
     app.start_ok("+14155552672").await;
+    // A 202 means stored with its job; the job reaches the queue moments later.
+    app.wait_for_queue_depth(&app.queue, 2).await;
     let response = app
         .http
         .get(format!("{}/v1/ops/queues", app.api_base))
