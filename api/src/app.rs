@@ -134,7 +134,7 @@ impl Application {
         listener: TcpListener,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        let pool = common::db::pool(config.database_url.expose(), config.database_max_connections)?;
+        let pool = common::db::pool(config.database_url.expose(), config.database_max_connections, true)?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         let publisher = Publisher::new(
             config.amqp_url.expose(),

@@ -7,10 +7,14 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 /// A pool whose connections are made on demand, so a process starts (and answers `/readyz`
-/// with 503) while the database is away, and recovers when it is back.
-pub fn pool(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+/// with 503) while the database is away, and recovers when it is back. With `keep_full`
+/// (the long-running services), every connection is opened in the background from the
+/// start and kept open, so a burst that meets a fresh replica or follows a quiet spell does
+/// not wait for connections to be made and catalogs to be read.
+pub fn pool(database_url: &str, max_connections: u32, keep_full: bool) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max_connections)
+        .min_connections(if keep_full { max_connections } else { 0 })
         // Bounded wait: a request during an outage gets 503 quickly instead of hanging.
         .acquire_timeout(Duration::from_secs(3))
         .connect_lazy(database_url)

@@ -29,7 +29,7 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(config: WorkerConfig, shutdown: &CancellationToken) -> anyhow::Result<Self> {
-        let pool = common::db::pool(config.database_url.expose(), config.database_max_connections)?;
+        let pool = common::db::pool(config.database_url.expose(), config.database_max_connections, true)?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         let twilio = twilio::TwilioClient::new(
             &config.twilio_api_base,

@@ -51,7 +51,7 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
 }
 
 async fn replay(config: WorkerConfig) -> anyhow::Result<()> {
-    let pool = common::db::pool(config.database_url.expose(), 2)?;
+    let pool = common::db::pool(config.database_url.expose(), 2, false)?;
     common::db::migrate(&pool).await?;
     dead_letters::replay(&config, &pool, &mut std::io::stdout())
         .await
@@ -59,7 +59,7 @@ async fn replay(config: WorkerConfig) -> anyhow::Result<()> {
 }
 
 async fn stats(config: WorkerConfig) -> anyhow::Result<()> {
-    let pool = common::db::pool(config.database_url.expose(), 2)?;
+    let pool = common::db::pool(config.database_url.expose(), 2, false)?;
     common::db::migrate(&pool).await?;
     let views = verify_worker::stats::read(&config, &pool).await?;
     verify_worker::stats::print(&views, &mut std::io::stdout())?;
