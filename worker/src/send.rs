@@ -61,6 +61,8 @@ struct Send<'a> {
     made: u32,
     /// Calls recorded for the verification (numbers the `send_attempts` rows).
     recorded: i32,
+    /// The first call's `in_flight` row, begun with the claim (already in `recorded`).
+    begun: Option<i64>,
 }
 
 impl Send<'_> {
@@ -93,7 +95,10 @@ impl SendContext {
     #[tracing::instrument(skip_all, fields(verification_id = %job.verification_id, request_id = job.request_id.as_deref().unwrap_or("")))]
     pub async fn process(&self, job: &SendJob, shutdown: &CancellationToken) -> anyhow::Result<JobOutcome> {
         let id = job.verification_id;
-        let mut send = match repo::claim_send(&self.pool, id, self.lease_seconds()).await? {
+        let min_lifetime = self.config.retry.min_useful_lifetime.as_secs_f64();
+        let worker = &self.config.worker_id;
+        let claim = repo::claim_send_and_begin(&self.pool, id, self.lease_seconds(), worker, min_lifetime).await?;
+        let mut send = match claim {
             Claim::Claimed {
                 submitted_sid: Some(sid),
                 ..
@@ -108,6 +113,7 @@ impl SendContext {
                 send_attempts,
                 needs_lookup,
                 submitted_sid: None,
+                attempt_row,
             } => {
                 let send = Send {
                     job,
@@ -116,6 +122,7 @@ impl SendContext {
                     expires_at,
                     made: job.attempt,
                     recorded: send_attempts,
+                    begun: attempt_row,
                 };
                 if needs_lookup && let Some(outcome) = self.settle_earlier_call(&send).await? {
                     return Ok(outcome);
@@ -133,7 +140,8 @@ impl SendContext {
         };
         let body = self.body(&job.code);
         loop {
-            if !self.config.retry.worth_sending(send.remaining()) {
+            // A call begun with the claim was found worth making by the database's clock.
+            if send.begun.is_none() && !self.config.retry.worth_sending(send.remaining()) {
                 return self.expire(id).await;
             }
             let result = self.call(&mut send, &body).await?;
@@ -163,15 +171,14 @@ impl SendContext {
     async fn call(&self, send: &mut Send<'_>, body: &str) -> anyhow::Result<Called> {
         let id = send.id();
         send.made += 1;
-        send.recorded += 1;
-        let row = repo::begin_attempt(
-            &self.pool,
-            id,
-            send.recorded,
-            self.lease_seconds(),
-            &self.config.worker_id,
-        )
-        .await?;
+        let row = match send.begun.take() {
+            Some(row) => row,
+            None => {
+                send.recorded += 1;
+                let (attempt, lease) = (send.recorded, self.lease_seconds());
+                repo::begin_attempt(&self.pool, id, attempt, lease, &self.config.worker_id).await?
+            }
+        };
         let started = std::time::Instant::now();
         let result = self
             .twilio

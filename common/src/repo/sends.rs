@@ -22,6 +22,9 @@ pub enum Claim {
         /// An earlier call got its 201 recorded but the worker failed before marking the
         /// verification submitted: the SMS is out, under this sid.
         submitted_sid: Option<String>,
+        /// The first call's `in_flight` row, when it was begun with the claim (see
+        /// [`claim_send_and_begin`]); `send_attempts` counts it already.
+        attempt_row: Option<i64>,
     },
     /// Another worker holds the send right now.
     Busy,
@@ -33,20 +36,51 @@ pub enum Claim {
 /// one conditional update, with a lease of `lease_seconds`: two workers can never call
 /// Twilio for the same verification at once. A lease left by a worker that died runs out.
 pub async fn claim_send(pool: &PgPool, id: Uuid, lease_seconds: f64) -> sqlx::Result<Claim> {
+    claim(pool, id, lease_seconds, None).await
+}
+
+/// Like [`claim_send`], and in the same statement begins the first Twilio call (as
+/// [`begin_attempt`] would) when nothing stands in its way: no earlier call to look up, no
+/// recorded 201, and at least `min_lifetime_seconds` of the code's lifetime left. The
+/// common path of a send is then one statement before the call and one after.
+pub async fn claim_send_and_begin(
+    pool: &PgPool,
+    id: Uuid,
+    lease_seconds: f64,
+    worker_id: &str,
+    min_lifetime_seconds: f64,
+) -> sqlx::Result<Claim> {
+    claim(pool, id, lease_seconds, Some((worker_id, min_lifetime_seconds))).await
+}
+
+async fn claim(pool: &PgPool, id: Uuid, lease_seconds: f64, first: Option<(&str, f64)>) -> sqlx::Result<Claim> {
     let row = sqlx::query(
-        "UPDATE verifications SET delivery_status = 'sending', waiting_in = NULL, \
-           claimed_until = now() + make_interval(secs => $2), updated_at = now() \
-         WHERE id = $1 AND status = 'pending' AND expires_at > now() \
-           AND delivery_status IN ('queued', 'sending') \
-           AND (claimed_until IS NULL OR claimed_until < now()) \
-         RETURNING phone_number, created_at, expires_at, send_attempts, \
-           EXISTS (SELECT 1 FROM send_attempts a WHERE a.verification_id = $1 \
-                   AND a.outcome IN ('in_flight', 'ambiguous')) AS needs_lookup, \
-           (SELECT a.provider_message_sid FROM send_attempts a WHERE a.verification_id = $1 \
-                   AND a.outcome = 'submitted' AND a.provider_message_sid IS NOT NULL LIMIT 1) AS submitted_sid",
+        "WITH earlier AS ( \
+           SELECT EXISTS (SELECT 1 FROM send_attempts a WHERE a.verification_id = $1 \
+                          AND a.outcome IN ('in_flight', 'ambiguous')) AS needs_lookup, \
+                  (SELECT a.provider_message_sid FROM send_attempts a WHERE a.verification_id = $1 \
+                   AND a.outcome = 'submitted' AND a.provider_message_sid IS NOT NULL LIMIT 1) AS submitted_sid), \
+         claimed AS ( \
+           UPDATE verifications v SET delivery_status = 'sending', waiting_in = NULL, \
+             claimed_until = now() + make_interval(secs => $2), updated_at = now(), \
+             send_attempts = v.send_attempts + CASE WHEN $3::text IS NOT NULL AND NOT e.needs_lookup \
+               AND e.submitted_sid IS NULL AND v.expires_at > now() + make_interval(secs => $4) THEN 1 ELSE 0 END \
+           FROM earlier e \
+           WHERE v.id = $1 AND v.status = 'pending' AND v.expires_at > now() \
+             AND v.delivery_status IN ('queued', 'sending') \
+             AND (v.claimed_until IS NULL OR v.claimed_until < now()) \
+           RETURNING v.phone_number, v.created_at, v.expires_at, v.send_attempts, e.needs_lookup, e.submitted_sid, \
+             $3::text IS NOT NULL AND NOT e.needs_lookup AND e.submitted_sid IS NULL \
+               AND v.expires_at > now() + make_interval(secs => $4) AS begins), \
+         first AS ( \
+           INSERT INTO send_attempts (verification_id, attempt, started_at, outcome, worker_id) \
+           SELECT $1, send_attempts, now(), 'in_flight', $3 FROM claimed WHERE begins RETURNING id) \
+         SELECT claimed.*, (SELECT id FROM first) AS attempt_row FROM claimed",
     )
     .bind(id)
     .bind(lease_seconds)
+    .bind(first.map(|(worker, _)| worker))
+    .bind(first.map_or(0.0, |(_, lifetime)| lifetime))
     .fetch_optional(pool)
     .await?;
     if let Some(row) = row {
@@ -57,6 +91,7 @@ pub async fn claim_send(pool: &PgPool, id: Uuid, lease_seconds: f64) -> sqlx::Re
             send_attempts: row.try_get("send_attempts")?,
             needs_lookup: row.try_get("needs_lookup")?,
             submitted_sid: row.try_get("submitted_sid")?,
+            attempt_row: row.try_get("attempt_row")?,
         });
     }
     let found = find(pool, id).await?;

@@ -77,6 +77,7 @@ struct Env {
     fake_account: String,
     fake_token: String,
     worker_concurrency: usize,
+    twilio_latency: Duration,
 }
 
 impl Env {
@@ -147,9 +148,19 @@ async fn submitted(pool: &PgPool) -> i64 {
 }
 
 /// Lets `workers` fresh workers drain the queue until `target` verifications are submitted.
-async fn drain(env: &Env, pool: &PgPool, workers: usize, target: i64, jobs: usize, latency: Duration) -> Drain {
+/// Progress is read off the fake Twilio (in this process) until it has taken `target`
+/// messages, and only then from PostgreSQL: counting rows every few milliseconds during
+/// the drain would take CPU from the system under test.
+async fn drain(env: &Env, fake: &FakeTwilio, pool: &PgPool, workers: usize, target: i64, jobs: usize) -> Drain {
     let started = Instant::now();
     let children: Vec<Proc> = (0..workers).map(|_| env.spawn("verify-worker", &[])).collect();
+    while fake.create_calls() < target as u64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "the drain did not finish in 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     while submitted(pool).await < target {
         assert!(
             started.elapsed() < Duration::from_secs(1800),
@@ -170,7 +181,7 @@ async fn drain(env: &Env, pool: &PgPool, workers: usize, target: i64, jobs: usiz
     .fetch_one(pool)
     .await
     .unwrap_or_else(|_| vec![0.0; 4]);
-    let bound = workers as f64 * env.worker_concurrency as f64 / latency.as_secs_f64();
+    let bound = workers as f64 * env.worker_concurrency as f64 / env.twilio_latency.as_secs_f64();
     Drain {
         workers,
         jobs,
@@ -269,6 +280,7 @@ async fn run(a: Args) -> anyhow::Result<Report> {
         fake_account: fake.config().account_sid.clone(),
         fake_token: fake.config().auth_token.clone(),
         worker_concurrency: a.worker_concurrency,
+        twilio_latency: a.twilio_latency,
     };
     let api = env.spawn("verify-api", &[]);
     let base = format!("http://127.0.0.1:{api_port}");
@@ -290,14 +302,14 @@ async fn run(a: Args) -> anyhow::Result<Report> {
     println!("burst of {} starts at concurrency {}…", a.n, a.concurrency);
     report.starts = post_all(&start_url, KEY, bodies(&first), a.concurrency, 202).await;
     println!("draining with 1 worker…");
-    report.one_worker = drain(&env, &pool, 1, a.n as i64, a.n, a.twilio_latency).await;
+    report.one_worker = drain(&env, &fake, &pool, 1, a.n as i64, a.n).await;
 
     let second = numbers(a.n, a.n);
     println!("second burst, draining with 2 workers…");
     report.starts_again = post_all(&start_url, KEY, bodies(&second), a.concurrency, 202).await;
     let failed = report.starts_again.errors;
     anyhow::ensure!(failed == 0, "{failed} starts of the second burst failed");
-    report.two_workers = drain(&env, &pool, 2, 2 * a.n as i64, a.n, a.twilio_latency).await;
+    report.two_workers = drain(&env, &fake, &pool, 2, 2 * a.n as i64, a.n).await;
 
     println!("{} checks at concurrency {}…", a.n, a.concurrency);
     let checks: Vec<_> = first
