@@ -51,7 +51,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::with_default(
         "PUBLISH_TIMEOUT_MS",
         "5000",
-        "longest wait for RabbitMQ (connect, publisher confirm) before a 503",
+        "longest wait for RabbitMQ (connect, confirms of a batch of jobs) before a 503 or leaving the jobs to the outbox relay",
     ),
     Setting::with_default(
         "OUTBOX_RELAY_AFTER_SECONDS",

@@ -11,6 +11,9 @@ use super::raw::RawLimits;
 pub struct Drain {
     pub workers: usize,
     pub jobs: usize,
+    /// From starting the worker processes to the first Twilio call.
+    pub startup: Duration,
+    /// From the first Twilio call to the last job submitted.
     pub elapsed: Duration,
     /// `workers × WORKER_CONCURRENCY / Twilio latency`.
     pub bound: f64,
@@ -78,9 +81,10 @@ fn drain_row(out: &mut String, d: &Drain) {
     let rss: Vec<String> = d.peak_rss_kib.iter().map(|k| mib(*k)).collect();
     let _ = writeln!(
         out,
-        "| {} | {} | {:.1} s | {:.0}/s | {:.0}/s | {:.2} | {p50:.1} / {p90:.1} / {p99:.1} / {max:.1} s | {} |",
+        "| {} | {} | {:.2} s | {:.1} s | {:.0}/s | {:.0}/s | {:.2} | {p50:.1} / {p90:.1} / {p99:.1} / {max:.1} s | {} |",
         d.workers,
         d.jobs,
+        d.startup.as_secs_f64(),
         d.elapsed.as_secs_f64(),
         d.rate(),
         d.bound,
@@ -126,9 +130,9 @@ impl Report {
         let _ = writeln!(out, "\n### Drain against the fake Twilio\n");
         let _ = writeln!(
             out,
-            "| workers | jobs | time | rate | bound | rate / bound | start → submitted p50 / p90 / p99 / max | worker peak RSS |"
+            "| workers | jobs | start-up | drain time | rate | bound | rate / bound | start → submitted p50 / p90 / p99 / max | worker peak RSS |"
         );
-        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         drain_row(&mut out, &self.one_worker);
         drain_row(&mut out, &self.two_workers);
         let _ = writeln!(out, "\nAPI peak RSS: {}\n", mib(self.api_peak_rss_kib));
