@@ -5,6 +5,7 @@
 pub mod config;
 mod consumer;
 pub mod dead_letters;
+pub mod finish;
 mod http;
 pub mod retry;
 pub mod send;
@@ -42,7 +43,12 @@ impl Worker {
             .with_context(|| format!("Failed to listen on {}", config.listen))?;
         Ok(Self {
             listener,
-            ctx: Arc::new(send::SendContext { pool, twilio, config }),
+            ctx: Arc::new(send::SendContext {
+                finisher: finish::Finisher::spawn(pool.clone()),
+                pool,
+                twilio,
+                config,
+            }),
         })
     }
 

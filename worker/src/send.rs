@@ -47,6 +47,7 @@ pub enum JobOutcome {
 /// What the send step needs, shared by all in-flight sends of a worker.
 pub struct SendContext {
     pub pool: PgPool,
+    pub finisher: crate::finish::Finisher,
     pub twilio: TwilioClient,
     pub config: WorkerConfig,
 }
@@ -205,7 +206,12 @@ impl SendContext {
         match sid.as_deref() {
             // The common case: the call's end and the submitted mark in one statement.
             Some(sid) if decision == Decision::Success && result.outcome == CallOutcome::Created => {
-                repo::finish_submitted(&self.pool, id, sid, row).await?;
+                let sent = repo::Submitted {
+                    id,
+                    message_sid: sid.to_owned(),
+                    attempt_id: row,
+                };
+                self.finisher.submitted(sent).await?;
             }
             Some(sid) if decision == Decision::Success => {
                 self.finish(row, outcome, &result, Some(sid)).await?;

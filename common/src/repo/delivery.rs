@@ -97,6 +97,24 @@ pub async fn record_event(
     Ok(())
 }
 
+/// The callbacks stored for any of `message_sids`, oldest first: (sid, status, error code).
+pub(super) async fn events_for_many(
+    pool: &PgPool,
+    message_sids: &[&str],
+) -> sqlx::Result<Vec<(String, String, Option<i32>)>> {
+    let rows = sqlx::query(
+        "SELECT message_sid, message_status, error_code FROM delivery_events \
+         WHERE message_sid = ANY($1) ORDER BY id",
+    )
+    .bind(message_sids)
+    .persistent(false)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+}
+
 pub(super) async fn events_for(pool: &PgPool, message_sid: &str) -> sqlx::Result<Vec<(String, Option<i32>)>> {
     let rows = sqlx::query("SELECT message_status, error_code FROM delivery_events WHERE message_sid = $1 ORDER BY id")
         .bind(message_sid)

@@ -198,29 +198,58 @@ pub async fn attempts(pool: &PgPool, id: Uuid) -> sqlx::Result<Vec<(i32, String,
 /// Records Twilio's 201: the SMS is `submitted` under `message_sid`. Then replays any status
 /// callback that arrived for that sid before this was recorded.
 pub async fn mark_submitted(pool: &PgPool, id: Uuid, message_sid: &str) -> sqlx::Result<()> {
-    submit(pool, id, message_sid, None).await
+    submit(pool, id, message_sid).await
 }
 
-/// [`mark_submitted`] and the end of the call that got the 201 (attempt row `attempt_id`,
-/// outcome `submitted`), in one statement: one commit fewer on every send.
-pub async fn finish_submitted(pool: &PgPool, id: Uuid, message_sid: &str, attempt_id: i64) -> sqlx::Result<()> {
-    submit(pool, id, message_sid, Some(attempt_id)).await
+/// A call that got its 201: the verification, the message sid, the call's attempt row.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub id: Uuid,
+    pub message_sid: String,
+    pub attempt_id: i64,
 }
 
-async fn submit(pool: &PgPool, id: Uuid, message_sid: &str, attempt_id: Option<i64>) -> sqlx::Result<()> {
+/// [`mark_submitted`] and the end of the call that got the 201 (outcome `submitted`), for
+/// many sends in one statement (one commit), then one read of callbacks that came before
+/// their sids were stored. The verifications must be distinct.
+pub async fn finish_submitted(pool: &PgPool, sends: &[Submitted]) -> sqlx::Result<()> {
     sqlx::query(
-        "WITH call AS ( \
-           UPDATE send_attempts SET finished_at = now(), outcome = 'submitted', http_status = 201, \
-             provider_message_sid = $2 \
-           WHERE id = $4) \
-         UPDATE verifications SET delivery_status = 'submitted', provider_message_sid = $2, \
+        "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[]) AS t(id, sid, attempt_id)), \
+         call AS ( \
+           UPDATE send_attempts a SET finished_at = now(), outcome = 'submitted', http_status = 201, \
+             provider_message_sid = input.sid \
+           FROM input WHERE a.id = input.attempt_id) \
+         UPDATE verifications v SET delivery_status = 'submitted', provider_message_sid = input.sid, \
+           claimed_until = NULL, updated_at = now() \
+         FROM input WHERE v.id = input.id AND v.delivery_status = ANY($4)",
+    )
+    .bind(sends.iter().map(|s| s.id).collect::<Vec<_>>())
+    .bind(sends.iter().map(|s| s.message_sid.as_str()).collect::<Vec<_>>())
+    .bind(sends.iter().map(|s| s.attempt_id).collect::<Vec<_>>())
+    .bind(DeliveryStatus::predecessors(DeliveryStatus::Submitted))
+    // Planned per execution, like the API's batched statements (see `repo::outbox`).
+    .persistent(false)
+    .execute(pool)
+    .await?;
+    // As in `submit`: after the commit, apply callbacks that came before the sids were stored.
+    let sids: Vec<&str> = sends.iter().map(|s| s.message_sid.as_str()).collect();
+    for (sid, status, error_code) in events_for_many(pool, &sids).await? {
+        if let Some(next) = DeliveryStatus::from_twilio(&status) {
+            advance_delivery(pool, DeliveryTarget::MessageSid(&sid), next, error_code).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn submit(pool: &PgPool, id: Uuid, message_sid: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE verifications SET delivery_status = 'submitted', provider_message_sid = $2, \
            claimed_until = NULL, updated_at = now() \
          WHERE id = $1 AND delivery_status = ANY($3)",
     )
     .bind(id)
     .bind(message_sid)
     .bind(DeliveryStatus::predecessors(DeliveryStatus::Submitted))
-    .bind(attempt_id)
     .execute(pool)
     .await?;
     // Twilio may call back before the sid was stored: apply what came early, in order. This
