@@ -31,53 +31,92 @@ const INSERTERS: usize = 4;
 /// A stored start: the verification, and how many older pending ones of its number it superseded.
 pub type Stored = (Verification, i64);
 
-struct Start {
-    row: NewRow,
-    job: SendJob,
-    reply: oneshot::Sender<Result<Stored, ApiError>>,
+type Reply<R> = oneshot::Sender<Result<R, ApiError>>;
+type Batch<T, R> = Vec<Request<T, R>>;
+
+/// One request waiting for its batch: its number, what it carries, where its answer goes.
+struct Request<T, R> {
+    number: String,
+    item: T,
+    reply: Reply<R>,
 }
 
-/// A handle to the inserters.
-#[derive(Clone)]
-pub struct StartWriter {
-    inserters: Vec<mpsc::UnboundedSender<Start>>,
+/// Batch writers of one kind, each serving a fixed share of the numbers.
+struct Lanes<T, R> {
+    lanes: Vec<mpsc::UnboundedSender<Request<T, R>>>,
+    /// What the writers do, for errors: "the start writer", "the check reserver".
+    name: &'static str,
 }
 
-impl StartWriter {
-    pub fn spawn(pool: PgPool, relay_after_seconds: i64, dispatcher: Dispatcher) -> Self {
-        let inserters = (0..INSERTERS)
+impl<T: Send + 'static, R: Send + 'static> Lanes<T, R> {
+    /// Starts [`INSERTERS`] writers; each hands its batches to `write`.
+    fn spawn<F, Fut>(name: &'static str, write: F) -> Self
+    where
+        F: Fn(Vec<Request<T, R>>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let lanes = (0..INSERTERS)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let (pool, dispatcher) = (pool.clone(), dispatcher.clone());
-                tokio::spawn(run_batches(
-                    rx,
-                    |s: &Start| &s.row.phone_number,
-                    move |batch| {
-                        let (pool, dispatcher) = (pool.clone(), dispatcher.clone());
-                        async move { write_starts(&pool, batch, relay_after_seconds, &dispatcher).await }
-                    },
-                ));
+                tokio::spawn(run_batches(rx, write.clone()));
                 tx
             })
             .collect();
-        Self { inserters }
+        Self { lanes, name }
+    }
+
+    /// Hands `item` to the writer of `number` and waits for its batch's answer.
+    async fn ask(&self, number: String, item: T) -> Result<R, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let lane = &self.lanes[route(&number, self.lanes.len())];
+        let name = self.name;
+        lane.send(Request { number, item, reply })
+            .map_err(|_| ApiError::Unavailable(anyhow::anyhow!("{name} stopped")))?;
+        answer
+            .await
+            .map_err(|_| ApiError::Internal(anyhow::anyhow!("{name} dropped a request")))?
+    }
+}
+
+/// A handle to the inserters.
+pub struct StartWriter(Lanes<(NewRow, SendJob), Stored>);
+
+impl StartWriter {
+    pub fn spawn(pool: PgPool, relay_after_seconds: i64, dispatcher: Dispatcher) -> Self {
+        Self(Lanes::spawn("the start writer", move |batch| {
+            let (pool, dispatcher) = (pool.clone(), dispatcher.clone());
+            async move { write_starts(&pool, batch, relay_after_seconds, &dispatcher).await }
+        }))
     }
 
     /// Stores a verification with its send job in the outbox, superseding older pending
     /// verifications of the number, and hands the job to the dispatcher.
     pub async fn insert(&self, row: NewRow, job: SendJob) -> Result<Stored, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        let inserter = &self.inserters[route(&row.phone_number, self.inserters.len())];
-        inserter
-            .send(Start { row, job, reply })
-            .map_err(|_| ApiError::Unavailable(anyhow::anyhow!("the start writer stopped")))?;
-        answer
-            .await
-            .map_err(|_| ApiError::Internal(anyhow::anyhow!("the start writer dropped a start")))?
+        self.0.ask(row.phone_number.clone(), (row, job)).await
     }
 }
 
-/// The inserter of a number (FNV-1a over its digits).
+/// A handle to the check reservers: each check's attempt is counted by a statement shared
+/// with concurrent checks ([`repo::reserve_checks`]). A number always goes to the same
+/// reserver, and appears at most once per statement.
+pub struct CheckReserver(Lanes<(), Option<ReservedCheck>>);
+
+impl CheckReserver {
+    pub fn spawn(pool: PgPool) -> Self {
+        Self(Lanes::spawn("the check reserver", move |batch| {
+            let pool = pool.clone();
+            async move { reserve_checks(&pool, batch).await }
+        }))
+    }
+
+    /// Counts one check attempt against the newest pending verification of the number;
+    /// `None` if there is none that can be checked.
+    pub async fn reserve(&self, phone_number: &str) -> Result<Option<ReservedCheck>, ApiError> {
+        self.0.ask(phone_number.to_owned(), ()).await
+    }
+}
+
+/// The writer of a number (FNV-1a over its digits).
 fn route(phone_number: &str, inserters: usize) -> usize {
     let hash = phone_number.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -87,21 +126,18 @@ fn route(phone_number: &str, inserters: usize) -> usize {
 
 /// Splits `batch` into requests with distinct numbers (in arrival order) and the later
 /// requests for numbers already taken, which wait for the next statement.
-fn distinct_numbers<T>(batch: Vec<T>, number: fn(&T) -> &str) -> (Vec<T>, Vec<T>) {
+fn distinct_numbers<T, R>(batch: Batch<T, R>) -> (Batch<T, R>, Batch<T, R>) {
     let mut seen = HashSet::with_capacity(batch.len());
-    batch.into_iter().partition(|r| seen.insert(number(r).to_owned()))
+    batch.into_iter().partition(|r| seen.insert(r.number.clone()))
 }
 
 /// Takes batches of distinct numbers from `rx` and hands each to `write`, until every
 /// sender is gone.
-async fn run_batches<T, F>(
-    mut rx: mpsc::UnboundedReceiver<T>,
-    number: fn(&T) -> &str,
-    mut write: impl FnMut(Vec<T>) -> F,
-) where
+async fn run_batches<T, R, F>(mut rx: mpsc::UnboundedReceiver<Request<T, R>>, write: impl Fn(Vec<Request<T, R>>) -> F)
+where
     F: Future<Output = ()>,
 {
-    let mut waiting: Vec<T> = Vec::new();
+    let mut waiting = Vec::new();
     loop {
         let mut batch = std::mem::take(&mut waiting);
         if batch.is_empty() {
@@ -115,7 +151,7 @@ async fn run_batches<T, F>(
                 batch.push(request);
             }
         }
-        let (now, later) = distinct_numbers(batch, number);
+        let (now, later) = distinct_numbers(batch);
         waiting = later;
         write(now).await;
     }
@@ -140,106 +176,53 @@ where
     }
 }
 
-/// The answer for every request of a batch whose statement failed.
-fn batch_failure(e: &sqlx::Error, what: &str) -> impl Fn() -> ApiError {
-    let outage = is_outage(e);
-    let text = format!("{what} failed: {e:#}");
-    move || {
-        let cause = anyhow::anyhow!(text.clone());
-        if outage {
-            ApiError::Unavailable(cause)
-        } else {
-            ApiError::Internal(cause)
-        }
-    }
+/// Splits a batch into its items and the replies owed for them, in the same order.
+fn split<T, R>(batch: Vec<Request<T, R>>) -> (Vec<T>, Vec<Reply<R>>) {
+    batch.into_iter().map(|r| (r.item, r.reply)).unzip()
 }
 
-async fn write_starts(pool: &PgPool, batch: Vec<Start>, relay_after: i64, dispatcher: &Dispatcher) {
-    let rows: Vec<NewRow> = batch.iter().map(|s| s.row.clone()).collect();
-    match retry_deadlocks(|| repo::insert_batch_with_outbox(pool, &rows, relay_after)).await {
-        Ok(stored) => {
-            let mut jobs = Vec::with_capacity(batch.len());
-            for (start, stored) in batch.into_iter().zip(stored) {
-                jobs.push(start.job);
-                let _ = start.reply.send(Ok(stored));
-            }
-            dispatcher.dispatch(jobs);
-        }
-        Err(e) => {
-            let error = batch_failure(&e, "storing a batch of starts");
-            for start in batch {
-                let _ = start.reply.send(Err(error()));
-            }
-        }
-    }
-}
-
-struct Check {
-    phone_number: String,
-    reply: oneshot::Sender<Result<Option<ReservedCheck>, ApiError>>,
-}
-
-/// A handle to the check reservers: each check's attempt is counted by a statement shared
-/// with concurrent checks ([`repo::reserve_checks`]). A number always goes to the same
-/// reserver, and appears at most once per statement.
-#[derive(Clone)]
-pub struct CheckReserver {
-    reservers: Vec<mpsc::UnboundedSender<Check>>,
-}
-
-impl CheckReserver {
-    pub fn spawn(pool: PgPool) -> Self {
-        let reservers = (0..INSERTERS)
-            .map(|_| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let pool = pool.clone();
-                tokio::spawn(run_batches(
-                    rx,
-                    |c: &Check| &c.phone_number,
-                    move |batch| {
-                        let pool = pool.clone();
-                        async move { reserve_checks(&pool, batch).await }
-                    },
-                ));
-                tx
-            })
-            .collect();
-        Self { reservers }
-    }
-
-    /// Counts one check attempt against the newest pending verification of the number;
-    /// `None` if there is none that can be checked.
-    pub async fn reserve(&self, phone_number: &str) -> Result<Option<ReservedCheck>, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        let reserver = &self.reservers[route(phone_number, self.reservers.len())];
-        let check = Check {
-            phone_number: phone_number.to_owned(),
-            reply,
-        };
-        reserver
-            .send(check)
-            .map_err(|_| ApiError::Unavailable(anyhow::anyhow!("the check reserver stopped")))?;
-        answer
-            .await
-            .map_err(|_| ApiError::Internal(anyhow::anyhow!("the check reserver dropped a check")))?
-    }
-}
-
-async fn reserve_checks(pool: &PgPool, batch: Vec<Check>) {
-    let numbers: Vec<&str> = batch.iter().map(|c| c.phone_number.as_str()).collect();
-    match retry_deadlocks(|| repo::reserve_checks(pool, &numbers)).await {
-        Ok(reserved) => {
-            for (check, reserved) in batch.into_iter().zip(reserved) {
-                let _ = check.reply.send(Ok(reserved));
+/// Answers every request of a batch: each its own result, or all the statement's failure.
+fn answer<R>(replies: Vec<Reply<R>>, results: sqlx::Result<Vec<R>>, what: &str) {
+    match results {
+        Ok(results) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
             }
         }
         Err(e) => {
-            let error = batch_failure(&e, "counting a batch of check attempts");
-            for check in batch {
-                let _ = check.reply.send(Err(error()));
+            let outage = is_outage(&e);
+            let text = format!("{what} failed: {e:#}");
+            for reply in replies {
+                let cause = anyhow::anyhow!(text.clone());
+                let _ = reply.send(Err(if outage {
+                    ApiError::Unavailable(cause)
+                } else {
+                    ApiError::Internal(cause)
+                }));
             }
         }
     }
+}
+
+async fn write_starts(
+    pool: &PgPool,
+    batch: Vec<Request<(NewRow, SendJob), Stored>>,
+    relay_after: i64,
+    dispatcher: &Dispatcher,
+) {
+    let (items, replies) = split(batch);
+    let (rows, jobs): (Vec<NewRow>, Vec<SendJob>) = items.into_iter().unzip();
+    let stored = retry_deadlocks(|| repo::insert_batch_with_outbox(pool, &rows, relay_after)).await;
+    if stored.is_ok() {
+        dispatcher.dispatch(jobs);
+    }
+    answer(replies, stored, "storing a batch of starts");
+}
+
+async fn reserve_checks(pool: &PgPool, batch: Vec<Request<(), Option<ReservedCheck>>>) {
+    let numbers: Vec<&str> = batch.iter().map(|r| r.number.as_str()).collect();
+    let reserved = retry_deadlocks(|| repo::reserve_checks(pool, &numbers)).await;
+    answer(split(batch).1, reserved, "counting a batch of check attempts");
 }
 
 #[cfg(test)]
@@ -260,31 +243,17 @@ mod tests {
 
     #[test]
     fn a_second_start_for_a_number_waits_for_the_next_statement() {
-        let start = |n: &str, id: u128| {
-            let id = uuid::Uuid::from_u128(id);
-            Start {
-                row: NewRow {
-                    id,
-                    phone_number: n.into(),
-                    code_hmac: vec![],
-                    max_check_attempts: 5,
-                    ttl_seconds: 600.0,
-                    request_id: None,
-                    sealed_code: vec![],
-                },
-                job: SendJob::new(id, "123456".into(), None),
-                reply: oneshot::channel().0,
-            }
+        let start = |n: &str, id: u128| Request::<u128, ()> {
+            number: n.into(),
+            item: id,
+            reply: oneshot::channel().0,
         };
         let batch = vec![start("+1", 1), start("+2", 2), start("+1", 3), start("+1", 4)];
-        fn number(s: &Start) -> &str {
-            &s.row.phone_number
-        }
-        let (now, later) = distinct_numbers(batch, number);
-        let ids = |v: &[Start]| v.iter().map(|s| s.row.id.as_u128()).collect::<Vec<_>>();
+        let (now, later) = distinct_numbers(batch);
+        let ids = |v: &[Request<u128, ()>]| v.iter().map(|s| s.item).collect::<Vec<_>>();
         assert_eq!(ids(&now), [1, 2]);
         assert_eq!(ids(&later), [3, 4]);
-        let (now, later) = distinct_numbers(later, number);
+        let (now, later) = distinct_numbers(later);
         assert_eq!((ids(&now), ids(&later)), (vec![3], vec![4]));
     }
 }

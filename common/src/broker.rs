@@ -181,9 +181,9 @@ pub async fn queue_depths(channel: &Channel, names: &[String]) -> lapin::Result<
 }
 
 /// Publishes send jobs with publisher confirms over one shared connection, reconnecting on
-/// demand when the broker went away: a publish during an outage fails fast (and the caller
-/// answers 503), and connection attempts back off from 200 ms to 5 s so that an outage does
-/// not turn every request into a connection attempt.
+/// demand when the broker went away: during an outage [`Publisher::channel`] fails fast (a
+/// start answers 503; unconfirmed jobs stay in the outbox), and connection attempts back off
+/// from 200 ms to 5 s so that an outage does not turn every request into a connection attempt.
 pub struct Publisher {
     url: String,
     name: String,
@@ -276,14 +276,6 @@ impl Publisher {
             .await
             .context("Failed to enable publisher confirms")?;
         Ok((conn, channel))
-    }
-
-    /// Publishes a persistent job to the send queue and waits for the broker's confirm.
-    /// Returns only once the broker has taken responsibility for the message.
-    pub async fn publish(&self, job: &SendJob) -> anyhow::Result<()> {
-        let channel = self.channel().await?;
-        let queue = self.topology.send_queue();
-        publish_confirmed(&channel, queue, &job.to_bytes(), job_properties(job), self.timeout).await
     }
 
     /// Publishes jobs to the send queue all at once (every message in flight before the

@@ -209,7 +209,7 @@ impl SendContext {
                 let sent = repo::Submitted {
                     id,
                     message_sid: sid.to_owned(),
-                    attempt_id: row,
+                    attempt_id: Some(row),
                 };
                 self.finisher.submitted(sent).await?;
             }

@@ -115,14 +115,6 @@ pub(super) async fn events_for_many(
         .collect()
 }
 
-pub(super) async fn events_for(pool: &PgPool, message_sid: &str) -> sqlx::Result<Vec<(String, Option<i32>)>> {
-    let rows = sqlx::query("SELECT message_status, error_code FROM delivery_events WHERE message_sid = $1 ORDER BY id")
-        .bind(message_sid)
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,15 +198,21 @@ pub async fn attempts(pool: &PgPool, id: Uuid) -> sqlx::Result<Vec<(i32, String,
 /// Records Twilio's 201: the SMS is `submitted` under `message_sid`. Then replays any status
 /// callback that arrived for that sid before this was recorded.
 pub async fn mark_submitted(pool: &PgPool, id: Uuid, message_sid: &str) -> sqlx::Result<()> {
-    submit(pool, id, message_sid).await
+    let send = Submitted {
+        id,
+        message_sid: message_sid.to_owned(),
+        attempt_id: None,
+    };
+    finish_submitted(pool, &[send]).await
 }
 
-/// A call that got its 201: the verification, the message sid, the call's attempt row.
+/// A 201 to record: the verification, the message sid, and the attempt row of the call
+/// that got it (`None` when that call's end is recorded apart).
 #[derive(Debug, Clone)]
 pub struct Submitted {
     pub id: Uuid,
     pub message_sid: String,
-    pub attempt_id: i64,
+    pub attempt_id: Option<i64>,
 }
 
 /// [`mark_submitted`] and the end of the call that got the 201 (outcome `submitted`), for
@@ -231,32 +237,12 @@ pub async fn finish_submitted(pool: &PgPool, sends: &[Submitted]) -> sqlx::Resul
     .persistent(false)
     .execute(pool)
     .await?;
-    // As in `submit`: after the commit, apply callbacks that came before the sids were stored.
+    // Twilio may call back before a sid was stored: apply what came early, in order. This
+    // read must come after the commit above: a callback recorded later finds the sid itself.
     let sids: Vec<&str> = sends.iter().map(|s| s.message_sid.as_str()).collect();
     for (sid, status, error_code) in events_for_many(pool, &sids).await? {
         if let Some(next) = DeliveryStatus::from_twilio(&status) {
             advance_delivery(pool, DeliveryTarget::MessageSid(&sid), next, error_code).await?;
-        }
-    }
-    Ok(())
-}
-
-async fn submit(pool: &PgPool, id: Uuid, message_sid: &str) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE verifications SET delivery_status = 'submitted', provider_message_sid = $2, \
-           claimed_until = NULL, updated_at = now() \
-         WHERE id = $1 AND delivery_status = ANY($3)",
-    )
-    .bind(id)
-    .bind(message_sid)
-    .bind(DeliveryStatus::predecessors(DeliveryStatus::Submitted))
-    .execute(pool)
-    .await?;
-    // Twilio may call back before the sid was stored: apply what came early, in order. This
-    // read must come after the commit above: a callback recorded later finds the sid itself.
-    for (status, error_code) in events_for(pool, message_sid).await? {
-        if let Some(next) = DeliveryStatus::from_twilio(&status) {
-            advance_delivery(pool, DeliveryTarget::MessageSid(message_sid), next, error_code).await?;
         }
     }
     Ok(())

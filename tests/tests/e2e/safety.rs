@@ -201,36 +201,22 @@ async fn a_start_whose_api_died_before_the_confirm_is_sent_by_the_outbox_relay()
         .env("PUBLISH_TIMEOUT_MS", "200")
         .env("OUTBOX_RELAY_AFTER_SECONDS", "1");
     let app = spawn_app_with(options).await;
-    // What a start leaves when its process dies right after the insert.
-    let id = Uuid::new_v4();
-    let code = Code::generate(CodeLength::default());
-    let row = repo::NewRow {
-        id,
-        phone_number: PHONE.to_owned(),
-        code_hmac: app.hasher().digest(id, &code),
-        max_check_attempts: 5,
-        ttl_seconds: 600.0,
-        request_id: None,
-        sealed_code: app.hasher().seal(id, &code),
-    };
+    let (row, code) = outbox_row(&app, PHONE);
     repo::insert_batch_with_outbox(&app.pool, &[row], 0).await.unwrap();
     let sent = app.wait_for_code(PHONE, 1).await;
     assert_eq!(sent, code.expose());
-    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(outbox, 0);
+    assert_eq!(outbox_len(&app).await, 0);
     let body: serde_json::Value = app.check(PHONE, code.expose()).await.json().await.unwrap();
     assert_eq!(body["status"], "approved");
     app.stop().await;
 }
 
-/// An outbox row as a start leaves it when its process dies right after the commit.
-fn outbox_row(app: &TestApp, phone: &str) -> repo::NewRow {
+/// An outbox row (and its code) as a start leaves it when its process dies right after the
+/// commit.
+fn outbox_row(app: &TestApp, phone: &str) -> (repo::NewRow, Code) {
     let id = Uuid::new_v4();
     let code = Code::generate(CodeLength::default());
-    repo::NewRow {
+    let row = repo::NewRow {
         id,
         phone_number: phone.to_owned(),
         code_hmac: app.hasher().digest(id, &code),
@@ -238,7 +224,15 @@ fn outbox_row(app: &TestApp, phone: &str) -> repo::NewRow {
         ttl_seconds: 600.0,
         request_id: None,
         sealed_code: app.hasher().seal(id, &code),
-    }
+    };
+    (row, code)
+}
+
+async fn outbox_len(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -250,15 +244,15 @@ async fn the_relay_publishes_a_large_backlog_in_one_round_and_skips_superseded_j
     let app = spawn_app_with(options).await;
     // More than two relay batches, left behind by a dead process.
     let rows: Vec<repo::NewRow> = (0..1200)
-        .map(|i| outbox_row(&app, &format!("+1415555{i:04}")))
+        .map(|i| outbox_row(&app, &format!("+1415555{i:04}")).0)
         .collect();
     repo::insert_batch_with_outbox(&app.pool, &rows, 0).await.unwrap();
     // Superseded before the relay came: its job is dropped, not published.
-    let older = outbox_row(&app, "+14155559999");
+    let (older, _) = outbox_row(&app, "+14155559999");
     repo::insert_batch_with_outbox(&app.pool, std::slice::from_ref(&older), 0)
         .await
         .unwrap();
-    let newer = outbox_row(&app, "+14155559999");
+    let (newer, _) = outbox_row(&app, "+14155559999");
     let stored = repo::insert_batch_with_outbox(&app.pool, &[newer], 0).await.unwrap();
     assert_eq!(stored[0].1, 1, "the newer start superseded the older one");
     let older_status: String = sqlx::query_scalar("SELECT status FROM verifications WHERE id = $1")
@@ -269,11 +263,7 @@ async fn the_relay_publishes_a_large_backlog_in_one_round_and_skips_superseded_j
     assert_eq!(older_status, "canceled");
 
     app.wait_for_queue_depth(&app.queue, 1201).await;
-    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(outbox, 0, "every relayed row is settled");
+    assert_eq!(outbox_len(&app).await, 0, "every relayed row is settled");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(app.queue_depth(&app.queue).await, 1201, "nothing published twice");
     app.stop().await;
@@ -306,10 +296,7 @@ async fn a_confirmed_start_leaves_nothing_in_the_outbox() {
     // A start with nothing to supersede settles its outbox row in a batch, moments later.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     loop {
-        let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        let outbox = outbox_len(&app).await;
         if outbox == 0 {
             break;
         }
