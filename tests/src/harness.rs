@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::fake_twilio::{FakeConfig, FakeTwilio};
+use crate::watchdog::Watch;
 
 pub const API_KEY: &str = "test-key-0123456789abcdef";
 pub const VERIFY_SECRET: &str = "test-secret-0123456789abcdef-0123456789";
@@ -81,6 +82,8 @@ pub struct TestApp {
     pub pool: PgPool,
     pub queue: String,
     pub database_name: String,
+    /// Ends the suite with the test's name and step if the test hangs.
+    pub watch: Watch,
     env: Vec<(String, String)>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
@@ -128,6 +131,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
+    let watch = Watch::start();
     let (database_name, database_url) = create_database().await;
     check_broker().await;
     let fake = FakeTwilio::start(options.fake.clone()).await;
@@ -175,6 +179,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         pool,
         queue,
         database_name,
+        watch,
         env,
         tasks: vec![tokio::spawn(api.run(shutdown.clone()))],
         shutdown,
@@ -246,6 +251,7 @@ impl TestApp {
 
     /// Waits for the `n`-th SMS to `phone` and returns its code (the last run of digits).
     pub async fn wait_for_code(&self, phone: &str, n: usize) -> String {
+        self.watch.step(&format!("waiting for SMS #{n} to {phone}"));
         self.fake
             .wait_until(Duration::from_secs(20), &format!("SMS #{n} to {phone}"), |f| {
                 f.messages_to(phone).len() >= n
@@ -257,6 +263,7 @@ impl TestApp {
 
     /// Polls the API until the verification's field `field` equals `value`.
     pub async fn wait_for_field(&self, id: Uuid, field: &str, value: &str) -> Value {
+        self.watch.step(&format!("waiting for {field} = {value}"));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let v = self.get_verification(id).await;
@@ -390,20 +397,26 @@ impl TestApp {
 
     /// Messages ready in a queue, from a passive declare.
     pub async fn queue_depth(&self, queue: &str) -> u32 {
-        let conn = common::broker::connect(&amqp_url(), "verify-tests")
+        let read = async {
+            let conn = common::broker::connect(&amqp_url(), "verify-tests")
+                .await
+                .expect("broker");
+            let channel = conn.create_channel().await.expect("channel");
+            let depth = common::broker::queue_depths(&channel, &[queue.to_owned()])
+                .await
+                .expect("queue depth")[0]
+                .messages_ready;
+            drop(conn.close(200, "ok".into()).await);
+            depth
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
             .await
-            .expect("broker");
-        let channel = conn.create_channel().await.expect("channel");
-        let depth = common::broker::queue_depths(&channel, &[queue.to_owned()])
-            .await
-            .expect("queue depth")[0]
-            .messages_ready;
-        drop(conn.close(200, "ok".into()).await);
-        depth
+            .unwrap_or_else(|_| panic!("RabbitMQ did not tell the depth of {queue} within 20 s"))
     }
 
     /// Waits until `n` consumers are attached to the send queue (a worker is ready).
     pub async fn wait_for_consumers(&self, n: u32) {
+        self.watch.step(&format!("waiting for {n} consumers"));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let conn = common::broker::connect(&amqp_url(), "verify-tests")
@@ -426,6 +439,7 @@ impl TestApp {
 
     /// Waits until `queue` holds exactly `n` ready messages.
     pub async fn wait_for_queue_depth(&self, queue: &str, n: u32) {
+        self.watch.step(&format!("waiting for {n} messages in {queue}"));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let depth = self.queue_depth(queue).await;
@@ -442,6 +456,7 @@ impl TestApp {
 
     /// Stops the service, then removes this test's database and queues.
     pub async fn stop(self) {
+        self.watch.step("stopping the service");
         self.shutdown.cancel();
         let queues = self.topology().queues();
         for task in self.tasks {
@@ -450,7 +465,9 @@ impl TestApp {
                 other => panic!("a component did not stop cleanly: {other:?}"),
             }
         }
+        self.watch.step("closing the test's pool");
         self.pool.close().await;
+        self.watch.step("deleting the test's queues and database");
         if let Ok(conn) = common::broker::connect(&amqp_url(), "verify-tests").await {
             if let Ok(channel) = conn.create_channel().await {
                 for q in queues {

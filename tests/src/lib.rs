@@ -4,3 +4,4 @@
 pub mod bench;
 pub mod fake_twilio;
 pub mod harness;
+pub mod watchdog;

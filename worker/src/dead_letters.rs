@@ -15,6 +15,17 @@ use sqlx::PgPool;
 
 use crate::config::WorkerConfig;
 
+/// How long an operator's command waits for any one answer from RabbitMQ before it gives up
+/// with an error instead of hanging.
+const BROKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn broker<T>(what: &str, call: impl Future<Output = lapin::Result<T>>) -> anyhow::Result<T> {
+    match tokio::time::timeout(BROKER_TIMEOUT, call).await {
+        Ok(answer) => answer.with_context(|| format!("Failed to {what}")),
+        Err(_) => anyhow::bail!("RabbitMQ did not answer within {} s: {what}", BROKER_TIMEOUT.as_secs()),
+    }
+}
+
 /// One dead letter as shown to an operator.
 pub struct DeadLetter {
     pub verification_id: Option<uuid::Uuid>,
@@ -51,13 +62,15 @@ pub struct ReplaySummary {
 /// Prints every dead letter (verification, time, reason) and leaves the queue as it was.
 pub async fn list(config: &WorkerConfig, out: &mut impl Write) -> anyhow::Result<usize> {
     let conn = common::broker::connect(config.amqp_url.expose(), "verify-worker dead-letters").await?;
-    let channel = conn.create_channel().await?;
-    config.topology.declare(&channel).await?;
+    let channel = broker("open a channel", conn.create_channel()).await?;
+    broker("declare the queues", config.topology.declare(&channel)).await?;
     let queue = config.topology.dead_letter_queue();
     let mut seen = 0;
-    while let Some(message) = channel
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-        .await?
+    while let Some(message) = broker(
+        "get a dead letter",
+        channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }),
+    )
+    .await?
     {
         let d = describe(&message.delivery);
         seen += 1;
@@ -68,7 +81,7 @@ pub async fn list(config: &WorkerConfig, out: &mut impl Write) -> anyhow::Result
     }
     writeln!(out, "{seen} dead letter(s) in {queue}")?;
     // Closing returns every message read to the queue.
-    conn.close(200, "listed".into()).await?;
+    broker("close the connection", conn.close(200, "listed".into())).await?;
     Ok(seen)
 }
 
@@ -77,15 +90,21 @@ pub async fn list(config: &WorkerConfig, out: &mut impl Write) -> anyhow::Result
 /// others. Prints a line per message and a summary.
 pub async fn replay(config: &WorkerConfig, pool: &PgPool, out: &mut impl Write) -> anyhow::Result<ReplaySummary> {
     let conn = common::broker::connect(config.amqp_url.expose(), "verify-worker dead-letters").await?;
-    let channel = conn.create_channel().await?;
-    config.topology.declare(&channel).await?;
-    let publish = conn.create_channel().await?;
-    publish.confirm_select(ConfirmSelectOptions::default()).await?;
+    let channel = broker("open a channel", conn.create_channel()).await?;
+    broker("declare the queues", config.topology.declare(&channel)).await?;
+    let publish = broker("open a channel", conn.create_channel()).await?;
+    broker(
+        "switch on publisher confirms",
+        publish.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await?;
     let queue = config.topology.dead_letter_queue();
     let mut summary = ReplaySummary::default();
-    while let Some(message) = channel
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-        .await?
+    while let Some(message) = broker(
+        "get a dead letter",
+        channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }),
+    )
+    .await?
     {
         let delivery = message.delivery;
         let Ok(mut job) = SendJob::from_bytes(&delivery.data) else {
@@ -112,11 +131,11 @@ pub async fn replay(config: &WorkerConfig, pool: &PgPool, out: &mut impl Write) 
             timeout,
         )
         .await?;
-        delivery.ack(BasicAckOptions::default()).await?;
+        broker("ack the dead letter", delivery.ack(BasicAckOptions::default())).await?;
         summary.replayed += 1;
         writeln!(out, "replayed  {id}  ({} left)", message.message_count)?;
     }
     writeln!(out, "replayed {}, kept {} in {queue}", summary.replayed, summary.kept)?;
-    conn.close(200, "replayed".into()).await?;
+    broker("close the connection", conn.close(200, "replayed".into())).await?;
     Ok(summary)
 }
