@@ -136,6 +136,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let pool = common::db::pool(config.database_url.expose(), config.database_max_connections, true)?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
+        common::db::warm(&pool, std::time::Duration::from_secs(5)).await;
         let publisher = Publisher::new(
             config.amqp_url.expose(),
             "verify-api",

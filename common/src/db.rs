@@ -21,6 +21,37 @@ pub fn pool(database_url: &str, max_connections: u32, keep_full: bool) -> anyhow
         .context("Failed to parse DATABASE_URL")
 }
 
+/// Opens the connections a pool keeps (its minimum) before the service takes work, so that
+/// the first requests of a burst do not each wait for a connection to be set up. They are
+/// held together, so each one is a new connection, then go back to the pool idle. Bounded by
+/// `within`: a server that allows fewer connections only delays the start by that much.
+/// Returns how many connections the pool holds.
+pub async fn warm(pool: &PgPool, within: Duration) -> u32 {
+    let wanted = pool.options().get_min_connections();
+    let mut opening = tokio::task::JoinSet::new();
+    for _ in 0..wanted {
+        let pool = pool.clone();
+        opening.spawn(async move { pool.acquire().await });
+    }
+    let all_open = async {
+        let mut held = Vec::with_capacity(wanted as usize);
+        while let Some(opened) = opening.join_next().await {
+            if let Ok(Ok(conn)) = opened {
+                held.push(conn);
+            }
+        }
+        held.len()
+    };
+    if tokio::time::timeout(within, all_open).await.is_err() {
+        tracing::warn!(
+            wanted,
+            open = pool.size(),
+            "the connection pool did not fill in time; going on"
+        );
+    }
+    pool.size()
+}
+
 /// Applies pending migrations. sqlx takes an advisory lock, so processes starting together
 /// apply each migration once.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {

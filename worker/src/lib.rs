@@ -32,6 +32,7 @@ impl Worker {
     pub async fn build(config: WorkerConfig, shutdown: &CancellationToken) -> anyhow::Result<Self> {
         let pool = common::db::pool(config.database_url.expose(), config.database_max_connections, true)?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
+        common::db::warm(&pool, std::time::Duration::from_secs(5)).await;
         let twilio = twilio::TwilioClient::new(
             &config.twilio_api_base,
             &config.twilio_account_sid,

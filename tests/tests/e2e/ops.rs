@@ -22,6 +22,25 @@ async fn health_and_readiness_answer_when_everything_is_up() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_api_and_the_worker_open_their_connections_before_taking_work() {
+    let app = spawn_app().await;
+    // Right after start-up, before any request: the API's and the worker's pools are full
+    // (DATABASE_MAX_CONNECTIONS = 8 each in the tests), besides this test's own connections.
+    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&app.database_name)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let own = i64::from(app.pool.size());
+    assert!(
+        open - own >= 16,
+        "{} connections open besides the test's {own}",
+        open - own
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_queue_view_lists_the_send_and_dead_letter_queues() {
     let app = spawn_app_with(Options::default().without_worker()).await;
     app.start_ok("+14155552671").await;
