@@ -25,8 +25,7 @@ pub fn pool(database_url: &str, max_connections: u32, keep_full: bool) -> anyhow
 /// the first requests of a burst do not each wait for a connection to be set up. They are
 /// held together, so each one is a new connection, then go back to the pool idle. Bounded by
 /// `within`: a server that allows fewer connections only delays the start by that much.
-/// Returns how many connections the pool holds.
-pub async fn warm(pool: &PgPool, within: Duration) -> u32 {
+pub async fn warm(pool: &PgPool, within: Duration) {
     let wanted = pool.options().get_min_connections();
     let mut opening = tokio::task::JoinSet::new();
     for _ in 0..wanted {
@@ -36,11 +35,9 @@ pub async fn warm(pool: &PgPool, within: Duration) -> u32 {
     let all_open = async {
         let mut held = Vec::with_capacity(wanted as usize);
         while let Some(opened) = opening.join_next().await {
-            if let Ok(Ok(conn)) = opened {
-                held.push(conn);
-            }
+            held.extend(opened.ok().and_then(Result::ok));
         }
-        held.len()
+        held
     };
     if tokio::time::timeout(within, all_open).await.is_err() {
         tracing::warn!(
@@ -49,7 +46,6 @@ pub async fn warm(pool: &PgPool, within: Duration) -> u32 {
             "the connection pool did not fill in time; going on"
         );
     }
-    pool.size()
 }
 
 /// Applies pending migrations. sqlx takes an advisory lock, so processes starting together
