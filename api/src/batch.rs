@@ -7,11 +7,16 @@
 //! database round trip and the commit. Starts that arrive while a batch is being written
 //! wait for the next one, so batches grow with the load and a lone start waits for no timer.
 //!
-//! A few inserters run at once, so one slow batch does not hold up the others, and every
-//! number always goes to the same inserter: two starts for one number are never written by
-//! concurrent statements, so the newer one always sees (and supersedes) the older one.
-//! Within one inserter, a second start for a number already in the batch waits for the next.
+//! Every number always goes to the same writer (lane): two starts for one number are never
+//! written by concurrent statements, so the newer one always sees (and supersedes) the older
+//! one. Within one lane, a second start for a number already in the batch waits for the next.
 //! Checks are batched the same way ([`CheckReserver`]), for the same reasons.
+//!
+//! One lane of each kind runs: the fewer statements, the larger each batch and the less each
+//! request costs PostgreSQL (parsing, planning, executor start-up, commit). With four lanes a
+//! burst's batches held about three starts, and PostgreSQL spent more than twice the CPU per
+//! start; one lane gave a third more starts and checks a second on the same machine (see
+//! BENCHMARKS.md). More lanes would only pay where PostgreSQL has cores to spare.
 
 use std::collections::HashSet;
 
@@ -26,7 +31,7 @@ use crate::outbox::Dispatcher;
 /// Most requests served by one statement.
 const BATCH: usize = 256;
 /// Statements of each kind under way at once.
-const INSERTERS: usize = 4;
+const LANES: usize = 1;
 
 /// A stored start: the verification, and how many older pending ones of its number it superseded.
 pub type Stored = (Verification, i64);
@@ -49,13 +54,13 @@ struct Lanes<T, R> {
 }
 
 impl<T: Send + 'static, R: Send + 'static> Lanes<T, R> {
-    /// Starts [`INSERTERS`] writers; each hands its batches to `write`.
-    fn spawn<F, Fut>(name: &'static str, write: F) -> Self
+    /// Starts `lanes` writers; each hands its batches to `write`.
+    fn spawn<F, Fut>(name: &'static str, lanes: usize, write: F) -> Self
     where
         F: Fn(Vec<Request<T, R>>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let lanes = (0..INSERTERS)
+        let lanes = (0..lanes)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 tokio::spawn(run_batches(rx, write.clone()));
@@ -78,12 +83,12 @@ impl<T: Send + 'static, R: Send + 'static> Lanes<T, R> {
     }
 }
 
-/// A handle to the inserters.
+/// A handle to the start writers.
 pub struct StartWriter(Lanes<(NewRow, SendJob), Stored>);
 
 impl StartWriter {
     pub fn spawn(pool: PgPool, relay_after_seconds: i64, dispatcher: Dispatcher) -> Self {
-        Self(Lanes::spawn("the start writer", move |batch| {
+        Self(Lanes::spawn("the start writer", LANES, move |batch| {
             let (pool, dispatcher) = (pool.clone(), dispatcher.clone());
             async move { write_starts(&pool, batch, relay_after_seconds, &dispatcher).await }
         }))
@@ -103,7 +108,7 @@ pub struct CheckReserver(Lanes<(), Option<ReservedCheck>>);
 
 impl CheckReserver {
     pub fn spawn(pool: PgPool) -> Self {
-        Self(Lanes::spawn("the check reserver", move |batch| {
+        Self(Lanes::spawn("the check reserver", LANES, move |batch| {
             let pool = pool.clone();
             async move { reserve_checks(&pool, batch).await }
         }))
@@ -116,12 +121,12 @@ impl CheckReserver {
     }
 }
 
-/// The writer of a number (FNV-1a over its digits).
-fn route(phone_number: &str, inserters: usize) -> usize {
+/// The lane of a number (FNV-1a over its digits).
+fn route(phone_number: &str, lanes: usize) -> usize {
     let hash = phone_number.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
-    (hash % inserters as u64) as usize
+    (hash % lanes as u64) as usize
 }
 
 /// Splits `batch` into requests with distinct numbers (in arrival order) and the later
@@ -230,12 +235,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_number_always_goes_to_the_same_inserter_and_numbers_spread() {
+    fn a_number_always_goes_to_the_same_lane_and_numbers_spread() {
         let numbers: Vec<String> = (0..1000).map(|i| format!("+1415555{i:04}")).collect();
-        let mut per_inserter = [0usize; INSERTERS];
+        let mut per_inserter = [0usize; 4];
         for n in &numbers {
-            let i = route(n, INSERTERS);
-            assert_eq!(i, route(n, INSERTERS));
+            let i = route(n, 4);
+            assert_eq!(i, route(n, 4));
             per_inserter[i] += 1;
         }
         assert!(per_inserter.iter().all(|&c| c > 150), "{per_inserter:?}");

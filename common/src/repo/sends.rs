@@ -224,16 +224,18 @@ pub async fn finish_submitted(pool: &PgPool, sends: &[Submitted]) -> sqlx::Resul
          call AS ( \
            UPDATE send_attempts a SET finished_at = now(), outcome = 'submitted', http_status = 201, \
              provider_message_sid = input.sid \
-           FROM input WHERE a.id = input.attempt_id) \
+           FROM input WHERE a.id = input.attempt_id AND a.id = ANY($3)) \
          UPDATE verifications v SET delivery_status = 'submitted', provider_message_sid = input.sid, \
            claimed_until = NULL, updated_at = now() \
-         FROM input WHERE v.id = input.id AND v.delivery_status = ANY($4)",
+         FROM input WHERE v.id = input.id AND v.id = ANY($1) AND v.delivery_status = ANY($4)",
     )
     .bind(sends.iter().map(|s| s.id).collect::<Vec<_>>())
     .bind(sends.iter().map(|s| s.message_sid.as_str()).collect::<Vec<_>>())
     .bind(sends.iter().map(|s| s.attempt_id).collect::<Vec<_>>())
     .bind(DeliveryStatus::predecessors(DeliveryStatus::Submitted))
-    // Planned per execution, like the API's batched statements (see `repo::outbox`).
+    // Planned per execution, like the API's batched statements (see `repo::outbox`). The
+    // `= ANY` conditions keep both tables read by primary key whatever the join order the
+    // planner picks without statistics (a join alone could be a scan of either table).
     .persistent(false)
     .execute(pool)
     .await?;
