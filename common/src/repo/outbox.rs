@@ -114,27 +114,48 @@ pub struct OutboxJob {
 /// Takes up to `limit` outbox jobs that are due, pushing their `relay_after` forward by
 /// `lease_seconds` so that no other relay takes them meanwhile (several API replicas may
 /// run a relay; `SKIP LOCKED` keeps them off each other's rows).
+///
+/// Both statements read by primary key (`= ANY`), whatever PostgreSQL guesses without
+/// statistics: as a join and an `EXISTS` they were planned as a scan of the whole outbox and
+/// of every pending verification, once per round.
 pub async fn take_due_outbox(pool: &PgPool, limit: i64, lease_seconds: i64) -> sqlx::Result<Vec<OutboxJob>> {
     let rows = sqlx::query(
         "UPDATE outbox SET relay_after = now() + make_interval(secs => $2) \
-         WHERE verification_id IN (SELECT verification_id FROM outbox WHERE relay_after <= now() \
-                                   ORDER BY relay_after LIMIT $1 FOR UPDATE SKIP LOCKED) \
-         RETURNING verification_id, sealed_code, request_id, \
-                   EXISTS (SELECT 1 FROM verifications v WHERE v.id = outbox.verification_id \
-                           AND v.status = 'pending' AND v.expires_at > now())",
+         WHERE verification_id = ANY(ARRAY(SELECT verification_id FROM outbox WHERE relay_after <= now() \
+                                           ORDER BY relay_after LIMIT $1 FOR UPDATE SKIP LOCKED)) \
+         RETURNING verification_id, sealed_code, request_id",
     )
     .bind(limit)
     .bind(lease_seconds as f64)
     .persistent(false)
     .fetch_all(pool)
     .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = rows
+        .iter()
+        .map(|r| r.try_get::<Uuid, _>(0))
+        .collect::<sqlx::Result<Vec<_>>>()?;
+    // `status || ''`: not the partial index of pending rows, whose size is unknown without
+    // statistics (see `reserve_checks`).
+    let pending: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM verifications WHERE id = ANY($1) AND status || '' = 'pending' AND expires_at > now()",
+    )
+    .bind(&ids)
+    .persistent(false)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
     rows.iter()
         .map(|r| {
+            let verification_id: Uuid = r.try_get(0)?;
             Ok(OutboxJob {
-                verification_id: r.try_get(0)?,
+                verification_id,
                 sealed_code: r.try_get(1)?,
                 request_id: r.try_get(2)?,
-                pending: r.try_get(3)?,
+                pending: pending.contains(&verification_id),
             })
         })
         .collect()
