@@ -130,13 +130,21 @@ pub async fn take_due_outbox(pool: &PgPool, limit: i64, lease_seconds: i64) -> s
     .persistent(false)
     .fetch_all(pool)
     .await?;
-    if rows.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids = rows
+    let mut jobs = rows
         .iter()
-        .map(|r| r.try_get::<Uuid, _>(0))
+        .map(|r| {
+            Ok(OutboxJob {
+                verification_id: r.try_get(0)?,
+                sealed_code: r.try_get(1)?,
+                request_id: r.try_get(2)?,
+                pending: false,
+            })
+        })
         .collect::<sqlx::Result<Vec<_>>>()?;
+    if jobs.is_empty() {
+        return Ok(jobs);
+    }
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.verification_id).collect();
     // `status || ''`: not the partial index of pending rows, whose size is unknown without
     // statistics (see `reserve_checks`).
     let pending: std::collections::HashSet<Uuid> = sqlx::query_scalar(
@@ -148,15 +156,8 @@ pub async fn take_due_outbox(pool: &PgPool, limit: i64, lease_seconds: i64) -> s
     .await?
     .into_iter()
     .collect();
-    rows.iter()
-        .map(|r| {
-            let verification_id: Uuid = r.try_get(0)?;
-            Ok(OutboxJob {
-                verification_id,
-                sealed_code: r.try_get(1)?,
-                request_id: r.try_get(2)?,
-                pending: pending.contains(&verification_id),
-            })
-        })
-        .collect()
+    for job in &mut jobs {
+        job.pending = pending.contains(&job.verification_id);
+    }
+    Ok(jobs)
 }
