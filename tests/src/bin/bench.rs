@@ -215,10 +215,9 @@ async fn fresh_database() -> anyhow::Result<(String, PgPool)> {
         "{}/verify_bench",
         admin.rsplit_once('/').map_or(admin.as_str(), |(s, _)| s)
     );
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(32)
-        .connect(&url)
-        .await?;
+    // The services' own pool settings, so that the raw limits are not held back by a
+    // client setting the services do without (see `common::db::pool`).
+    let pool = common::db::pool(&url, 32, false)?;
     common::db::migrate(&pool).await?;
     Ok((url, pool))
 }

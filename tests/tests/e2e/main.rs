@@ -7,6 +7,7 @@ mod checks;
 mod delivery;
 mod operations;
 mod ops;
+mod pool;
 mod safety;
 mod secrets;
 mod webhooks;
