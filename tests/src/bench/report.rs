@@ -162,7 +162,7 @@ impl Report {
         let rows = [
             (
                 format!(
-                    "start throughput ≥ 0.8 × insert-then-confirmed-publish: {:.2} (first burst), {:.2} (second)",
+                    "start throughput ≥ 0.8 × insert-then-confirmed-publish: {:.3} (first burst), {:.3} (second)",
                     ratios[0], ratios[1]
                 ),
                 ratios.iter().all(|r| *r >= 0.8),
@@ -181,14 +181,14 @@ impl Report {
             ),
             (
                 format!(
-                    "drain ≥ 0.9 of the bound: {:.2} (1 worker), {:.2} (2 workers)",
+                    "drain ≥ 0.9 of the bound: {:.3} (1 worker), {:.3} (2 workers)",
                     self.one_worker.rate() / self.one_worker.bound,
                     self.two_workers.rate() / self.two_workers.bound
                 ),
                 self.one_worker.rate() >= 0.9 * self.one_worker.bound
                     && self.two_workers.rate() >= 0.9 * self.two_workers.bound,
             ),
-            (format!("two workers ≥ 1.8 × one: {scaling:.2}"), scaling >= 1.8),
+            (format!("two workers ≥ 1.8 × one: {scaling:.3}"), scaling >= 1.8),
             (
                 format!(
                     "peak RSS < 64 MiB: API {}, worker {}",

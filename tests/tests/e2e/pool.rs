@@ -23,9 +23,7 @@ async fn a_pooled_connection_that_died_while_idle_is_replaced_before_use() {
     assert!(ended);
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    let second = backend()
-        .await
-        .expect("the dead connection is found out and replaced");
+    let second = backend().await.expect("the dead connection is found out and replaced");
     assert_ne!(first, second);
     pool.close().await;
 }
