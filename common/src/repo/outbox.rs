@@ -130,21 +130,10 @@ pub async fn take_due_outbox(pool: &PgPool, limit: i64, lease_seconds: i64) -> s
     .persistent(false)
     .fetch_all(pool)
     .await?;
-    let mut jobs = rows
-        .iter()
-        .map(|r| {
-            Ok(OutboxJob {
-                verification_id: r.try_get(0)?,
-                sealed_code: r.try_get(1)?,
-                request_id: r.try_get(2)?,
-                pending: false,
-            })
-        })
-        .collect::<sqlx::Result<Vec<_>>>()?;
-    if jobs.is_empty() {
-        return Ok(jobs);
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = jobs.iter().map(|j| j.verification_id).collect();
+    let ids = rows.iter().map(|r| r.try_get(0)).collect::<sqlx::Result<Vec<Uuid>>>()?;
     // `status || ''`: not the partial index of pending rows, whose size is unknown without
     // statistics (see `reserve_checks`).
     let pending: std::collections::HashSet<Uuid> = sqlx::query_scalar(
@@ -156,8 +145,15 @@ pub async fn take_due_outbox(pool: &PgPool, limit: i64, lease_seconds: i64) -> s
     .await?
     .into_iter()
     .collect();
-    for job in &mut jobs {
-        job.pending = pending.contains(&job.verification_id);
-    }
-    Ok(jobs)
+    rows.iter()
+        .zip(ids)
+        .map(|(r, id)| {
+            Ok(OutboxJob {
+                verification_id: id,
+                sealed_code: r.try_get(1)?,
+                request_id: r.try_get(2)?,
+                pending: pending.contains(&id),
+            })
+        })
+        .collect()
 }
