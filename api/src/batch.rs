@@ -162,18 +162,29 @@ where
     }
 }
 
-/// Runs a batch statement again if PostgreSQL broke a deadlock by aborting it (possible
-/// when another replica's batch locks some of the same rows in another order): the
-/// statement was rolled back, so running it again is safe.
-async fn retry_deadlocks<T, F>(mut statement: impl FnMut() -> F) -> sqlx::Result<T>
+/// Runs a batch statement again when it failed only because of another replica's
+/// concurrent batch: PostgreSQL broke a deadlock by aborting it (possible when the other
+/// batch locks some of the same rows in another order), or the other replica committed a
+/// pending verification for one of the numbers after this statement began
+/// ([`repo::is_pending_conflict`]; the run again supersedes it). The statement was rolled
+/// back, so running it again is safe. Each conflict needs a start for the same number
+/// committing on another replica at that moment, so a handful of runs always suffices.
+async fn retry_conflicts<T, F>(mut statement: impl FnMut() -> F) -> sqlx::Result<T>
 where
     F: Future<Output = sqlx::Result<T>>,
 {
+    const MAX_RETRIES: u32 = 8;
     let mut retries = 0;
     loop {
         match statement().await {
+            Err(e) if retries < MAX_RETRIES && repo::is_pending_conflict(&e) => {
+                retries += 1;
+                metrics::counter!(common::metric_names::BATCH_CONFLICTS, "kind" => "pending_number").increment(1);
+                tracing::debug!(error = %e, "another replica started a verification for a number of this batch; running it again");
+            }
             Err(sqlx::Error::Database(e)) if retries < 3 && matches!(e.code().as_deref(), Some("40P01" | "40001")) => {
                 retries += 1;
+                metrics::counter!(common::metric_names::BATCH_CONFLICTS, "kind" => "deadlock").increment(1);
                 tracing::warn!(error = %e, "batch statement aborted by a deadlock; running it again");
             }
             result => return result,
@@ -217,7 +228,7 @@ async fn write_starts(
 ) {
     let (items, replies) = split(batch);
     let (rows, jobs): (Vec<NewRow>, Vec<SendJob>) = items.into_iter().unzip();
-    let stored = retry_deadlocks(|| repo::insert_batch_with_outbox(pool, &rows, relay_after)).await;
+    let stored = retry_conflicts(|| repo::insert_batch_with_outbox(pool, &rows, relay_after)).await;
     if stored.is_ok() {
         dispatcher.dispatch(jobs);
     }
@@ -226,7 +237,7 @@ async fn write_starts(
 
 async fn reserve_checks(pool: &PgPool, batch: Vec<Request<(), Option<ReservedCheck>>>) {
     let numbers: Vec<&str> = batch.iter().map(|r| r.number.as_str()).collect();
-    let reserved = retry_deadlocks(|| repo::reserve_checks(pool, &numbers)).await;
+    let reserved = retry_conflicts(|| repo::reserve_checks(pool, &numbers)).await;
     answer(split(batch).1, reserved, "counting a batch of check attempts");
 }
 

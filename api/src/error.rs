@@ -76,20 +76,7 @@ impl ApiError {
     }
 }
 
-/// Whether a database error means the database cannot be reached (an outage) rather than a bug.
-pub fn is_outage(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| ["57", "08", "3D", "28"].iter().any(|class| c.starts_with(class))),
-        _ => false,
-    }
-}
+pub use common::db::is_outage;
 
 impl From<sqlx::Error> for ApiError {
     /// A database that cannot be reached is an outage (503); anything else is a bug (500).

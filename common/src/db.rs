@@ -94,3 +94,27 @@ pub async fn migrate_when_ready(pool: &PgPool, shutdown: &tokio_util::sync::Canc
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
+
+/// Whether a database error means the database cannot be reached (an outage: refused or
+/// broken connections, a server shutting down or starting, no connection free within the
+/// pool's wait) rather than a bug in a statement.
+pub fn is_outage(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| ["57", "08", "3D", "28"].iter().any(|class| c.starts_with(class))),
+        _ => false,
+    }
+}
+
+/// [`is_outage`] for an error chain: whether a database outage is among its causes.
+pub fn caused_by_outage(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|cause| cause.downcast_ref::<sqlx::Error>())
+        .any(is_outage)
+}

@@ -6,6 +6,7 @@
 //! number: the worker reads it from PostgreSQL, the single source of truth.
 
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -26,6 +27,11 @@ pub struct SendJob {
     /// How many Twilio calls were made for this job before it was (re)published.
     #[serde(default)]
     pub attempt: u32,
+    /// When a deferred job is due (milliseconds since the Unix epoch). A delay queue holds a
+    /// job for its tier's fixed time, which may be shorter than the delay planned; a job that
+    /// comes back before this time waits for the rest. Absent on a job never deferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at_ms: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +50,21 @@ impl SendJob {
             code,
             request_id,
             attempt: 0,
+            due_at_ms: None,
         }
+    }
+
+    /// Makes the job due `delay` from `now`.
+    pub fn due_after(&mut self, now: SystemTime, delay: Duration) {
+        let due = now + delay;
+        let ms = due.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        self.due_at_ms = Some(i64::try_from(ms).unwrap_or(i64::MAX));
+    }
+
+    /// How long the job still has to wait at `now` (`None` when it is due).
+    pub fn wait_left(&self, now: SystemTime) -> Option<Duration> {
+        let due = UNIX_EPOCH + Duration::from_millis(u64::try_from(self.due_at_ms?).ok()?);
+        due.duration_since(now).ok().filter(|left| !left.is_zero())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -68,6 +88,7 @@ impl fmt::Debug for SendJob {
             .field("code", &"[redacted]")
             .field("request_id", &self.request_id)
             .field("attempt", &self.attempt)
+            .field("due_at_ms", &self.due_at_ms)
             .finish()
     }
 }
@@ -89,6 +110,25 @@ mod tests {
         assert!(matches!(SendJob::from_bytes(b"{not json"), Err(JobError::Malformed(_))));
         let v2 = br#"{"v":2,"verification_id":"3f0c9a4e-0000-4000-8000-000000000000","code":"1"}"#;
         assert!(matches!(SendJob::from_bytes(v2), Err(JobError::Version(2))));
+    }
+
+    #[test]
+    fn a_deferred_job_knows_how_long_it_still_waits() {
+        let mut job = SendJob::new(Uuid::new_v4(), "123456".into(), None);
+        let now = SystemTime::now();
+        assert_eq!(job.wait_left(now), None, "a job never deferred is due");
+        job.due_after(now, Duration::from_millis(8_500));
+        let back: SendJob = SendJob::from_bytes(&job.to_bytes()).unwrap();
+        let left = back.wait_left(now + Duration::from_secs(3)).unwrap();
+        assert!((5_499..=5_500).contains(&left.as_millis()), "{left:?}");
+        assert_eq!(back.wait_left(now + Duration::from_secs(9)), None);
+    }
+
+    #[test]
+    fn a_job_written_before_due_times_existed_is_read_as_due() {
+        let old = br#"{"v":1,"verification_id":"3f0c9a4e-0000-4000-8000-000000000000","code":"1","attempt":2}"#;
+        let job = SendJob::from_bytes(old).unwrap();
+        assert_eq!((job.attempt, job.wait_left(SystemTime::now())), (2, None));
     }
 
     #[test]

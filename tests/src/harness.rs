@@ -46,6 +46,9 @@ impl Default for Options {
                 ("RETRY_INITIAL_MS", "20".into()),
                 ("RETRY_MAX_DELAY_MS", "200".into()),
                 ("TWILIO_TIMEOUT_MS", "1000".into()),
+                // The least the lease may be with these settings: a killed worker's sends are
+                // taken over soon.
+                ("SEND_LEASE_SECONDS", "7".into()),
                 ("SHUTDOWN_GRACE_SECONDS", "5".into()),
                 // Most tests start and check many times from one address; the abuse tests
                 // switch the limits on.
@@ -360,21 +363,7 @@ impl TestApp {
         let (api, api_log) = self.spawn_process("verify-api", &overrides);
         let (worker, worker_log) = self.spawn_process("verify-worker", &overrides);
         self.wait_for_consumers(1).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while self
-            .http
-            .get(format!("{api_base}/readyz"))
-            .send()
-            .await
-            .map_or(true, |r| r.status() != 200)
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the API process never became ready (log {})",
-                api_log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.wait_until_ready(&api_base, &api_log).await;
         ServiceProcesses {
             api,
             worker,
@@ -382,6 +371,28 @@ impl TestApp {
             worker_base,
             api_log,
             worker_log,
+        }
+    }
+
+    /// Waits (20 s at most) until the API process at `base` answers `/readyz` with 200.
+    pub async fn wait_until_ready(&self, base: &str, log: &std::path::Path) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let ready = || async {
+            let answer = self
+                .http
+                .get(format!("{base}/readyz"))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+            answer.is_ok_and(|r| r.status() == 200)
+        };
+        while !ready().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the API process at {base} never became ready (log {})",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

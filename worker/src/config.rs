@@ -90,6 +90,11 @@ pub const SETTINGS: &[Setting] = &[
         "30",
         "no SMS is sent when less of the code's lifetime than this is left",
     ),
+    Setting::with_default(
+        "SEND_LEASE_SECONDS",
+        "20",
+        "how long a worker holds a send (no other worker calls Twilio for it meanwhile); at least TWILIO_TIMEOUT_MS + RETRY_INPROCESS_MAX_MS + 5 s",
+    ),
     Setting::with_default("DATABASE_MAX_CONNECTIONS", "16", "PostgreSQL connections in the pool"),
     Setting::with_default(
         "SHUTDOWN_GRACE_SECONDS",
@@ -138,18 +143,44 @@ pub struct WorkerConfig {
     pub worker_id: String,
     pub topology: Topology,
     pub retry: RetryPolicy,
+    /// How long a worker holds a send (`SEND_LEASE_SECONDS`).
+    pub send_lease: Duration,
     pub database_max_connections: u32,
     pub shutdown_grace: Duration,
     pub log_format: String,
 }
 
+/// What a lease must cover beyond a Twilio call and an in-process wait: the database writes
+/// around them, and clocks that differ between PostgreSQL and the worker.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
 impl WorkerConfig {
-    /// How long a worker holds a send: one Twilio call and the writes around it.
-    pub fn send_lease(&self) -> Duration {
-        self.twilio_timeout + Duration::from_secs(5)
+    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
+        let config = Self::read(env)?;
+        config.check_lease()?;
+        Ok(config)
     }
 
-    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
+    /// A lease is renewed before each Twilio call, so between two renewals a worker makes
+    /// one call (at most `TWILIO_TIMEOUT_MS`) and waits in process (at most
+    /// `RETRY_INPROCESS_MAX_MS`). A lease shorter than that could run out while the worker
+    /// still works on the send, and a second worker could call Twilio for it too.
+    fn check_lease(&self) -> Result<(), SettingError> {
+        let needed = self.twilio_timeout + self.retry.in_process_max + LEASE_MARGIN;
+        if self.send_lease < needed {
+            return Err(SettingError::new(
+                "SEND_LEASE_SECONDS",
+                format!(
+                    "must be at least TWILIO_TIMEOUT_MS + RETRY_INPROCESS_MAX_MS + 5 s = {} s, got {} s",
+                    needed.as_secs_f64().ceil(),
+                    self.send_lease.as_secs()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn read(env: &Env) -> Result<Self, SettingError> {
         Ok(Self {
             database_url: Secret::new(env.string("DATABASE_URL")?),
             amqp_url: Secret::new(env.string("AMQP_URL")?),
@@ -173,6 +204,7 @@ impl WorkerConfig {
                 in_process_max: Duration::from_millis(env.number_in("RETRY_INPROCESS_MAX_MS", 0..=60_000)?),
                 min_useful_lifetime: Duration::from_secs(env.number_in("MIN_USEFUL_LIFETIME_SECONDS", 0..=3600)?),
             },
+            send_lease: Duration::from_secs(env.number_in("SEND_LEASE_SECONDS", 1..=3600)?),
             database_max_connections: env.number_in("DATABASE_MAX_CONNECTIONS", 1..=1000)?,
             shutdown_grace: Duration::from_secs(env.number_in("SHUTDOWN_GRACE_SECONDS", 0..=3600)?),
             log_format: log_format(env)?,
@@ -297,6 +329,23 @@ mod tests {
             let err = WorkerConfig::from_env(&env(&[(name, value)])).unwrap_err();
             assert_eq!(err.name, name, "{name}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn a_lease_shorter_than_a_call_and_an_in_process_wait_is_refused() {
+        let err = WorkerConfig::from_env(&env(&[
+            ("TWILIO_TIMEOUT_MS", "10000"),
+            ("RETRY_INPROCESS_MAX_MS", "6000"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.name, "SEND_LEASE_SECONDS", "{err}");
+        assert!(err.to_string().contains("21 s"), "{err}");
+        let fits = WorkerConfig::from_env(&env(&[
+            ("TWILIO_TIMEOUT_MS", "10000"),
+            ("RETRY_INPROCESS_MAX_MS", "6000"),
+            ("SEND_LEASE_SECONDS", "21"),
+        ]));
+        assert!(fits.is_ok());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use common::metric_names as names;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow};
 use common::broker::{Topology, job_properties, publish_confirmed};
@@ -21,10 +21,13 @@ use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use uuid::Uuid;
+
+use crate::retry::tier_for;
 use crate::send::{JobOutcome, SendContext};
 
-/// Pause before a job whose processing failed (PostgreSQL down) goes back to the queue, so
-/// an outage does not turn into a hot redelivery loop.
+/// Pause before a job whose processing failed for another reason than a database outage
+/// goes back to the queue, so a failing job does not turn into a hot redelivery loop.
 const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
 /// A job delivered this many times without an outcome (it crashed or stalled every worker
 /// that took it) is dead-lettered by the worker, with its reason, before the broker's own
@@ -158,10 +161,9 @@ async fn handle(ctx: &SendContext, out: &Outbound, delivery: Delivery, shutdown:
     let _done = scopeguard(move || in_flight.decrement(1.0));
     let finished = match SendJob::from_bytes(&delivery.data) {
         Err(e) => dead_letter(out, &delivery.data, None, &format!("unreadable send job: {e}")).await,
-        Ok(job) if deliveries(&delivery) >= POISON_DELIVERIES => poison(ctx, out, &delivery, &job).await,
-        Ok(job) => match ctx.process(&job, shutdown).await {
-            Ok(outcome) => follow_up(out, job, outcome).await,
-            Err(e) => Err(e),
+        Ok(job) => match wait_until_due(ctx, out, &job, shutdown).await {
+            Ok(true) => run_job(ctx, out, &delivery, job, shutdown).await,
+            other => other.map(|_| ()),
         },
     };
     match finished {
@@ -187,6 +189,71 @@ async fn handle(ctx: &SendContext, out: &Outbound, delivery: Delivery, shutdown:
     }
 }
 
+/// A deferred job that a delay queue gave back before its due time waits for the rest: in
+/// the worker when the rest is short, else in the delay queue that fits it (then `false`:
+/// this delivery is done). Touches no database.
+async fn wait_until_due(
+    ctx: &SendContext,
+    out: &Outbound,
+    job: &SendJob,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let Some(left) = job.wait_left(SystemTime::now()) else {
+        return Ok(true);
+    };
+    if left <= ctx.config.retry.in_process_max {
+        tokio::select! {
+            _ = tokio::time::sleep(left) => return Ok(true),
+            _ = shutdown.cancelled() => {}
+        }
+    }
+    let left = job.wait_left(SystemTime::now()).unwrap_or_default();
+    let queue = out.topology.retry_queue(tier_for(left));
+    publish_confirmed(
+        &out.channel,
+        &queue,
+        &job.to_bytes(),
+        job_properties(job),
+        CONFIRM_TIMEOUT,
+    )
+    .await?;
+    tracing::debug!(verification_id = %job.verification_id, queue, left_ms = left.as_millis() as u64, "deferred job not yet due");
+    Ok(false)
+}
+
+/// Runs a job to its outcome and does what the outcome says. A database outage is waited
+/// out with the delivery held (not handed back, which would count as a delivery towards the
+/// poison limit), then the job runs again with the same lease token, so it takes back its
+/// own lease and asks Twilio about any call whose end it could not record.
+async fn run_job(
+    ctx: &SendContext,
+    out: &Outbound,
+    delivery: &Delivery,
+    job: SendJob,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let holder = Uuid::new_v4().to_string();
+    loop {
+        ctx.database.wait_until_up(shutdown).await?;
+        let result = if deliveries(delivery) >= POISON_DELIVERIES {
+            poison(ctx, out, delivery, &job).await
+        } else {
+            match ctx.process(&job, &holder, shutdown).await {
+                Ok(outcome) => return follow_up(out, job, outcome).await,
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Err(e) if common::db::caused_by_outage(&e) && !shutdown.is_cancelled() => {
+                tracing::warn!(error = format!("{e:#}"), verification_id = %job.verification_id,
+                    "database unreachable; holding the job until it answers");
+                ctx.database.report_down();
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Does what an outcome says beyond the database (already written): publish the retry or
 /// the dead letter. Only then may the delivery be acked.
 async fn follow_up(out: &Outbound, mut job: SendJob, outcome: JobOutcome) -> anyhow::Result<()> {
@@ -204,9 +271,10 @@ async fn follow_up(out: &Outbound, mut job: SendJob, outcome: JobOutcome) -> any
             metrics::counter!(names::JOBS, "outcome" => "failed").increment(1);
             tracing::warn!(verification_id = %id, twilio_code, "SMS refused by Twilio");
         }
-        JobOutcome::Retry { attempts, tier } => {
+        JobOutcome::Retry { attempts, delay } => {
             job.attempt = attempts;
-            let queue = out.topology.retry_queue(tier);
+            job.due_after(SystemTime::now(), delay);
+            let queue = out.topology.retry_queue(tier_for(delay));
             publish_confirmed(
                 &out.channel,
                 &queue,
@@ -216,7 +284,7 @@ async fn follow_up(out: &Outbound, mut job: SendJob, outcome: JobOutcome) -> any
             )
             .await?;
             metrics::counter!(names::JOBS, "outcome" => "deferred").increment(1);
-            tracing::info!(verification_id = %id, attempts, queue, "send deferred");
+            tracing::info!(verification_id = %id, attempts, queue, delay_ms = delay.as_millis() as u64, "send deferred");
         }
         JobOutcome::DeadLetter { reason } => {
             dead_letter(out, &job.to_bytes(), Some(&job), &reason).await?;

@@ -16,6 +16,7 @@ use sqlx::PgPool;
 #[derive(Clone)]
 pub struct HealthState {
     pub pool: PgPool,
+    pub database: crate::database::DatabaseGate,
     pub consuming: Arc<AtomicBool>,
     pub metrics: PrometheusHandle,
 }
@@ -28,11 +29,13 @@ pub fn router(state: HealthState) -> Router {
         .with_state(state)
 }
 
-/// 200 while PostgreSQL answers and a consumer is attached to the send queue.
+/// 200 while PostgreSQL answers and a consumer is attached to the send queue. While the
+/// worker's jobs wait out a database outage it is not ready, even between two probes.
 async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
-    let database = tokio::time::timeout(Duration::from_secs(2), common::repo::ping(&state.pool))
-        .await
-        .unwrap_or(false);
+    let database = state.database.is_up()
+        && tokio::time::timeout(Duration::from_secs(2), common::repo::ping(&state.pool))
+            .await
+            .unwrap_or(false);
     let broker = state.consuming.load(Ordering::Relaxed);
     let word = |up: bool| if up { "up" } else { "down" };
     let status = if database && broker {

@@ -4,6 +4,7 @@
 
 pub mod config;
 mod consumer;
+pub mod database;
 pub mod dead_letters;
 pub mod finish;
 mod http;
@@ -46,6 +47,7 @@ impl Worker {
             listener,
             ctx: Arc::new(send::SendContext {
                 finisher: finish::Finisher::spawn(pool.clone()),
+                database: database::DatabaseGate::new(pool.clone()),
                 pool,
                 twilio,
                 config,
@@ -62,6 +64,7 @@ impl Worker {
         let consuming = Arc::new(AtomicBool::new(false));
         let health = http::router(http::HealthState {
             pool: self.ctx.pool.clone(),
+            database: self.ctx.database.clone(),
             consuming: Arc::clone(&consuming),
             metrics: common::observability::metrics_handle(),
         });

@@ -89,7 +89,8 @@ pub struct RetryPolicy {
 pub enum Next {
     /// Wait this long in the worker, then call again.
     WaitInProcess(Duration),
-    /// Put the job into the delay queue of this tier; it comes back after it.
+    /// Hand the job to the delay queues for this long (the job carries the time it is due;
+    /// see [`tier_for`]).
     Defer(Duration),
     /// `SEND_MAX_ATTEMPTS` calls were made.
     AttemptsExhausted,
@@ -98,7 +99,9 @@ pub enum Next {
 }
 
 /// The tier a delay goes to: the longest tier not longer than the delay (never waiting
-/// longer than the policy asked), or the shortest.
+/// longer than the policy asked), or the shortest. What the tier leaves of the delay is
+/// waited again when the job comes back early: in the worker when it is short, else in the
+/// tier that fits the rest, so the delay that happens is the one asked for, jitter included.
 pub fn tier_for(delay: Duration) -> Duration {
     RETRY_TIERS
         .iter()
@@ -137,12 +140,13 @@ impl RetryPolicy {
     }
 
     /// What follows a retryable failure of call number `attempt`, with `remaining` of the
-    /// code's lifetime left.
-    pub fn next(&self, attempt: u32, remaining: Duration) -> Next {
+    /// code's lifetime left. `at_least`: what Twilio asked for (`Retry-After`), which wins
+    /// over a shorter delay of the schedule.
+    pub fn next(&self, attempt: u32, remaining: Duration, at_least: Option<Duration>) -> Next {
         if attempt >= self.max_attempts {
             return Next::AttemptsExhausted;
         }
-        let delay = self.delay_after(attempt);
+        let delay = self.delay_after(attempt).max(at_least.unwrap_or_default());
         self.after_delay(delay, remaining)
     }
 
@@ -153,7 +157,7 @@ impl RetryPolicy {
         } else if delay <= self.in_process_max {
             Next::WaitInProcess(delay)
         } else {
-            Next::Defer(tier_for(delay))
+            Next::Defer(delay)
         }
     }
 
@@ -275,12 +279,26 @@ mod tests {
     #[test]
     fn retries_stop_at_the_attempt_limit() {
         let plenty = Duration::from_secs(600);
-        assert_eq!(policy().next(5, plenty), Next::AttemptsExhausted);
-        assert_eq!(policy().next(6, plenty), Next::AttemptsExhausted);
+        assert_eq!(policy().next(5, plenty, None), Next::AttemptsExhausted);
+        assert_eq!(policy().next(6, plenty, None), Next::AttemptsExhausted);
         assert!(matches!(
-            policy().next(4, plenty),
+            policy().next(4, plenty, None),
             Next::WaitInProcess(_) | Next::Defer(_)
         ));
+    }
+
+    #[test]
+    fn twilio_s_retry_after_wins_over_a_shorter_delay_but_not_a_longer_one() {
+        let plenty = Duration::from_secs(600);
+        let asked = Duration::from_secs(20);
+        assert_eq!(policy().next(1, plenty, Some(asked)), Next::Defer(asked));
+        let short = Duration::from_millis(10);
+        assert!(matches!(
+            policy().next(1, plenty, Some(short)),
+            Next::WaitInProcess(d) if d >= Duration::from_millis(50)
+        ));
+        // A wait the code would not survive is not planned.
+        assert_eq!(policy().next(1, Duration::from_secs(40), Some(asked)), Next::Expiring);
     }
 
     #[test]
@@ -292,7 +310,7 @@ mod tests {
         );
         assert_eq!(
             p.after_delay(Duration::from_secs(5), Duration::from_secs(36)),
-            Next::Defer(Duration::from_secs(3))
+            Next::Defer(Duration::from_secs(5))
         );
         assert!(!p.worth_sending(Duration::from_secs(29)));
         assert!(p.worth_sending(Duration::from_secs(30)));
@@ -308,11 +326,11 @@ mod tests {
         );
         assert_eq!(
             p.after_delay(Duration::from_millis(301), plenty),
-            Next::Defer(Duration::from_secs(1))
+            Next::Defer(Duration::from_millis(301))
         );
         assert_eq!(
             p.after_delay(Duration::from_secs(45), plenty),
-            Next::Defer(Duration::from_secs(30))
+            Next::Defer(Duration::from_secs(45))
         );
     }
 

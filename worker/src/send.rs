@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::config::WorkerConfig;
 use crate::retry::{CallOutcome, Decision, Next, classify, tier_for};
 use crate::twilio::{CallResult, NewMessage, TwilioClient};
+use common::broker::RETRY_TIERS;
 
 /// What became of a job. Every variant ends the delivery: the consumer acks it after doing
 /// what the variant says.
@@ -32,11 +33,11 @@ pub enum JobOutcome {
     Failed {
         twilio_code: Option<i32>,
     },
-    /// Try again later: publish the job with `attempts` calls made into the delay queue of
-    /// `tier`. The send is released meanwhile.
+    /// Try again after `delay`: publish the job with `attempts` calls made into the delay
+    /// queues, due `delay` from now. The send is released meanwhile.
     Retry {
         attempts: u32,
-        tier: Duration,
+        delay: Duration,
     },
     /// Give up: the job goes to the dead-letter queue; its delivery is recorded `failed`.
     DeadLetter {
@@ -48,6 +49,8 @@ pub enum JobOutcome {
 pub struct SendContext {
     pub pool: PgPool,
     pub finisher: crate::finish::Finisher,
+    /// Whether PostgreSQL answers; jobs wait on it during an outage.
+    pub database: crate::database::DatabaseGate,
     pub twilio: TwilioClient,
     pub config: WorkerConfig,
 }
@@ -55,6 +58,8 @@ pub struct SendContext {
 /// A claimed send.
 struct Send<'a> {
     job: &'a SendJob,
+    /// This run's lease token ([`repo::Lease`]).
+    holder: &'a str,
     phone: String,
     created_at: OffsetDateTime,
     expires_at: OffsetDateTime,
@@ -77,6 +82,15 @@ impl Send<'_> {
     }
 }
 
+/// What a job that finds its send held by someone else does: come back shortly. The holder
+/// either sends it (the job is then skipped) or lets its lease run out.
+fn busy(attempts: u32) -> JobOutcome {
+    JobOutcome::Retry {
+        attempts,
+        delay: RETRY_TIERS[0],
+    }
+}
+
 impl SendContext {
     fn status_callback(&self) -> String {
         format!("{}/v1/webhooks/twilio/status", self.config.public_base_url)
@@ -86,19 +100,29 @@ impl SendContext {
         crate::sms::compose(&self.config.sms_template, code, self.config.webotp_domain.as_deref())
     }
 
-    fn lease_seconds(&self) -> f64 {
-        self.config.send_lease().as_secs_f64()
+    fn lease<'a>(&self, holder: &'a str) -> repo::Lease<'a> {
+        repo::Lease {
+            holder,
+            seconds: self.config.send_lease.as_secs_f64(),
+        }
     }
 
-    /// Runs one job to its outcome. An `Err` means PostgreSQL failed: the job must be
-    /// returned to the queue, nothing about it is final. `shutdown` cuts in-process waits
-    /// short: the retry is handed to the broker instead.
+    /// Runs one job to its outcome. An `Err` means PostgreSQL failed: nothing about the job
+    /// is final, and it may be run again (after an outage, with the same `holder`, which
+    /// takes its own lease back) or returned to the queue. `holder` is the lease token of
+    /// this job's runs. `shutdown` cuts in-process waits short: the retry is handed to the
+    /// broker instead.
     #[tracing::instrument(skip_all, fields(verification_id = %job.verification_id, request_id = job.request_id.as_deref().unwrap_or("")))]
-    pub async fn process(&self, job: &SendJob, shutdown: &CancellationToken) -> anyhow::Result<JobOutcome> {
+    pub async fn process(
+        &self,
+        job: &SendJob,
+        holder: &str,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<JobOutcome> {
         let id = job.verification_id;
         let min_lifetime = self.config.retry.min_useful_lifetime.as_secs_f64();
         let worker = &self.config.worker_id;
-        let claim = repo::claim_send_and_begin(&self.pool, id, self.lease_seconds(), worker, min_lifetime).await?;
+        let claim = repo::claim_send_and_begin(&self.pool, id, self.lease(holder), worker, min_lifetime).await?;
         let mut send = match claim {
             Claim::Claimed {
                 submitted_sid: Some(sid),
@@ -118,6 +142,7 @@ impl SendContext {
             } => {
                 let send = Send {
                     job,
+                    holder,
                     phone: phone_number,
                     created_at,
                     expires_at,
@@ -131,12 +156,7 @@ impl SendContext {
                 send
             }
             // Another worker holds the send (or held it and died: its lease runs out).
-            Claim::Busy => {
-                return Ok(JobOutcome::Retry {
-                    attempts: job.attempt,
-                    tier: tier_for(Duration::ZERO),
-                });
-            }
+            Claim::Busy => return Ok(busy(job.attempt)),
             Claim::Skip(found) => return self.skip(id, found).await,
         };
         let body = self.body(&job.code);
@@ -146,18 +166,18 @@ impl SendContext {
                 return self.expire(id).await;
             }
             let result = self.call(&mut send, &body).await?;
-            let decision = match result {
+            let (decision, asked) = match result {
                 Called::Done(outcome) => return Ok(outcome),
-                Called::Retry(decision) => decision,
+                Called::Retry { failure, retry_after } => (failure, retry_after),
             };
-            match self.config.retry.next(send.made, send.remaining()) {
+            match self.config.retry.next(send.made, send.remaining(), asked) {
                 Next::WaitInProcess(delay) => {
                     tokio::select! {
                         _ = shutdown.cancelled() => return self.defer(&send).await,
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }
-                Next::Defer(tier) => return self.wait_in(&send, tier).await,
+                Next::Defer(delay) => return self.wait_in(&send, delay).await,
                 Next::Expiring => return self.expire(id).await,
                 Next::AttemptsExhausted => {
                     let reason = format!("{} Twilio calls failed; the last was {}", send.made, decision);
@@ -176,8 +196,16 @@ impl SendContext {
             Some(row) => row,
             None => {
                 send.recorded += 1;
-                let (attempt, lease) = (send.recorded, self.lease_seconds());
-                repo::begin_attempt(&self.pool, id, attempt, lease, &self.config.worker_id).await?
+                let (attempt, lease) = (send.recorded, self.lease(send.holder));
+                match repo::begin_attempt(&self.pool, id, attempt, lease, &self.config.worker_id).await? {
+                    Some(row) => row,
+                    None => {
+                        // The lease ran out and another worker took the send: it is theirs.
+                        tracing::warn!("the send's lease was taken over; not calling Twilio");
+                        send.made -= 1;
+                        return Ok(Called::Done(busy(send.made)));
+                    }
+                }
             }
         };
         let started = std::time::Instant::now();
@@ -231,7 +259,10 @@ impl SendContext {
             (Decision::Permanent, _) => Called::Done(self.fail(id, twilio_code(&result)).await?),
             // Still unknown whether it went out: never call again before knowing.
             (Decision::Ambiguous, _) if outcome == "ambiguous" => Called::Done(self.defer(send).await?),
-            _ => Called::Retry(describe(&result)),
+            _ => Called::Retry {
+                failure: describe(&result),
+                retry_after: result.retry_after,
+            },
         })
     }
 
@@ -274,16 +305,19 @@ impl SendContext {
         let delay = self.config.retry.delay_after(send.made.max(1));
         match self.config.retry.after_delay(delay, send.remaining()) {
             Next::Expiring => self.expire(send.id()).await,
-            _ => self.wait_in(send, tier_for(delay)).await,
+            _ => self.wait_in(send, delay).await,
         }
     }
 
-    /// Releases the send while the job waits in the delay queue of `tier`.
-    async fn wait_in(&self, send: &Send<'_>, tier: Duration) -> anyhow::Result<JobOutcome> {
-        repo::release_claim(&self.pool, send.id(), &self.config.topology.retry_queue(tier)).await?;
+    /// Releases the send while the job waits `delay` in the delay queues.
+    async fn wait_in(&self, send: &Send<'_>, delay: Duration) -> anyhow::Result<JobOutcome> {
+        let queue = self.config.topology.retry_queue(tier_for(delay));
+        if !repo::release_claim(&self.pool, send.id(), send.holder, &queue).await? {
+            tracing::warn!("the send's lease had run out and was taken over before it was released");
+        }
         Ok(JobOutcome::Retry {
             attempts: send.made,
-            tier,
+            delay,
         })
     }
 
@@ -334,8 +368,12 @@ impl SendContext {
 /// The result of one call for the loop.
 enum Called {
     Done(JobOutcome),
-    /// Retryable; the text describes the failure for a dead letter's reason.
-    Retry(String),
+    /// Retryable; `failure` describes it for a dead letter's reason; `retry_after` is what
+    /// Twilio asked for.
+    Retry {
+        failure: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 fn describe(result: &CallResult) -> String {

@@ -34,6 +34,8 @@ pub struct CallResult {
     /// The `SM…` sid on success.
     pub sid: Option<String>,
     pub error_message: Option<String>,
+    /// How long Twilio asked us to wait (`Retry-After` on a 429 or 503, in seconds).
+    pub retry_after: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +106,7 @@ impl TwilioClient {
             Err(e) => return transport_failure(&e),
         };
         let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
         let body = match response.bytes().await {
             Ok(b) => b,
             Err(e) => return transport_failure(&e),
@@ -114,6 +117,7 @@ impl TwilioClient {
                     outcome: CallOutcome::Created,
                     sid: Some(created.sid),
                     error_message: None,
+                    retry_after: None,
                 };
             }
             // A 201 we cannot read: the message exists, but we do not know its sid.
@@ -121,6 +125,7 @@ impl TwilioClient {
                 outcome: CallOutcome::NoAnswer { written: true },
                 sid: None,
                 error_message: Some("201 with an unreadable body".into()),
+                retry_after: None,
             };
         }
         let error = serde_json::from_slice::<TwilioError>(&body).ok();
@@ -131,6 +136,7 @@ impl TwilioClient {
             },
             sid: None,
             error_message: error.and_then(|e| e.message).or_else(|| Some(format!("HTTP {status}"))),
+            retry_after,
         }
     }
 
@@ -154,6 +160,19 @@ impl TwilioClient {
     }
 }
 
+/// A `Retry-After` header in seconds (the form Twilio uses; an HTTP date is not honoured),
+/// at most a day.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds.min(86_400)))
+}
+
 fn transport_failure(e: &reqwest::Error) -> CallResult {
     // Only a connection that was never made is certain not to have reached Twilio.
     let written = !e.is_connect();
@@ -172,5 +191,6 @@ fn transport_failure(e: &reqwest::Error) -> CallResult {
             }
             shown
         }),
+        retry_after: None,
     }
 }

@@ -33,6 +33,15 @@ pub struct NewRow {
 /// table as it was before the statement, so it cannot see rows inserted by the same call.
 /// Returns each stored verification with how many older ones it superseded.
 ///
+/// At most one verification of a number is pending, whatever the number of API replicas:
+/// the unique index `verifications_one_pending_per_number` refuses a second one. The
+/// superseding update runs to its end before the first insert (the insert waits for the
+/// count of superseded rows), so this statement never collides with the rows it supersedes.
+/// It collides with a pending row that another replica committed after this statement's
+/// snapshot: then it fails as a whole ([`is_pending_conflict`]) and the caller runs it again,
+/// which supersedes that row; the start that commits last stays pending. Rows are inserted in
+/// number order, so two replicas' batches wait for each other in one order, never in a cycle.
+///
 /// The older ones are found with `phone_number = ANY($2)`, which PostgreSQL always answers
 /// from the index, one lookup per number. Written as a join with the input (`IN (SELECT
 /// phone_number FROM input)`), it was planned, while the table had no statistics yet, as a
@@ -62,7 +71,7 @@ pub async fn insert_batch_with_outbox(
          stored AS ( \
            INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, expires_at) \
            SELECT id, phone_number, code_hmac, max_check_attempts, request_id, now() + make_interval(secs => ttl) \
-           FROM input ORDER BY n RETURNING ",
+           FROM input WHERE (SELECT count(*) FROM superseded) >= 0 ORDER BY phone_number RETURNING ",
         columns!(),
         ") \
          SELECT stored.*, (SELECT count(*) FROM superseded s WHERE s.phone_number = stored.phone_number) AS superseded \
@@ -89,6 +98,14 @@ pub async fn insert_batch_with_outbox(
     rows.iter()
         .map(|r| by_id.remove(&r.id).ok_or_else(|| sqlx::Error::RowNotFound))
         .collect()
+}
+
+/// The unique index of pending verifications refused a row: another replica committed a
+/// pending verification for one of the numbers meanwhile (see [`insert_batch_with_outbox`]).
+pub fn is_pending_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db)
+        if db.code().as_deref() == Some("23505")
+            && db.constraint() == Some("verifications_one_pending_per_number"))
 }
 
 /// Drops the outbox rows of jobs the broker confirmed, in one statement.

@@ -32,11 +32,20 @@ pub enum Claim {
     Skip(Option<Verification>),
 }
 
+/// A send's lease as a worker asks for it: who holds it and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease<'a> {
+    /// Drawn by the worker for each job it runs (see `claimed_by` in the migrations).
+    pub holder: &'a str,
+    pub seconds: f64,
+}
+
 /// Takes the send of a pending, unexpired verification whose SMS is not yet submitted, in
-/// one conditional update, with a lease of `lease_seconds`: two workers can never call
-/// Twilio for the same verification at once. A lease left by a worker that died runs out.
-pub async fn claim_send(pool: &PgPool, id: Uuid, lease_seconds: f64) -> sqlx::Result<Claim> {
-    claim(pool, id, lease_seconds, None).await
+/// one conditional update, with `lease`: two workers can never call Twilio for the same
+/// verification at once. A lease left by a worker that died runs out; the lease's own holder
+/// may take the send again at any time (after a database outage cut its job short).
+pub async fn claim_send(pool: &PgPool, id: Uuid, lease: Lease<'_>) -> sqlx::Result<Claim> {
+    claim(pool, id, lease, None).await
 }
 
 /// Like [`claim_send`], and in the same statement begins the first Twilio call (as
@@ -46,14 +55,14 @@ pub async fn claim_send(pool: &PgPool, id: Uuid, lease_seconds: f64) -> sqlx::Re
 pub async fn claim_send_and_begin(
     pool: &PgPool,
     id: Uuid,
-    lease_seconds: f64,
+    lease: Lease<'_>,
     worker_id: &str,
     min_lifetime_seconds: f64,
 ) -> sqlx::Result<Claim> {
-    claim(pool, id, lease_seconds, Some((worker_id, min_lifetime_seconds))).await
+    claim(pool, id, lease, Some((worker_id, min_lifetime_seconds))).await
 }
 
-async fn claim(pool: &PgPool, id: Uuid, lease_seconds: f64, first: Option<(&str, f64)>) -> sqlx::Result<Claim> {
+async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f64)>) -> sqlx::Result<Claim> {
     let row = sqlx::query(
         "WITH earlier AS ( \
            SELECT EXISTS (SELECT 1 FROM send_attempts a WHERE a.verification_id = $1 \
@@ -62,13 +71,13 @@ async fn claim(pool: &PgPool, id: Uuid, lease_seconds: f64, first: Option<(&str,
                    AND a.outcome = 'submitted' AND a.provider_message_sid IS NOT NULL LIMIT 1) AS submitted_sid), \
          claimed AS ( \
            UPDATE verifications v SET delivery_status = 'sending', waiting_in = NULL, \
-             claimed_until = now() + make_interval(secs => $2), updated_at = now(), \
+             claimed_until = now() + make_interval(secs => $2), claimed_by = $5, updated_at = now(), \
              send_attempts = v.send_attempts + CASE WHEN $3::text IS NOT NULL AND NOT e.needs_lookup \
                AND e.submitted_sid IS NULL AND v.expires_at > now() + make_interval(secs => $4) THEN 1 ELSE 0 END \
            FROM earlier e \
            WHERE v.id = $1 AND v.status = 'pending' AND v.expires_at > now() \
              AND v.delivery_status IN ('queued', 'sending') \
-             AND (v.claimed_until IS NULL OR v.claimed_until < now()) \
+             AND (v.claimed_until IS NULL OR v.claimed_until < now() OR v.claimed_by = $5) \
            RETURNING v.phone_number, v.created_at, v.expires_at, v.send_attempts, e.needs_lookup, e.submitted_sid, \
              $3::text IS NOT NULL AND NOT e.needs_lookup AND e.submitted_sid IS NULL \
                AND v.expires_at > now() + make_interval(secs => $4) AS begins), \
@@ -78,9 +87,10 @@ async fn claim(pool: &PgPool, id: Uuid, lease_seconds: f64, first: Option<(&str,
          SELECT claimed.*, (SELECT id FROM first) AS attempt_row FROM claimed",
     )
     .bind(id)
-    .bind(lease_seconds)
+    .bind(lease.seconds)
     .bind(first.map(|(worker, _)| worker))
     .bind(first.map_or(0.0, |(_, lifetime)| lifetime))
+    .bind(lease.holder)
     .fetch_optional(pool)
     .await?;
     if let Some(row) = row {
@@ -103,40 +113,48 @@ async fn claim(pool: &PgPool, id: Uuid, lease_seconds: f64, first: Option<(&str,
 }
 
 /// Gives the send back while the job waits in the delay queue `queue`, so whoever takes
-/// the job next need not wait for the lease to run out.
-pub async fn release_claim(pool: &PgPool, id: Uuid, queue: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE verifications SET claimed_until = NULL, waiting_in = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(queue)
-        .execute(pool)
-        .await?;
-    Ok(())
+/// the job next need not wait for the lease to run out. Only the lease's holder can give it
+/// back: `false` if the lease had run out and someone else took the send meanwhile.
+pub async fn release_claim(pool: &PgPool, id: Uuid, holder: &str, queue: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE verifications SET claimed_until = NULL, claimed_by = NULL, waiting_in = $3, updated_at = now() \
+         WHERE id = $1 AND claimed_by = $2",
+    )
+    .bind(id)
+    .bind(holder)
+    .bind(queue)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Records that Twilio call number `attempt` is about to be made (outcome `in_flight`),
 /// counts it on the verification and renews the lease, before the call: if the worker dies
 /// during the call, whoever takes the job next knows to ask Twilio first. Returns the
-/// attempt's row id for [`finish_attempt`].
+/// attempt's row id for [`finish_attempt`], or `None` (and records nothing) when `lease` is
+/// no longer held by its holder: it ran out and another worker took the send, which must
+/// then not be called by this one.
 pub async fn begin_attempt(
     pool: &PgPool,
     id: Uuid,
     attempt: i32,
-    lease_seconds: f64,
+    lease: Lease<'_>,
     worker_id: &str,
-) -> sqlx::Result<i64> {
+) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar(
-        "WITH counted AS ( \
+        "WITH renewed AS ( \
            UPDATE verifications SET send_attempts = GREATEST(send_attempts, $2), \
              claimed_until = now() + make_interval(secs => $3), updated_at = now() \
-           WHERE id = $1) \
+           WHERE id = $1 AND claimed_by = $5 RETURNING id) \
          INSERT INTO send_attempts (verification_id, attempt, started_at, outcome, worker_id) \
-         VALUES ($1, $2, now(), 'in_flight', $4) RETURNING id",
+         SELECT id, $2, now(), 'in_flight', $4 FROM renewed RETURNING id",
     )
     .bind(id)
     .bind(attempt)
-    .bind(lease_seconds)
+    .bind(lease.seconds)
     .bind(worker_id)
-    .fetch_one(pool)
+    .bind(lease.holder)
+    .fetch_optional(pool)
     .await
 }
 
@@ -226,7 +244,7 @@ pub async fn finish_submitted(pool: &PgPool, sends: &[Submitted]) -> sqlx::Resul
              provider_message_sid = input.sid \
            FROM input WHERE a.id = input.attempt_id AND a.id = ANY($3)) \
          UPDATE verifications v SET delivery_status = 'submitted', provider_message_sid = input.sid, \
-           claimed_until = NULL, updated_at = now() \
+           claimed_until = NULL, claimed_by = NULL, updated_at = now() \
          FROM input WHERE v.id = input.id AND v.id = ANY($1) AND v.delivery_status = ANY($4)",
     )
     .bind(sends.iter().map(|s| s.id).collect::<Vec<_>>())
@@ -255,7 +273,7 @@ pub async fn finish_submitted(pool: &PgPool, sends: &[Submitted]) -> sqlx::Resul
 pub async fn mark_dead_lettered(pool: &PgPool, id: Uuid, reason: &str) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE verifications SET delivery_status = 'failed', dead_letter_reason = $2, \
-           claimed_until = NULL, updated_at = now() \
+           claimed_until = NULL, claimed_by = NULL, updated_at = now() \
          WHERE id = $1 AND delivery_status = ANY($3)",
     )
     .bind(id)
@@ -272,7 +290,7 @@ pub async fn mark_dead_lettered(pool: &PgPool, id: Uuid, reason: &str) -> sqlx::
 pub async fn reset_for_replay(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE verifications SET delivery_status = 'queued', dead_letter_reason = NULL, \
-           claimed_until = NULL, updated_at = now() \
+           claimed_until = NULL, claimed_by = NULL, updated_at = now() \
          WHERE id = $1 AND status = 'pending' AND expires_at > now() \
            AND provider_message_sid IS NULL AND delivery_status IN ('queued', 'sending', 'failed')",
     )

@@ -28,21 +28,60 @@ async fn stored_verification(app: &TestApp, phone: &str) -> (Uuid, Code) {
     (id, code)
 }
 
+fn lease(holder: &str, seconds: f64) -> repo::Lease<'_> {
+    repo::Lease { holder, seconds }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_claimed_send_cannot_be_claimed_again_until_its_lease_runs_out() {
+async fn a_claimed_send_cannot_be_claimed_by_another_until_its_lease_runs_out() {
     let app = spawn_app_with(Options::default().without_worker()).await;
     let (id, _) = stored_verification(&app, PHONE).await;
+    let claim = |holder, seconds| repo::claim_send(&app.pool, id, lease(holder, seconds));
+    assert!(matches!(claim("a", 30.0).await.unwrap(), Claim::Claimed { .. }));
+    assert!(matches!(claim("b", 30.0).await.unwrap(), Claim::Busy));
+    // Its holder takes it again (a job run again after a database outage).
+    assert!(matches!(claim("a", 0.0).await.unwrap(), Claim::Claimed { .. }));
+    // A lease that ran out is anyone's.
+    assert!(matches!(claim("b", 30.0).await.unwrap(), Claim::Claimed { .. }));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_is_renewed_and_released_only_by_its_holder() {
+    let app = spawn_app_with(Options::default().without_worker()).await;
+    let (id, _) = stored_verification(&app, PHONE).await;
+    // Worker a's lease runs out at once; worker b takes the send over.
+    repo::claim_send(&app.pool, id, lease("a", 0.0)).await.unwrap();
     assert!(matches!(
-        repo::claim_send(&app.pool, id, 0.5).await.unwrap(),
+        repo::claim_send(&app.pool, id, lease("b", 30.0)).await.unwrap(),
         Claim::Claimed { .. }
     ));
+    // a can neither renew it (and so may not call Twilio) nor give it back.
+    assert_eq!(
+        repo::begin_attempt(&app.pool, id, 1, lease("a", 30.0), "a")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!repo::release_claim(&app.pool, id, "a", "q").await.unwrap());
     assert!(matches!(
-        repo::claim_send(&app.pool, id, 0.5).await.unwrap(),
+        repo::claim_send(&app.pool, id, lease("c", 30.0)).await.unwrap(),
         Claim::Busy
     ));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        repo::attempts(&app.pool, id).await.unwrap().is_empty(),
+        "a recorded no call"
+    );
+    // b can do both.
+    assert!(
+        repo::begin_attempt(&app.pool, id, 1, lease("b", 30.0), "b")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(repo::release_claim(&app.pool, id, "b", "q").await.unwrap());
     assert!(matches!(
-        repo::claim_send(&app.pool, id, 0.5).await.unwrap(),
+        repo::claim_send(&app.pool, id, lease("c", 30.0)).await.unwrap(),
         Claim::Claimed { .. }
     ));
     app.stop().await;
@@ -93,8 +132,12 @@ async fn a_call_whose_worker_died_is_looked_up_before_sending_again() {
     let (id, code) = stored_verification(&app, PHONE).await;
     // A worker claimed the send, recorded the call as in flight, and died; Twilio had
     // created the message.
-    repo::claim_send(&app.pool, id, 0.0).await.unwrap();
-    repo::begin_attempt(&app.pool, id, 1, 0.0, "dead-worker").await.unwrap();
+    repo::claim_send(&app.pool, id, lease("dead-worker", 0.0))
+        .await
+        .unwrap();
+    repo::begin_attempt(&app.pool, id, 1, lease("dead-worker", 0.0), "dead-worker")
+        .await
+        .unwrap();
     let sid = app
         .fake
         .inject_message(PHONE, &format!("Your verification code is {}", code.expose()));
@@ -325,8 +368,13 @@ async fn a_201_recorded_before_the_worker_failed_is_not_sent_again() {
     let (id, code) = stored_verification(&app, PHONE).await;
     // The call got its 201 recorded, then PostgreSQL went away before the verification was
     // marked submitted; the job went back to the queue.
-    repo::claim_send(&app.pool, id, 0.0).await.unwrap();
-    let row = repo::begin_attempt(&app.pool, id, 1, 0.0, "dead-worker").await.unwrap();
+    repo::claim_send(&app.pool, id, lease("dead-worker", 0.0))
+        .await
+        .unwrap();
+    let row = repo::begin_attempt(&app.pool, id, 1, lease("dead-worker", 0.0), "dead-worker")
+        .await
+        .unwrap()
+        .expect("the holder begins a call");
     let sid = app
         .fake
         .inject_message(PHONE, &format!("Your verification code is {}", code.expose()));

@@ -109,7 +109,16 @@ async fn a_callback_that_arrives_before_the_sid_is_recorded_is_applied_later() {
     )
     .await
     .unwrap();
-    common::repo::claim_send(&app.pool, id, 30.0).await.unwrap();
+    common::repo::claim_send(
+        &app.pool,
+        id,
+        common::repo::Lease {
+            holder: "test",
+            seconds: 30.0,
+        },
+    )
+    .await
+    .unwrap();
     let sid = "SMabcdef0123456789abcdef0123456789";
     assert_eq!(signed_callback(&app, sid, "delivered", None).await, 204);
     assert_eq!(app.get_verification(id).await["delivery_status"], "sending");

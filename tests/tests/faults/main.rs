@@ -7,6 +7,7 @@
 
 mod outages;
 mod processes;
+mod replicas;
 mod twilio_faults;
 
 use std::time::Duration;
