@@ -64,13 +64,6 @@ impl AbuseConfig {
             number_kinds: number_kinds(env)?,
         })
     }
-
-    /// The longest window any limit uses: older events can be forgotten.
-    pub fn longest_window(&self) -> Duration {
-        self.sends_window
-            .max(self.resend_cooldown)
-            .max(Duration::from_secs(86_400))
-    }
 }
 
 fn list(env: &Env, name: &'static str) -> Result<Vec<String>, SettingError> {

@@ -98,16 +98,15 @@ async fn track_http(request: axum::extract::Request, next: middleware::Next) -> 
     response
 }
 
-/// Deletes rate-limit events older than the longest window, once a minute.
-async fn forget_old_rate_events(state: AppState, shutdown: CancellationToken) {
-    let keep = state.config.abuse.longest_window();
+/// Deletes the rate-limit bookkeeping of keys that went quiet, once a minute.
+async fn forget_expired_rate_limits(state: AppState, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
-        if let Err(e) = common::limits::forget_older_than(&state.pool, keep).await {
-            tracing::warn!(error = %e, "could not delete old rate-limit events");
+        if let Err(e) = common::limits::forget_expired(&state.pool).await {
+            tracing::warn!(error = %e, "could not delete expired rate-limit keys");
         }
     }
 }
@@ -172,7 +171,12 @@ impl Application {
         // The relay looks at the outbox a few times per relay age.
         let relay_interval = (self.state.config.outbox_relay_after / 3).max(Duration::from_secs(1));
         let relay = tokio::spawn(crate::outbox::run(self.state.clone(), relay_interval, shutdown.clone()));
-        let janitor = tokio::spawn(forget_old_rate_events(self.state.clone(), shutdown.clone()));
+        let janitor = tokio::spawn(forget_expired_rate_limits(self.state.clone(), shutdown.clone()));
+        let retention = tokio::spawn(common::retention::run(
+            self.state.pool.clone(),
+            self.state.config.retention_days,
+            shutdown.clone(),
+        ));
         let monitor = tokio::spawn(crate::monitor::run(
             self.state.clone(),
             Duration::from_secs(5),
@@ -189,6 +193,7 @@ impl Application {
         }
         relay.abort();
         janitor.abort();
+        retention.abort();
         monitor.abort();
         let served = match tokio::time::timeout(grace, server).await {
             Ok(result) => result.context("HTTP server failed"),

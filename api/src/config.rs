@@ -7,7 +7,9 @@ use common::broker::Topology;
 
 use crate::abuse::AbuseConfig;
 use common::code::CodeLength;
-use common::settings::{Env, Secret, Setting, SettingError, account_sid, log_format, public_base_url};
+use common::settings::{
+    Env, Secret, Setting, SettingError, account_sid, amqp_url, database_url, log_format, public_base_url,
+};
 
 pub const SETTINGS: &[Setting] = &[
     Setting::with_default(
@@ -64,6 +66,7 @@ pub const SETTINGS: &[Setting] = &[
         "30",
         "longest wait for in-flight requests on SIGTERM",
     ),
+    common::retention::SETTING,
     Setting::with_default(
         "LOG_FORMAT",
         "auto",
@@ -142,6 +145,8 @@ pub struct ApiConfig {
     pub outbox_relay_after: Duration,
     pub database_max_connections: u32,
     pub shutdown_grace: Duration,
+    /// `RETENTION_DAYS`.
+    pub retention_days: u32,
     pub log_format: String,
     pub abuse: AbuseConfig,
 }
@@ -149,8 +154,8 @@ pub struct ApiConfig {
 impl ApiConfig {
     pub fn from_env(env: &Env) -> Result<Self, SettingError> {
         Ok(Self {
-            database_url: Secret::new(env.string("DATABASE_URL")?),
-            amqp_url: Secret::new(env.string("AMQP_URL")?),
+            database_url: database_url(env)?,
+            amqp_url: amqp_url(env)?,
             listen: env.parse("API_LISTEN")?,
             api_keys: api_keys(env)?,
             verify_secret: verify_secret(env)?,
@@ -166,6 +171,7 @@ impl ApiConfig {
             outbox_relay_after: outbox_relay_after(env)?,
             database_max_connections: env.number_in("DATABASE_MAX_CONNECTIONS", 1..=1000)?,
             shutdown_grace: Duration::from_secs(env.number_in("SHUTDOWN_GRACE_SECONDS", 0..=3600)?),
+            retention_days: common::retention::days(env)?,
             log_format: log_format(env)?,
             abuse: AbuseConfig::from_env(env)?,
         })

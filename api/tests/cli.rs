@@ -43,6 +43,9 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
         ("CODE_LENGTH", "12"),
         ("API_LISTEN", "nowhere"),
         ("TWILIO_ACCOUNT_SID", "AC1"),
+        ("DATABASE_URL", "not-a-url"),
+        ("AMQP_URL", "rabbit://127.0.0.1"),
+        ("PUBLIC_BASE_URL", "example.com"),
     ] {
         let mut cmd = with_valid_settings(api());
         let out = cmd.env(name, value).output().unwrap();

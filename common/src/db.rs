@@ -112,9 +112,31 @@ pub fn is_outage(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A database outage met by another task (a batch statement shared by several requests),
+/// passed on as text: [`caused_by_outage`] recognises it like the `sqlx::Error` it came from.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the database is unreachable: {0}")]
+pub struct Unreachable(pub String);
+
 /// [`is_outage`] for an error chain: whether a database outage is among its causes.
 pub fn caused_by_outage(e: &anyhow::Error) -> bool {
     e.chain()
-        .filter_map(|cause| cause.downcast_ref::<sqlx::Error>())
-        .any(is_outage)
+        .any(|cause| cause.downcast_ref::<sqlx::Error>().is_some_and(is_outage) || cause.is::<Unreachable>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_recognised_through_contexts_and_when_passed_on_as_text() {
+        let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(caused_by_outage(&anyhow::Error::new(refused).context("claiming")));
+        let passed_on = anyhow::Error::new(Unreachable("connection refused".into())).context("recording");
+        assert!(caused_by_outage(&passed_on));
+        assert!(!caused_by_outage(
+            &anyhow::Error::new(sqlx::Error::RowNotFound).context("reading")
+        ));
+        assert!(!caused_by_outage(&anyhow::anyhow!("the broker closed the channel")));
+    }
 }

@@ -13,6 +13,7 @@ pub mod observability;
 pub mod phone;
 pub mod process;
 pub mod repo;
+pub mod retention;
 pub mod settings;
 pub mod signature;
 pub mod status;

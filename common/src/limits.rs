@@ -35,13 +35,7 @@ pub async fn take(pool: &PgPool, limits: &[Limit]) -> sqlx::Result<Option<(usize
 
 /// Gives back the newest event under `key` (a check that turned out not to be a wrong code).
 pub async fn give_back(pool: &PgPool, key: &str) -> sqlx::Result<()> {
-    sqlx::query(
-        "DELETE FROM rate_events WHERE ctid = \
-           (SELECT ctid FROM rate_events WHERE key = $1 ORDER BY at DESC LIMIT 1)",
-    )
-    .bind(key)
-    .execute(pool)
-    .await?;
+    sqlx::query("SELECT rate_give_back($1)").bind(key).execute(pool).await?;
     Ok(())
 }
 
@@ -72,14 +66,35 @@ pub async fn pause_prefix(pool: &PgPool, prefix: &str, pause: Duration) -> sqlx:
     Ok(fresh)
 }
 
-/// Deletes events older than `keep` (the longest window in use), a batch at a time.
-pub async fn forget_older_than(pool: &PgPool, keep: Duration) -> sqlx::Result<u64> {
-    let done = sqlx::query(
-        "DELETE FROM rate_events WHERE ctid IN (SELECT ctid FROM rate_events \
-           WHERE at < now() - make_interval(secs => $1) LIMIT 10000)",
-    )
-    .bind(keep.as_secs_f64())
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+/// Rows deleted by one statement of [`forget_expired`].
+const FORGET_BATCH: i64 = 5_000;
+
+/// Deletes the bookkeeping of keys whose newest event left its window, and prefix pauses
+/// that ended, in statements of [`FORGET_BATCH`] rows (short locks, short transactions)
+/// until none is left. The table then holds the keys active within their windows: its size
+/// follows the number of numbers, addresses and prefixes in use, not the events. Returns the
+/// rows deleted.
+pub async fn forget_expired(pool: &PgPool) -> sqlx::Result<u64> {
+    let mut total = 0;
+    loop {
+        let done = sqlx::query(
+            // `expires_at` again in the outer condition: a key that an event renewed while
+            // this statement waited for its row is checked anew and kept.
+            "DELETE FROM rate_limits WHERE key = ANY(ARRAY( \
+               SELECT key FROM rate_limits WHERE expires_at < now() LIMIT $1)) AND expires_at < now()",
+        )
+        .bind(FORGET_BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        total += done;
+        if done < FORGET_BATCH as u64 {
+            break;
+        }
+    }
+    total += sqlx::query("DELETE FROM prefix_pauses WHERE until < now()")
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(total)
 }

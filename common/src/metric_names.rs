@@ -21,6 +21,7 @@ pub const SENDS_IN_FLIGHT: &str = "verify_sends_in_flight";
 pub const JOBS: &str = "verify_jobs_total";
 pub const DEAD_LETTERS: &str = "verify_dead_letters_total";
 pub const BATCH_CONFLICTS: &str = "verify_batch_statement_retries_total";
+pub const RETENTION_DELETED: &str = "verify_retention_deleted_total";
 
 /// Registers the help text of every metric (shown as `# HELP` in the scrape).
 pub fn describe() {
@@ -70,6 +71,10 @@ pub fn describe() {
     describe_gauge!(SENDS_IN_FLIGHT, "Send jobs this worker is working on");
     describe_counter!(JOBS, "Send jobs finished by a worker, by outcome");
     describe_counter!(DEAD_LETTERS, "Jobs a worker put into the dead-letter queue");
+    describe_counter!(
+        RETENTION_DELETED,
+        "Rows deleted past RETENTION_DAYS, by table (verifications with their attempts; delivery events)"
+    );
     describe_counter!(
         BATCH_CONFLICTS,
         "Batched statements run again after a conflict with another replica, by kind (pending_number, deadlock)"

@@ -157,16 +157,60 @@ impl fmt::Debug for Secret {
 pub fn public_base_url(env: &Env) -> Result<String, SettingError> {
     let raw = env.string("PUBLIC_BASE_URL")?;
     let trimmed = raw.trim_end_matches('/');
-    let rest = trimmed
-        .strip_prefix("https://")
-        .or_else(|| trimmed.strip_prefix("http://"));
-    match rest {
-        Some(rest) if !rest.is_empty() && !rest.contains(['?', '#', ' ']) => Ok(trimmed.to_owned()),
-        _ => Err(SettingError::new(
+    let usable = url::Url::parse(trimmed).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host_str().is_some_and(|h| !h.is_empty())
+            && u.query().is_none()
+            && u.fragment().is_none()
+            && u.username().is_empty()
+    });
+    if usable && !trimmed.contains(' ') {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(SettingError::new(
             "PUBLIC_BASE_URL",
-            format!("must be an http(s) URL without a query, got {raw:?}"),
-        )),
+            format!("must be an http(s) URL with a host and without a query, got {raw:?}"),
+        ))
     }
+}
+
+/// `DATABASE_URL`: a PostgreSQL URL that sqlx can use. Checked at start, so a typo stops
+/// the process with exit 2 instead of failing every connection later. The value is never
+/// shown (it may hold a password).
+pub fn database_url(env: &Env) -> Result<Secret, SettingError> {
+    const NAME: &str = "DATABASE_URL";
+    let raw = env.string(NAME)?;
+    let url = url::Url::parse(&raw).map_err(|e| SettingError::new(NAME, format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(SettingError::new(
+            NAME,
+            "must be a postgres:// URL, such as postgres://user@host:5432/database",
+        ));
+    }
+    raw.parse::<sqlx::postgres::PgConnectOptions>()
+        .map_err(|e| SettingError::new(NAME, format!("cannot be used: {e}")))?;
+    Ok(Secret::new(raw))
+}
+
+/// `AMQP_URL`: an `amqp://` or `amqps://` URL that lapin can use (the vhost is its path).
+/// The value is never shown (it may hold a password).
+pub fn amqp_url(env: &Env) -> Result<Secret, SettingError> {
+    const NAME: &str = "AMQP_URL";
+    let raw = env.string(NAME)?;
+    let url = url::Url::parse(&raw).map_err(|e| SettingError::new(NAME, format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "amqp" | "amqps") || url.host_str().is_none_or(str::is_empty) {
+        return Err(SettingError::new(
+            NAME,
+            "must be an amqp:// or amqps:// URL with a host, such as amqp://guest:guest@127.0.0.1:5672/%2f",
+        ));
+    }
+    if raw.parse::<lapin::uri::AMQPUri>().is_err() {
+        return Err(SettingError::new(
+            NAME,
+            "cannot be used (check the port, the vhost's percent-encoding and the query parameters)",
+        ));
+    }
+    Ok(Secret::new(raw))
 }
 
 /// `TWILIO_ACCOUNT_SID`: `AC` and 32 hex digits.
@@ -218,6 +262,36 @@ mod tests {
     fn an_out_of_range_number_is_refused() {
         let err = env(&[("COUNT", "11")]).number_in("COUNT", 4u32..=10).unwrap_err();
         assert_eq!(err.to_string(), "COUNT: must be between 4 and 10, got 11");
+    }
+
+    #[test]
+    fn urls_that_cannot_be_used_are_refused_at_start_without_showing_them() {
+        const URLS: &[Setting] = &[
+            Setting::with_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/verify", ""),
+            Setting::with_default("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f", ""),
+            Setting::with_default("PUBLIC_BASE_URL", "http://127.0.0.1:8080", ""),
+        ];
+        let with = |name: &str, value: &str| Env::from_map(URLS, [(name.to_string(), value.to_string())]);
+        let defaults = with("UNRELATED", "");
+        assert!(database_url(&defaults).is_ok() && amqp_url(&defaults).is_ok());
+        assert!(public_base_url(&defaults).is_ok());
+        for bad in ["not-a-url", "mysql://u@h/db", "postgres://u:secret@h:notaport/db"] {
+            let err = database_url(&with("DATABASE_URL", bad)).unwrap_err();
+            assert_eq!(err.name, "DATABASE_URL", "{bad}");
+            assert!(!err.to_string().contains("secret"), "{err}");
+        }
+        for bad in ["not-a-url", "http://h/", "amqp://u:secret@h:99999/%2f", "amqp:///%2f"] {
+            let err = amqp_url(&with("AMQP_URL", bad)).unwrap_err();
+            assert_eq!(err.name, "AMQP_URL", "{bad}");
+            assert!(!err.to_string().contains("secret"), "{err}");
+        }
+        for bad in ["not-a-url", "ftp://h", "http://", "http://h/?q=1", "http://h:99999"] {
+            assert_eq!(
+                public_base_url(&with("PUBLIC_BASE_URL", bad)).unwrap_err().name,
+                "PUBLIC_BASE_URL",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -343,13 +343,6 @@ impl TestApp {
     /// Starts `verify-api` and `verify-worker` as processes on free ports, with this app's
     /// settings plus `extra`, and waits until the API is ready and the worker consumes.
     pub async fn spawn_service_processes(&self, extra: &[(&str, &str)]) -> ServiceProcesses {
-        let free_port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
         let (api_port, worker_port) = (free_port(), free_port());
         let api_base = format!("http://127.0.0.1:{api_port}");
         let worker_base = format!("http://127.0.0.1:{worker_port}");
@@ -523,6 +516,12 @@ impl ServiceProcesses {
 
 /// A binary of this workspace, built beside this executable (`cargo test --workspace` builds
 /// every binary of the workspace before running any test).
+/// A port of 127.0.0.1 that was free a moment ago, for a process to listen on.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
 pub fn sibling_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("executable path");
     // A binary sits beside the others; a test executable one level down, in deps/.

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use common::broker::Topology;
 use common::phone::PhoneNumber;
-use common::settings::{Env, Secret, Setting, SettingError, account_sid, log_format, public_base_url};
+use common::settings::{
+    Env, Secret, Setting, SettingError, account_sid, amqp_url, database_url, log_format, public_base_url,
+};
 use common::twilio_sid::is_sid;
 
 use crate::retry::RetryPolicy;
@@ -101,6 +103,7 @@ pub const SETTINGS: &[Setting] = &[
         "30",
         "longest wait for in-flight sends on SIGTERM",
     ),
+    common::retention::SETTING,
     Setting::with_default(
         "LOG_FORMAT",
         "auto",
@@ -147,6 +150,8 @@ pub struct WorkerConfig {
     pub send_lease: Duration,
     pub database_max_connections: u32,
     pub shutdown_grace: Duration,
+    /// `RETENTION_DAYS`.
+    pub retention_days: u32,
     pub log_format: String,
 }
 
@@ -182,8 +187,8 @@ impl WorkerConfig {
 
     fn read(env: &Env) -> Result<Self, SettingError> {
         Ok(Self {
-            database_url: Secret::new(env.string("DATABASE_URL")?),
-            amqp_url: Secret::new(env.string("AMQP_URL")?),
+            database_url: database_url(env)?,
+            amqp_url: amqp_url(env)?,
             listen: env.parse("WORKER_LISTEN")?,
             public_base_url: public_base_url(env)?,
             twilio_account_sid: account_sid(env)?,
@@ -207,6 +212,7 @@ impl WorkerConfig {
             send_lease: Duration::from_secs(env.number_in("SEND_LEASE_SECONDS", 1..=3600)?),
             database_max_connections: env.number_in("DATABASE_MAX_CONNECTIONS", 1..=1000)?,
             shutdown_grace: Duration::from_secs(env.number_in("SHUTDOWN_GRACE_SECONDS", 0..=3600)?),
+            retention_days: common::retention::days(env)?,
             log_format: log_format(env)?,
         })
     }

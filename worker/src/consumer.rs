@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow};
-use common::broker::{Topology, job_properties, publish_confirmed};
+use common::broker::{RETRY_TIERS, Topology, job_properties, publish_confirmed};
 use common::job::SendJob;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -190,8 +190,9 @@ async fn handle(ctx: &SendContext, out: &Outbound, delivery: Delivery, shutdown:
 }
 
 /// A deferred job that a delay queue gave back before its due time waits for the rest: in
-/// the worker when the rest is short, else in the delay queue that fits it (then `false`:
-/// this delivery is done). Touches no database.
+/// the worker when the rest is short (at most `RETRY_INPROCESS_MAX_MS`, or shorter than the
+/// shortest tier), else in the delay queue that fits it (then `false`: this delivery is
+/// done). Touches no database and holds no lease.
 async fn wait_until_due(
     ctx: &SendContext,
     out: &Outbound,
@@ -201,7 +202,7 @@ async fn wait_until_due(
     let Some(left) = job.wait_left(SystemTime::now()) else {
         return Ok(true);
     };
-    if left <= ctx.config.retry.in_process_max {
+    if left <= ctx.config.retry.in_process_max.max(RETRY_TIERS[0]) {
         tokio::select! {
             _ = tokio::time::sleep(left) => return Ok(true),
             _ = shutdown.cancelled() => {}

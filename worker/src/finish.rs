@@ -9,7 +9,14 @@ use tokio::sync::{mpsc, oneshot};
 /// Most sends recorded by one statement.
 const BATCH: usize = 128;
 
-type Reply = oneshot::Sender<Result<(), String>>;
+/// The batch's result: an outage stays recognisable as one ([`common::db::Unreachable`]).
+type Reply = oneshot::Sender<Result<(), Failed>>;
+
+#[derive(Debug, Clone)]
+enum Failed {
+    Unreachable(common::db::Unreachable),
+    Other(String),
+}
 
 /// A handle to the recording task.
 #[derive(Clone)]
@@ -24,9 +31,14 @@ impl Finisher {
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
                 let (sends, replies): (Vec<Submitted>, Vec<Reply>) = batch.drain(..).unzip();
-                let result = repo::finish_submitted(&pool, &sends)
-                    .await
-                    .map_err(|e| format!("{e:#}"));
+                let result = repo::finish_submitted(&pool, &sends).await.map_err(|e| {
+                    let text = format!("{e:#}");
+                    if common::db::is_outage(&e) {
+                        Failed::Unreachable(common::db::Unreachable(text))
+                    } else {
+                        Failed::Other(text)
+                    }
+                });
                 for reply in replies {
                     let _ = reply.send(result.clone());
                 }
@@ -46,6 +58,9 @@ impl Finisher {
         answer
             .await
             .map_err(|_| anyhow::anyhow!("the submitted-send recorder dropped a send"))?
-            .map_err(|e| anyhow::anyhow!("recording a batch of submitted sends failed: {e}"))
+            .map_err(|failed| match failed {
+                Failed::Unreachable(e) => anyhow::Error::new(e).context("recording a batch of submitted sends failed"),
+                Failed::Other(e) => anyhow::anyhow!("recording a batch of submitted sends failed: {e}"),
+            })
     }
 }

@@ -73,8 +73,14 @@ impl Worker {
         let stop = shutdown.clone();
         let server = axum::serve(self.listener, health).with_graceful_shutdown(async move { stop.cancelled().await });
         let server = tokio::spawn(server.into_future());
+        let retention = tokio::spawn(common::retention::run(
+            self.ctx.pool.clone(),
+            self.ctx.config.retention_days,
+            shutdown.clone(),
+        ));
         let result = consumer::run(Arc::clone(&self.ctx), consuming, shutdown).await;
         server.abort();
+        retention.abort();
         self.ctx.pool.close().await;
         result
     }

@@ -32,6 +32,10 @@ fn a_missing_or_bad_setting_exits_2_with_one_line_naming_it() {
         ("SMS_TEMPLATE", Some("no code here")),
         ("WORKER_CONCURRENCY", Some("0")),
         ("TWILIO_API_BASE", Some("nope")),
+        ("DATABASE_URL", Some("not-a-url")),
+        ("AMQP_URL", Some("amqp://guest:guest@127.0.0.1:notaport/%2f")),
+        ("PUBLIC_BASE_URL", Some("http://")),
+        ("SEND_LEASE_SECONDS", Some("5")),
     ];
     for (name, value) in cases {
         let mut cmd = worker();

@@ -19,11 +19,13 @@ macro_rules! columns {
 mod delivery;
 mod health;
 mod outbox;
+mod retention;
 mod sends;
 mod verifications;
 
 pub use delivery::*;
 pub use health::*;
 pub use outbox::*;
+pub use retention::*;
 pub use sends::*;
 pub use verifications::*;

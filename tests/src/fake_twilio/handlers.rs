@@ -85,6 +85,7 @@ fn next_fault(shared: &Shared) -> (Option<Fault>, Duration) {
 }
 
 async fn create(State(shared): AppState, Path(account): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let arrived = std::time::Instant::now();
     let (fault, latency) = next_fault(&shared);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -97,6 +98,12 @@ async fn create(State(shared): AppState, Path(account): Path<String>, headers: H
     let Some(to) = form.get("To").copied().filter(|t| !t.is_empty()) else {
         return twilio_error(StatusCode::BAD_REQUEST, 21604, "A 'To' phone number is required.");
     };
+    shared
+        .memory
+        .lock()
+        .expect("fake memory")
+        .create_call_log
+        .push((arrived, to.to_owned()));
     let (from, service) = (
         form.get("From").map(|s| s.to_string()),
         form.get("MessagingServiceSid").map(|s| s.to_string()),
@@ -122,6 +129,13 @@ async fn create(State(shared): AppState, Path(account): Path<String>, headers: H
     match fault {
         Some(Fault::TooManyRequests) => {
             return twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
+        }
+        Some(Fault::TooManyRequestsRetryAfter(seconds)) => {
+            let mut response = twilio_error(StatusCode::TOO_MANY_REQUESTS, 20429, "Too Many Requests");
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+            return response;
         }
         Some(Fault::Unavailable) => {
             return twilio_error(StatusCode::SERVICE_UNAVAILABLE, 20503, "Service Unavailable");

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 pub enum Fault {
     /// 429 / 20429: too many concurrent requests (never processed).
     TooManyRequests,
+    /// The same, with `Retry-After` of this many seconds.
+    TooManyRequestsRetryAfter(u64),
     /// 503 / 20503: service unavailable (never processed).
     Unavailable,
     /// 500 / 20500 without creating the message.
@@ -75,6 +77,8 @@ impl Default for FakeConfig {
 pub(crate) struct Memory {
     pub messages: Vec<SentMessage>,
     pub create_calls: u64,
+    /// When each create call with a `To` arrived, and that `To`.
+    pub create_call_log: Vec<(std::time::Instant, String)>,
     pub faults: VecDeque<Fault>,
     pub fault_rate: f64,
     pub latency: Duration,
@@ -148,6 +152,17 @@ impl FakeTwilio {
     /// Create calls received, whatever their answer.
     pub fn create_calls(&self) -> u64 {
         self.memory().create_calls
+    }
+
+    /// When each create call to `to` arrived (whatever its answer), oldest first.
+    pub fn create_call_times(&self, to: &str) -> Vec<std::time::Instant> {
+        let memory = self.memory();
+        memory
+            .create_call_log
+            .iter()
+            .filter(|(_, t)| t == to)
+            .map(|(at, _)| *at)
+            .collect()
     }
 
     /// Status callbacks posted so far.

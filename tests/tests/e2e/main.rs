@@ -8,6 +8,8 @@ mod delivery;
 mod operations;
 mod ops;
 mod pool;
+mod retry_timing;
 mod safety;
 mod secrets;
+mod storage;
 mod webhooks;

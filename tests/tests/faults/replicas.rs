@@ -24,11 +24,7 @@ impl Drop for Replica {
 }
 
 async fn spawn_replica(app: &TestApp) -> Replica {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = verify_tests::harness::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let listen = format!("127.0.0.1:{port}");
     let (child, log) = app.spawn_process("verify-api", &[("API_LISTEN", &listen)]);
