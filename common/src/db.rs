@@ -95,9 +95,9 @@ pub async fn migrate_when_ready(pool: &PgPool, shutdown: &tokio_util::sync::Canc
     }
 }
 
-/// Whether a database error means the database cannot be reached (an outage: refused or
-/// broken connections, a server shutting down or starting, no connection free within the
-/// pool's wait) rather than a bug in a statement.
+/// Whether a database error means the database cannot be reached or cannot serve (an outage:
+/// refused or broken connections, a server shutting down, starting or out of connections, no
+/// connection free within the pool's wait) rather than a bug in a statement.
 pub fn is_outage(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::PoolTimedOut
@@ -107,7 +107,9 @@ pub fn is_outage(e: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db
             .code()
-            .is_some_and(|c| ["57", "08", "3D", "28"].iter().any(|class| c.starts_with(class))),
+            // Server shutting down, connection failures, authentication, and the server out of
+            // resources (53: too many connections, memory, disk): none is the statement's fault.
+            .is_some_and(|c| ["57", "08", "3D", "28", "53"].iter().any(|class| c.starts_with(class))),
         _ => false,
     }
 }
