@@ -43,6 +43,10 @@ pub struct Report {
     pub one_worker: Drain,
     pub two_workers: Drain,
     pub checks: LoadResult,
+    /// A third burst, while a retention sweep deletes the first burst's verifications.
+    pub starts_during_sweep: LoadResult,
+    /// Verifications the sweep deleted, and how long it took.
+    pub swept: (u64, Duration),
     pub api_peak_rss_kib: u64,
     pub sms_expected: usize,
     pub sms_sent: usize,
@@ -127,6 +131,19 @@ impl Report {
         load_row(&mut out, "POST /v1/verifications (first burst)", &self.starts);
         load_row(&mut out, "POST /v1/verifications (second burst)", &self.starts_again);
         load_row(&mut out, "POST /v1/verifications/check", &self.checks);
+        load_row(
+            &mut out,
+            "POST /v1/verifications (third burst, during a retention sweep)",
+            &self.starts_during_sweep,
+        );
+        let (swept, took) = self.swept;
+        let _ = writeln!(
+            out,
+            "\nRetention sweep beside the third burst: {swept} verifications (with their send attempts) deleted in {:.1} s, {:.0} rows/s; the burst ran at {:.3} of the second burst's rate.",
+            took.as_secs_f64(),
+            swept as f64 / took.as_secs_f64().max(1e-9),
+            self.starts_during_sweep.per_second() / self.starts_again.per_second().max(1e-9)
+        );
         let _ = writeln!(out, "\n### Drain against the fake Twilio\n");
         let _ = writeln!(
             out,

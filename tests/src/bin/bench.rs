@@ -335,6 +335,21 @@ async fn run(a: Args) -> anyhow::Result<Report> {
         200,
     )
     .await;
+
+    println!("third burst while a retention sweep deletes the first (aged 40 days)…");
+    sqlx::query("UPDATE verifications SET created_at = created_at - interval '40 days' WHERE phone_number = ANY($1)")
+        .bind(&first)
+        .execute(&pool)
+        .await?;
+    let third = numbers(2 * a.n, a.n);
+    let sweep = async {
+        let began = Instant::now();
+        let swept = common::repo::sweep_older_than(&pool, 30).await;
+        (swept, began.elapsed())
+    };
+    let (starts, (swept, took)) = tokio::join!(post_all(&start_url, KEY, bodies(&third), a.concurrency, 202), sweep);
+    report.starts_during_sweep = starts;
+    report.swept = (swept?.verifications, took);
     report.api_peak_rss_kib = api.peak_rss_kib();
     drop(api);
 
