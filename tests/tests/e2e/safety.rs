@@ -393,3 +393,50 @@ async fn a_201_recorded_before_the_worker_failed_is_not_sent_again() {
     assert_eq!(app.fake.create_calls(), 0, "no second SMS");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_delivered_five_times_without_an_outcome_is_dead_lettered_unsent() {
+    let mut app = spawn_app_with(Options::default().without_worker()).await;
+    let (id, code) = stored_verification(&app, PHONE).await;
+    app.publish_job(&SendJob::new(id, code.expose().to_owned(), None)).await;
+    // Five consumers took the job and died with it: each time it went back to the queue,
+    // and the quorum queue counted the delivery.
+    let conn = common::broker::connect(&verify_tests::harness::amqp_url(), "verify-tests")
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    for _ in 0..5 {
+        let taken = loop {
+            let got = channel
+                .basic_get(app.queue.as_str().into(), lapin::options::BasicGetOptions::default())
+                .await
+                .unwrap();
+            if let Some(message) = got {
+                break message;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        taken
+            .delivery
+            .nack(lapin::options::BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    drop(conn.close(200, "ok".into()).await);
+
+    app.start_worker().await;
+    let view = app.wait_for_field(id, "delivery_status", "failed").await;
+    assert_eq!(view["status"], "pending", "left pending so that it can be replayed");
+    app.wait_for_queue_depth(&app.dead_queue(), 1).await;
+    let reason: Option<String> = sqlx::query_scalar("SELECT dead_letter_reason FROM verifications WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(reason.as_deref(), Some("delivered 5 times without an outcome"));
+    assert_eq!(app.fake.create_calls(), 0, "a poison job is not sent");
+    app.stop().await;
+}
