@@ -317,13 +317,13 @@ impl TestApp {
 
     /// Starts `verify-worker` as a real process with this app's settings; its log goes to a
     /// file in the temporary directory (named in the panic message if it fails to start).
-    pub fn spawn_worker_process(&self) -> std::process::Child {
+    pub fn spawn_worker_process(&self) -> Process {
         self.spawn_process("verify-worker", &[]).0
     }
 
     /// Starts a binary of the workspace with this app's settings plus `overrides`; returns
     /// the child and the file its JSON log goes to.
-    pub fn spawn_process(&self, name: &str, overrides: &[(&str, &str)]) -> (std::process::Child, std::path::PathBuf) {
+    pub fn spawn_process(&self, name: &str, overrides: &[(&str, &str)]) -> (Process, std::path::PathBuf) {
         let binary = sibling_binary(name);
         let log = std::env::temp_dir().join(format!("{name}-{}.log", Uuid::new_v4().simple()));
         let file = std::fs::File::create(&log).expect("log file");
@@ -337,7 +337,7 @@ impl TestApp {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {} (log {}): {e}", binary.display(), log.display()));
-        (child, log)
+        (Process(child), log)
     }
 
     /// Starts `verify-api` and `verify-worker` as processes on free ports, with this app's
@@ -488,9 +488,34 @@ impl TestApp {
 }
 
 /// `verify-api` and `verify-worker` running as processes.
+/// A child process of a test, killed when dropped: a test that fails midway leaves no
+/// service behind holding connections (PostgreSQL allows 100).
+pub struct Process(pub std::process::Child);
+
+impl std::ops::Deref for Process {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Process {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Already ended (waited for) in most tests; then both are no-ops that may fail.
+        drop(self.0.kill());
+        drop(self.0.wait());
+    }
+}
+
 pub struct ServiceProcesses {
-    pub api: std::process::Child,
-    pub worker: std::process::Child,
+    pub api: Process,
+    pub worker: Process,
     pub api_base: String,
     pub worker_base: String,
     pub api_log: std::path::PathBuf,

@@ -112,7 +112,9 @@ pub struct ReservedCheck {
 /// out (a concurrent update of the row makes PostgreSQL re-check the conditions on the new
 /// version). `None` where no verification can be checked. The numbers must be distinct.
 pub async fn reserve_checks(pool: &PgPool, phone_numbers: &[&str]) -> sqlx::Result<Vec<Option<ReservedCheck>>> {
-    // Each number's newest pending verification is looked up on its own (the subquery per
+    // A number has at most one pending verification (a unique index), so no ordering: the
+    // index lookup is the whole subquery, with no sort on top.
+    // Each number's pending verification is looked up on its own (the subquery per
     // number), and the rows are then updated by primary key. Not a join with the batch:
     // without table statistics PostgreSQL planned one as a scan of every pending row hashed
     // against the batch, and `status || ''` keeps it from combining the primary key with the
@@ -122,7 +124,7 @@ pub async fn reserve_checks(pool: &PgPool, phone_numbers: &[&str]) -> sqlx::Resu
         "UPDATE verifications v SET check_attempts = v.check_attempts + 1, updated_at = now() \
          WHERE v.id = ANY(ARRAY(SELECT (SELECT p.id FROM verifications p \
                                         WHERE p.phone_number = input.phone_number AND p.status = 'pending' \
-                                        ORDER BY p.seq DESC LIMIT 1) \
+                                        LIMIT 1) \
                                 FROM unnest($1::text[]) AS input(phone_number))) \
            AND v.status || '' = 'pending' AND v.expires_at > now() \
            AND v.check_attempts < v.max_check_attempts \

@@ -93,7 +93,7 @@ async fn a_starting_worker_deletes_verifications_past_retention_with_their_attem
     age(&app, sent[1].0, 40).await;
     age(&app, sent[2].0, 29).await;
 
-    let (mut worker, log) = app.spawn_process("verify-worker", &[("RETENTION_DAYS", "30")]);
+    let (_worker, log) = app.spawn_process("verify-worker", &[("RETENTION_DAYS", "30")]);
     app.watch.step("waiting for the worker's retention sweep");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     while rows_of(&app, sent[1].0, &sent[1].1).await != (0, 0, 0) {
@@ -112,7 +112,5 @@ async fn a_starting_worker_deletes_verifications_past_retention_with_their_attem
     );
     let view = app.get_verification(sent[2].0).await;
     assert_eq!(view["status"], json!("pending"));
-    drop(worker.kill());
-    drop(worker.wait());
     app.stop().await;
 }

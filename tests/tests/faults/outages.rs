@@ -169,16 +169,9 @@ async fn restarting_postgresql_during_a_burst_loses_no_accepted_start() {
 
 /// A worker process on a port of its own, killed when dropped.
 struct WorkerProcess {
-    child: std::process::Child,
+    _process: verify_tests::harness::Process,
     readyz: String,
     log: std::path::PathBuf,
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        drop(self.child.kill());
-        drop(self.child.wait());
-    }
 }
 
 fn spawn_worker_on_a_free_port(app: &TestApp, concurrency: &str) -> WorkerProcess {
@@ -189,7 +182,7 @@ fn spawn_worker_on_a_free_port(app: &TestApp, concurrency: &str) -> WorkerProces
         &[("WORKER_LISTEN", &listen), ("WORKER_CONCURRENCY", concurrency)],
     );
     WorkerProcess {
-        child,
+        _process: child,
         readyz: format!("http://{listen}/readyz"),
         log,
     }

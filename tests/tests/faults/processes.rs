@@ -128,7 +128,7 @@ async fn three_workers_share_a_burst_and_one_can_leave_in_the_middle() {
     let options = Options::default().without_worker().env("WORKER_CONCURRENCY", "8");
     let app = spawn_app_with(options).await;
     app.fake.set_latency(Duration::from_millis(50));
-    let mut workers: Vec<Child> = (0..3).map(|_| app.spawn_worker_process()).collect();
+    let mut workers: Vec<verify_tests::harness::Process> = (0..3).map(|_| app.spawn_worker_process()).collect();
     app.wait_for_consumers(3).await;
 
     let phones = numbers(900);

@@ -6,21 +6,14 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use verify_tests::harness::{API_KEY, Options, TestApp, code_in, spawn_app_with};
+use verify_tests::harness::{API_KEY, Options, Process, TestApp, code_in, spawn_app_with};
 
 use crate::serial;
 
-/// A second API process beside the test's own, on a port of its own.
+/// A second API process beside the test's own, on a port of its own (killed when dropped).
 struct Replica {
-    child: std::process::Child,
+    _process: Process,
     base: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        drop(self.child.kill());
-        drop(self.child.wait());
-    }
 }
 
 async fn spawn_replica(app: &TestApp) -> Replica {
@@ -29,7 +22,7 @@ async fn spawn_replica(app: &TestApp) -> Replica {
     let listen = format!("127.0.0.1:{port}");
     let (child, log) = app.spawn_process("verify-api", &[("API_LISTEN", &listen)]);
     // Built first, so the process is killed if it never becomes ready.
-    let replica = Replica { child, base };
+    let replica = Replica { _process: child, base };
     app.wait_until_ready(&replica.base, &log).await;
     replica
 }
