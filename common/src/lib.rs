@@ -19,5 +19,9 @@ pub mod signature;
 pub mod status;
 pub mod twilio_sid;
 
+/// Where Twilio's message status callbacks arrive at `verify-api`: the API routes it, the
+/// worker names it in every message's `StatusCallback`.
+pub const STATUS_CALLBACK_PATH: &str = "/v1/webhooks/twilio/status";
+
 /// The SQL migrations in `migrations/`, embedded so that each binary applies them at start.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

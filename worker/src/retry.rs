@@ -10,6 +10,7 @@ use std::time::Duration;
 use backoff::ExponentialBackoff;
 use backoff::backoff::Backoff;
 use common::broker::RETRY_TIERS;
+use common::repo::AttemptOutcome;
 
 /// What one call to Twilio's create-message endpoint came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +37,13 @@ pub enum Decision {
 }
 
 impl Decision {
-    pub fn as_str(self) -> &'static str {
+    /// How a call with this decision is recorded.
+    pub fn outcome(self) -> AttemptOutcome {
         match self {
-            Self::Success => "submitted",
-            Self::Retry => "retry",
-            Self::Ambiguous => "ambiguous",
-            Self::Permanent => "permanent",
+            Self::Success => AttemptOutcome::Submitted,
+            Self::Retry => AttemptOutcome::Retry,
+            Self::Ambiguous => AttemptOutcome::Ambiguous,
+            Self::Permanent => AttemptOutcome::Permanent,
         }
     }
 }

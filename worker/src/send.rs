@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::job::SendJob;
 use common::metric_names as names;
 use common::phone::mask;
-use common::repo::{self, AttemptResult, Claim, DeliveryTarget};
+use common::repo::{self, AttemptOutcome, AttemptResult, Claim, DeliveryTarget};
 use common::status::{DeliveryStatus, VerificationStatus};
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -56,7 +56,7 @@ pub struct SendContext {
 }
 
 /// A claimed send.
-struct Send<'a> {
+struct ClaimedSend<'a> {
     job: &'a SendJob,
     /// This run's lease token ([`repo::Lease`]).
     holder: &'a str,
@@ -71,7 +71,7 @@ struct Send<'a> {
     begun: Option<i64>,
 }
 
-impl Send<'_> {
+impl ClaimedSend<'_> {
     fn id(&self) -> Uuid {
         self.job.verification_id
     }
@@ -93,7 +93,7 @@ fn busy(attempts: u32) -> JobOutcome {
 
 impl SendContext {
     fn status_callback(&self) -> String {
-        format!("{}/v1/webhooks/twilio/status", self.config.public_base_url)
+        format!("{}{}", self.config.public_base_url, common::STATUS_CALLBACK_PATH)
     }
 
     fn body(&self, code: &str) -> String {
@@ -119,17 +119,31 @@ impl SendContext {
         holder: &str,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<JobOutcome> {
+        match self.claim(job, holder).await? {
+            Ok(send) => self.send(send, shutdown).await,
+            Err(settled) => Ok(settled),
+        }
+    }
+
+    /// Takes the send: `Ok` with the claimed send to make, or `Err` with the job's outcome
+    /// when there is nothing to call (already submitted, found by a lookup, held by another
+    /// worker, or not to be sent).
+    async fn claim<'a>(
+        &self,
+        job: &'a SendJob,
+        holder: &'a str,
+    ) -> anyhow::Result<Result<ClaimedSend<'a>, JobOutcome>> {
         let id = job.verification_id;
         let min_lifetime = self.config.retry.min_useful_lifetime.as_secs_f64();
         let worker = &self.config.worker_id;
         let claim = repo::claim_send_and_begin(&self.pool, id, self.lease(holder), worker, min_lifetime).await?;
-        let mut send = match claim {
+        let (phone_number, created_at, expires_at, send_attempts, needs_lookup, attempt_row) = match claim {
             Claim::Claimed {
                 submitted_sid: Some(sid),
                 ..
             } => {
                 repo::mark_submitted(&self.pool, id, &sid).await?;
-                return Ok(JobOutcome::Submitted { sid });
+                return Ok(Err(JobOutcome::Submitted { sid }));
             }
             Claim::Claimed {
                 phone_number,
@@ -139,34 +153,44 @@ impl SendContext {
                 needs_lookup,
                 submitted_sid: None,
                 attempt_row,
-            } => {
-                let send = Send {
-                    job,
-                    holder,
-                    phone: phone_number,
-                    created_at,
-                    expires_at,
-                    made: job.attempt,
-                    recorded: send_attempts,
-                    begun: attempt_row,
-                };
-                if needs_lookup && let Some(outcome) = self.settle_earlier_call(&send).await? {
-                    return Ok(outcome);
-                }
-                send
-            }
+            } => (
+                phone_number,
+                created_at,
+                expires_at,
+                send_attempts,
+                needs_lookup,
+                attempt_row,
+            ),
             // Another worker holds the send (or held it and died: its lease runs out).
-            Claim::Busy => return Ok(busy(job.attempt)),
-            Claim::Skip(found) => return self.skip(id, found).await,
+            Claim::Busy => return Ok(Err(busy(job.attempt))),
+            Claim::Skip(found) => return Ok(Err(self.skip(id, found).await?)),
         };
-        let body = self.body(&job.code);
+        let send = ClaimedSend {
+            job,
+            holder,
+            phone: phone_number,
+            created_at,
+            expires_at,
+            made: job.attempt,
+            recorded: send_attempts,
+            begun: attempt_row,
+        };
+        if needs_lookup && let Some(outcome) = self.settle_earlier_call(&send).await? {
+            return Ok(Err(outcome));
+        }
+        Ok(Ok(send))
+    }
+
+    /// Calls Twilio until the send has an outcome, retrying in process or handing the job to
+    /// the delay queues as the policy says.
+    async fn send(&self, mut send: ClaimedSend<'_>, shutdown: &CancellationToken) -> anyhow::Result<JobOutcome> {
+        let (id, body) = (send.id(), self.body(&send.job.code));
         loop {
             // A call begun with the claim was found worth making by the database's clock.
             if send.begun.is_none() && !self.config.retry.worth_sending(send.remaining()) {
                 return self.expire(id).await;
             }
-            let result = self.call(&mut send, &body).await?;
-            let (decision, asked) = match result {
+            let (failure, asked) = match self.call(&mut send, &body).await? {
                 Called::Done(outcome) => return Ok(outcome),
                 Called::Retry { failure, retry_after } => (failure, retry_after),
             };
@@ -180,7 +204,7 @@ impl SendContext {
                 Next::Defer(delay) => return self.wait_in(&send, delay).await,
                 Next::Expiring => return self.expire(id).await,
                 Next::AttemptsExhausted => {
-                    let reason = format!("{} Twilio calls failed; the last was {}", send.made, decision);
+                    let reason = format!("{} Twilio calls failed; the last was {failure}", send.made);
                     repo::mark_dead_lettered(&self.pool, id, &reason).await?;
                     return Ok(JobOutcome::DeadLetter { reason });
                 }
@@ -189,25 +213,46 @@ impl SendContext {
     }
 
     /// One Twilio call, recorded before (in flight) and after (its outcome).
-    async fn call(&self, send: &mut Send<'_>, body: &str) -> anyhow::Result<Called> {
-        let id = send.id();
+    async fn call(&self, send: &mut ClaimedSend<'_>, body: &str) -> anyhow::Result<Called> {
         send.made += 1;
-        let row = match send.begun.take() {
-            Some(row) => row,
-            None => {
-                send.recorded += 1;
-                let (attempt, lease) = (send.recorded, self.lease(send.holder));
-                match repo::begin_attempt(&self.pool, id, attempt, lease, &self.config.worker_id).await? {
-                    Some(row) => row,
-                    None => {
-                        // The lease ran out and another worker took the send: it is theirs.
-                        tracing::warn!("the send's lease was taken over; not calling Twilio");
-                        send.made -= 1;
-                        return Ok(Called::Done(busy(send.made)));
-                    }
-                }
-            }
+        let Some(row) = self.begin_call(send).await? else {
+            // The lease ran out and another worker took the send: it is theirs.
+            tracing::warn!("the send's lease was taken over; not calling Twilio");
+            send.made -= 1;
+            return Ok(Called::Done(busy(send.made)));
         };
+        let result = self.create_message(send, body).await;
+        let (decision, sid, outcome) = self.settle(send, &result).await;
+        self.record_call(send, row, &result, decision, sid.as_deref(), outcome)
+            .await?;
+        Ok(match (decision, sid) {
+            (Decision::Success, Some(sid)) => {
+                let took = OffsetDateTime::now_utc() - send.created_at;
+                metrics::histogram!(names::TIME_TO_SUBMITTED).record(took.as_seconds_f64().max(0.0));
+                Called::Done(JobOutcome::Submitted { sid })
+            }
+            (Decision::Permanent, _) => Called::Done(self.fail(send.id(), twilio_code(&result)).await?),
+            // Still unknown whether it went out: never call again before knowing.
+            _ if outcome == AttemptOutcome::Ambiguous => Called::Done(self.defer(send).await?),
+            _ => Called::Retry {
+                failure: describe(&result),
+                retry_after: result.retry_after,
+            },
+        })
+    }
+
+    /// The call's `in_flight` row: begun with the claim, or now (renewing the lease). `None`
+    /// when the lease is no longer this job's.
+    async fn begin_call(&self, send: &mut ClaimedSend<'_>) -> sqlx::Result<Option<i64>> {
+        if let Some(row) = send.begun.take() {
+            return Ok(Some(row));
+        }
+        send.recorded += 1;
+        let lease = self.lease(send.holder);
+        repo::begin_attempt(&self.pool, send.id(), send.recorded, lease, &self.config.worker_id).await
+    }
+
+    async fn create_message(&self, send: &ClaimedSend<'_>, body: &str) -> CallResult {
         let started = std::time::Instant::now();
         let result = self
             .twilio
@@ -220,18 +265,35 @@ impl SendContext {
             })
             .await;
         metrics::histogram!(names::TWILIO_DURATION, "operation" => "create").record(started.elapsed().as_secs_f64());
-        let mut decision = classify(result.outcome);
-        let mut sid = result.sid.clone();
-        let mut outcome = decision.as_str();
-        if decision == Decision::Ambiguous {
-            // Twilio's create is not idempotent: ask whether the message exists.
-            match self.find_sent(&send.phone, &send.job.code).await {
-                Ok(Some(found)) => (decision, sid, outcome) = (Decision::Success, Some(found), "submitted"),
-                Ok(None) => outcome = "not_at_twilio",
-                Err(_) => {}
-            }
+        result
+    }
+
+    /// What the call came to: an ambiguous one is looked up at Twilio at once (its create is
+    /// not idempotent); found, it is a success; not found, it is safe to call again.
+    async fn settle(&self, send: &ClaimedSend<'_>, result: &CallResult) -> (Decision, Option<String>, AttemptOutcome) {
+        let decision = classify(result.outcome);
+        if decision != Decision::Ambiguous {
+            return (decision, result.sid.clone(), decision.outcome());
         }
-        match sid.as_deref() {
+        match self.find_sent(&send.phone, &send.job.code).await {
+            Ok(Some(found)) => (Decision::Success, Some(found), AttemptOutcome::Submitted),
+            Ok(None) => (decision, result.sid.clone(), AttemptOutcome::NotAtTwilio),
+            Err(_) => (decision, result.sid.clone(), AttemptOutcome::Ambiguous),
+        }
+    }
+
+    /// Writes the call's end (and the submitted mark on success), then its metric and log line.
+    async fn record_call(
+        &self,
+        send: &ClaimedSend<'_>,
+        row: i64,
+        result: &CallResult,
+        decision: Decision,
+        sid: Option<&str>,
+        outcome: AttemptOutcome,
+    ) -> anyhow::Result<()> {
+        let id = send.id();
+        match sid {
             // The common case: the call's end and the submitted mark in one statement.
             Some(sid) if decision == Decision::Success && result.outcome == CallOutcome::Created => {
                 let sent = repo::Submitted {
@@ -242,31 +304,25 @@ impl SendContext {
                 self.finisher.submitted(sent).await?;
             }
             Some(sid) if decision == Decision::Success => {
-                self.finish(row, outcome, &result, Some(sid)).await?;
+                self.finish(row, outcome, result, Some(sid)).await?;
                 repo::mark_submitted(&self.pool, id, sid).await?;
             }
-            _ => self.finish(row, outcome, &result, sid.as_deref()).await?,
+            _ => self.finish(row, outcome, result, sid).await?,
         }
-        let code = twilio_code(&result).map_or_else(|| "none".to_owned(), |c| c.to_string());
-        metrics::counter!(names::SEND_ATTEMPTS, "outcome" => outcome, "twilio_code" => code).increment(1);
-        tracing::info!(attempt = send.recorded, outcome, to = %mask(&send.phone), "twilio call");
-        Ok(match (decision, sid) {
-            (Decision::Success, Some(sid)) => {
-                let took = OffsetDateTime::now_utc() - send.created_at;
-                metrics::histogram!(names::TIME_TO_SUBMITTED).record(took.as_seconds_f64().max(0.0));
-                Called::Done(JobOutcome::Submitted { sid })
-            }
-            (Decision::Permanent, _) => Called::Done(self.fail(id, twilio_code(&result)).await?),
-            // Still unknown whether it went out: never call again before knowing.
-            (Decision::Ambiguous, _) if outcome == "ambiguous" => Called::Done(self.defer(send).await?),
-            _ => Called::Retry {
-                failure: describe(&result),
-                retry_after: result.retry_after,
-            },
-        })
+        let code = twilio_code(result).map_or_else(|| "none".to_owned(), |c| c.to_string());
+        let label = outcome.as_str();
+        metrics::counter!(names::SEND_ATTEMPTS, "outcome" => label, "twilio_code" => code).increment(1);
+        tracing::info!(attempt = send.recorded, outcome = label, to = %mask(&send.phone), "twilio call");
+        Ok(())
     }
 
-    async fn finish(&self, row: i64, outcome: &str, result: &CallResult, sid: Option<&str>) -> sqlx::Result<()> {
+    async fn finish(
+        &self,
+        row: i64,
+        outcome: AttemptOutcome,
+        result: &CallResult,
+        sid: Option<&str>,
+    ) -> sqlx::Result<()> {
         let http_status = match result.outcome {
             CallOutcome::Answered { http_status, .. } => Some(i32::from(http_status)),
             CallOutcome::Created => Some(201),
@@ -284,7 +340,7 @@ impl SendContext {
 
     /// An earlier call's result is unknown (it was ambiguous, or its worker died during it):
     /// asks Twilio. `Some`: the job is settled (found, or cannot tell yet and must wait).
-    async fn settle_earlier_call(&self, send: &Send<'_>) -> anyhow::Result<Option<JobOutcome>> {
+    async fn settle_earlier_call(&self, send: &ClaimedSend<'_>) -> anyhow::Result<Option<JobOutcome>> {
         let id = send.id();
         match self.find_sent(&send.phone, &send.job.code).await {
             Ok(Some(sid)) => {
@@ -301,7 +357,7 @@ impl SendContext {
     }
 
     /// Hands the job to a delay queue (or lets it expire), releasing the send.
-    async fn defer(&self, send: &Send<'_>) -> anyhow::Result<JobOutcome> {
+    async fn defer(&self, send: &ClaimedSend<'_>) -> anyhow::Result<JobOutcome> {
         let delay = self.config.retry.delay_after(send.made.max(1));
         match self.config.retry.after_delay(delay, send.remaining()) {
             Next::Expiring => self.expire(send.id()).await,
@@ -310,7 +366,7 @@ impl SendContext {
     }
 
     /// Releases the send while the job waits `delay` in the delay queues.
-    async fn wait_in(&self, send: &Send<'_>, delay: Duration) -> anyhow::Result<JobOutcome> {
+    async fn wait_in(&self, send: &ClaimedSend<'_>, delay: Duration) -> anyhow::Result<JobOutcome> {
         let queue = self.config.topology.retry_queue(tier_for(delay));
         if !repo::release_claim(&self.pool, send.id(), send.holder, &queue).await? {
             tracing::warn!("the send's lease had run out and was taken over before it was released");

@@ -46,7 +46,7 @@ fn known_status(status: &str) -> &'static str {
     KNOWN.into_iter().find(|k| *k == status).unwrap_or("other")
 }
 
-pub const PATH: &str = "/v1/webhooks/twilio/status";
+pub const PATH: &str = common::STATUS_CALLBACK_PATH;
 
 /// Checks `X-Twilio-Signature` against `PUBLIC_BASE_URL` + path (+ query) and every form
 /// parameter, keeps the callback, and moves the delivery status forwards only. An unknown

@@ -7,6 +7,45 @@ use uuid::Uuid;
 use super::*;
 use crate::status::{DeliveryStatus, VerificationStatus};
 
+/// How a Twilio call ended, as `send_attempts.outcome` stores it: the one mapping between
+/// these outcomes and their text, for SQL, logs and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Recorded before the call; still so if the worker died during it.
+    InFlight,
+    /// Twilio answered 201 (or a lookup found the message).
+    Submitted,
+    /// Failed in a way that is safe to call again.
+    Retry,
+    /// May or may not have reached Twilio: look it up before calling again.
+    Ambiguous,
+    /// Twilio refused for good.
+    Permanent,
+    /// An in-flight or ambiguous call that a later lookup found at Twilio.
+    FoundAtTwilio,
+    /// An in-flight or ambiguous call that a later lookup did not find.
+    NotAtTwilio,
+}
+
+impl AttemptOutcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InFlight => "in_flight",
+            Self::Submitted => "submitted",
+            Self::Retry => "retry",
+            Self::Ambiguous => "ambiguous",
+            Self::Permanent => "permanent",
+            Self::FoundAtTwilio => "found_at_twilio",
+            Self::NotAtTwilio => "not_at_twilio",
+        }
+    }
+
+    /// Calls whose result is unknown: Twilio must be asked before calling again.
+    fn unknown() -> [&'static str; 2] {
+        [Self::InFlight.as_str(), Self::Ambiguous.as_str()]
+    }
+}
+
 /// The result of a worker's attempt to take a verification's send.
 #[derive(Debug, Clone)]
 pub enum Claim {
@@ -66,9 +105,9 @@ async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f
     let row = sqlx::query(
         "WITH earlier AS ( \
            SELECT EXISTS (SELECT 1 FROM send_attempts a WHERE a.verification_id = $1 \
-                          AND a.outcome IN ('in_flight', 'ambiguous')) AS needs_lookup, \
+                          AND a.outcome = ANY($6)) AS needs_lookup, \
                   (SELECT a.provider_message_sid FROM send_attempts a WHERE a.verification_id = $1 \
-                   AND a.outcome = 'submitted' AND a.provider_message_sid IS NOT NULL LIMIT 1) AS submitted_sid), \
+                   AND a.outcome = $7 AND a.provider_message_sid IS NOT NULL LIMIT 1) AS submitted_sid), \
          claimed AS ( \
            UPDATE verifications v SET delivery_status = 'sending', waiting_in = NULL, \
              claimed_until = now() + make_interval(secs => $2), claimed_by = $5, updated_at = now(), \
@@ -83,7 +122,7 @@ async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f
                AND v.expires_at > now() + make_interval(secs => $4) AS begins), \
          first AS ( \
            INSERT INTO send_attempts (verification_id, attempt, started_at, outcome, worker_id) \
-           SELECT $1, send_attempts, now(), 'in_flight', $3 FROM claimed WHERE begins RETURNING id) \
+           SELECT $1, send_attempts, now(), $8, $3 FROM claimed WHERE begins RETURNING id) \
          SELECT claimed.*, (SELECT id FROM first) AS attempt_row FROM claimed",
     )
     .bind(id)
@@ -91,6 +130,9 @@ async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f
     .bind(first.map(|(worker, _)| worker))
     .bind(first.map_or(0.0, |(_, lifetime)| lifetime))
     .bind(lease.holder)
+    .bind(AttemptOutcome::unknown())
+    .bind(AttemptOutcome::Submitted.as_str())
+    .bind(AttemptOutcome::InFlight.as_str())
     .fetch_optional(pool)
     .await?;
     if let Some(row) = row {
@@ -147,13 +189,14 @@ pub async fn begin_attempt(
              claimed_until = now() + make_interval(secs => $3), updated_at = now() \
            WHERE id = $1 AND claimed_by = $5 RETURNING id) \
          INSERT INTO send_attempts (verification_id, attempt, started_at, outcome, worker_id) \
-         SELECT id, $2, now(), 'in_flight', $4 FROM renewed RETURNING id",
+         SELECT id, $2, now(), $6, $4 FROM renewed RETURNING id",
     )
     .bind(id)
     .bind(attempt)
     .bind(lease.seconds)
     .bind(worker_id)
     .bind(lease.holder)
+    .bind(AttemptOutcome::InFlight.as_str())
     .fetch_optional(pool)
     .await
 }
@@ -161,7 +204,7 @@ pub async fn begin_attempt(
 /// How a Twilio call ended, as recorded.
 #[derive(Debug, Clone)]
 pub struct AttemptResult<'a> {
-    pub outcome: &'a str,
+    pub outcome: AttemptOutcome,
     pub http_status: Option<i32>,
     pub twilio_error_code: Option<i32>,
     pub error_message: Option<&'a str>,
@@ -175,7 +218,7 @@ pub async fn finish_attempt(pool: &PgPool, attempt_id: i64, r: &AttemptResult<'_
          WHERE id = $1",
     )
     .bind(attempt_id)
-    .bind(r.outcome)
+    .bind(r.outcome.as_str())
     .bind(r.http_status)
     .bind(r.twilio_error_code)
     .bind(r.error_message)
@@ -188,14 +231,19 @@ pub async fn finish_attempt(pool: &PgPool, attempt_id: i64, r: &AttemptResult<'_
 /// Marks earlier in-flight or ambiguous calls as settled by a lookup at Twilio (`found`
 /// tells whether the message was there), so they do not trigger another lookup.
 pub async fn settle_unknown_attempts(pool: &PgPool, id: Uuid, found: bool) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE send_attempts SET outcome = CASE WHEN $2 THEN 'found_at_twilio' ELSE 'not_at_twilio' END \
-         WHERE verification_id = $1 AND outcome IN ('in_flight', 'ambiguous')",
-    )
-    .bind(id)
-    .bind(found)
-    .execute(pool)
-    .await?;
+    sqlx::query("UPDATE send_attempts SET outcome = $2 WHERE verification_id = $1 AND outcome = ANY($3)")
+        .bind(id)
+        .bind(
+            if found {
+                AttemptOutcome::FoundAtTwilio
+            } else {
+                AttemptOutcome::NotAtTwilio
+            }
+            .as_str(),
+        )
+        .bind(AttemptOutcome::unknown())
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -240,7 +288,7 @@ pub async fn finish_submitted(pool: &PgPool, sends: &[Submitted]) -> sqlx::Resul
     sqlx::query(
         "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[]) AS t(id, sid, attempt_id)), \
          call AS ( \
-           UPDATE send_attempts a SET finished_at = now(), outcome = 'submitted', http_status = 201, \
+           UPDATE send_attempts a SET finished_at = now(), outcome = $5, http_status = 201, \
              provider_message_sid = input.sid \
            FROM input WHERE a.id = input.attempt_id AND a.id = ANY($3)) \
          UPDATE verifications v SET delivery_status = 'submitted', provider_message_sid = input.sid, \
@@ -251,6 +299,7 @@ pub async fn finish_submitted(pool: &PgPool, sends: &[Submitted]) -> sqlx::Resul
     .bind(sends.iter().map(|s| s.message_sid.as_str()).collect::<Vec<_>>())
     .bind(sends.iter().map(|s| s.attempt_id).collect::<Vec<_>>())
     .bind(DeliveryStatus::predecessors(DeliveryStatus::Submitted))
+    .bind(AttemptOutcome::Submitted.as_str())
     // Planned per execution, like the API's batched statements (see `repo::outbox`). The
     // `= ANY` conditions keep both tables read by primary key whatever the join order the
     // planner picks without statistics (a join alone could be a scan of either table).

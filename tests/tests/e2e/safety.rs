@@ -379,7 +379,7 @@ async fn a_201_recorded_before_the_worker_failed_is_not_sent_again() {
         .fake
         .inject_message(PHONE, &format!("Your verification code is {}", code.expose()));
     let result = repo::AttemptResult {
-        outcome: "submitted",
+        outcome: repo::AttemptOutcome::Submitted,
         http_status: Some(201),
         twilio_error_code: None,
         error_message: None,
