@@ -1,3 +1,6 @@
+//! The `verify-api` binary: reads the settings (exit 2 on a bad one), builds the application and
+//! serves until SIGTERM or SIGINT.
+
 use std::process::ExitCode;
 
 use common::process::{load_config, parse_args, shutdown_on_signals};

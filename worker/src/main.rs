@@ -1,3 +1,6 @@
+//! The `verify-worker` binary: `verify-worker` consumes and sends until SIGTERM or SIGINT;
+//! `verify-worker dead-letters list|replay` and `verify-worker stats` are for operators.
+
 use std::process::ExitCode;
 
 use common::process::{load_config, parse_args, shutdown_on_signals};

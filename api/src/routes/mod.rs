@@ -1,3 +1,5 @@
+//! The HTTP routes, one module per group; `crate::app::router` puts them together.
+
 pub mod ops;
 pub mod verifications;
 pub mod webhooks;
