@@ -183,7 +183,8 @@ pub async fn queue_depths(channel: &Channel, names: &[String]) -> lapin::Result<
 /// Publishes send jobs with publisher confirms over one shared connection, reconnecting on
 /// demand when the broker went away: during an outage [`Publisher::channel`] fails fast (a
 /// start answers 503; unconfirmed jobs stay in the outbox), and connection attempts back off
-/// from 200 ms to 5 s so that an outage does not turn every request into a connection attempt.
+/// ([`crate::reconnect`]) so that an outage does not turn every request into a connection
+/// attempt.
 pub struct Publisher {
     url: String,
     name: String,
@@ -196,11 +197,8 @@ struct Link {
     current: Option<(Connection, Channel)>,
     /// No new connection attempt before this.
     retry_at: Option<tokio::time::Instant>,
-    delay: Duration,
+    delays: crate::reconnect::Delays,
 }
-
-const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(200);
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
 impl Publisher {
     /// `timeout` bounds every connect and every publish-until-confirm, so callers answer
@@ -209,7 +207,7 @@ impl Publisher {
         let link = Link {
             current: None,
             retry_at: None,
-            delay: FIRST_RECONNECT_DELAY,
+            delays: crate::reconnect::Delays::default(),
         };
         Self {
             url: url.into(),
@@ -246,17 +244,15 @@ impl Publisher {
         match opened {
             Ok(fresh) => {
                 let channel = fresh.1.clone();
-                *link = Link {
-                    current: Some(fresh),
-                    retry_at: None,
-                    delay: FIRST_RECONNECT_DELAY,
-                };
+                link.current = Some(fresh);
+                link.retry_at = None;
+                link.delays.reset();
                 tracing::info!("connected to RabbitMQ");
                 Ok(channel)
             }
             Err(e) => {
-                link.retry_at = Some(tokio::time::Instant::now() + link.delay);
-                link.delay = (link.delay * 2).min(MAX_RECONNECT_DELAY);
+                let delay = link.delays.next_delay();
+                link.retry_at = Some(tokio::time::Instant::now() + delay);
                 Err(e)
             }
         }

@@ -81,7 +81,7 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 /// Applies migrations, waiting for the database if it is not up yet (a process may start
 /// before its database). Gives up only when `shutdown` fires.
 pub async fn migrate_when_ready(pool: &PgPool, shutdown: &tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
-    let mut delay = Duration::from_millis(200);
+    let mut delays = crate::reconnect::Delays::default();
     loop {
         match migrate(pool).await {
             Ok(()) => return Ok(()),
@@ -89,9 +89,8 @@ pub async fn migrate_when_ready(pool: &PgPool, shutdown: &tokio_util::sync::Canc
         }
         tokio::select! {
             _ = shutdown.cancelled() => anyhow::bail!("stopped before the database was ready"),
-            _ = tokio::time::sleep(delay) => {},
+            _ = tokio::time::sleep(delays.next_delay()) => {},
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -12,6 +12,7 @@ pub mod metric_names;
 pub mod observability;
 pub mod phone;
 pub mod process;
+pub mod reconnect;
 pub mod repo;
 pub mod retention;
 pub mod settings;

@@ -33,30 +33,37 @@ const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
 /// that took it) is dead-lettered by the worker, with its reason, before the broker's own
 /// limit would drop it there without one.
 const POISON_DELIVERIES: i64 = 5;
+/// A consumer session longer than this was a working connection, not a failed attempt.
+const SESSION_THAT_LASTED: Duration = Duration::from_secs(60);
 /// Longest wait for the broker's confirm of a retry or dead letter.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Consumes until `shutdown`, reconnecting with capped exponential backoff after any
-/// connection or channel failure. `connected` tells `/readyz` whether a consumer is live.
+/// Consumes until `shutdown`, reconnecting after any connection or channel failure
+/// ([`common::reconnect`]). `connected` tells `/readyz` whether a consumer is live.
 pub async fn run(ctx: Arc<SendContext>, connected: Arc<AtomicBool>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut delay = Duration::from_millis(200);
+    let mut delays = common::reconnect::Delays::default();
     while !shutdown.is_cancelled() {
+        let began = tokio::time::Instant::now();
         match session(&ctx, &connected, &shutdown).await {
             Ok(()) => break,
             Err(e) => {
                 connected.store(false, Ordering::Relaxed);
+                // A session that lasted was a success: the next outage starts the delays over.
+                if began.elapsed() > SESSION_THAT_LASTED {
+                    delays.reset();
+                }
+                let delay = delays.next_delay();
                 tracing::warn!(
                     error = format!("{e:#}"),
                     retry_in_ms = delay.as_millis() as u64,
                     "RabbitMQ session ended; reconnecting"
                 );
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
     connected.store(false, Ordering::Relaxed);
     Ok(())
