@@ -175,75 +175,90 @@ pub async fn admit_start(state: &AppState, phone: &PhoneNumber, ip: Option<IpAdd
         return Err(prefix_refusal(prefix, left));
     }
     let number = phone.as_str();
-    let mut wanted = vec![
-        (
-            Limit {
-                key: format!("cooldown:number:{number}"),
-                limit: 1,
-                window: abuse.resend_cooldown,
-            },
-            "cooldown",
-        ),
-        (
-            Limit {
-                key: format!("start:number:{number}"),
-                limit: abuse.sends_per_number,
-                window: abuse.sends_window,
-            },
-            "sends",
-        ),
-        (
-            Limit {
-                key: ip_key("start", ip),
-                limit: abuse.starts_per_ip_per_minute,
-                window: MINUTE,
-            },
-            "ip",
-        ),
-        (
-            Limit {
-                key: format!("start:prefix:{prefix}"),
-                limit: abuse.prefix_starts_per_minute,
-                window: MINUTE,
-            },
-            "prefix",
-        ),
-    ];
-    wanted.retain(|(l, _)| l.limit > 0 && !l.window.is_zero());
-    let limits: Vec<Limit> = wanted.iter().map(|(l, _)| l.clone()).collect();
+    let wanted: Vec<(StartLimit, Limit)> = StartLimit::ALL
+        .into_iter()
+        .map(|kind| (kind, kind.limit(abuse, number, prefix, ip)))
+        .filter(|(_, l)| l.limit > 0 && !l.window.is_zero())
+        .collect();
+    let limits: Vec<Limit> = wanted.iter().map(|(_, l)| l.clone()).collect();
     let Some((index, retry_after)) = limits::take(&state.pool, &limits).await? else {
         return Ok(());
     };
-    let message = match wanted[index].1 {
-        "cooldown" => format!(
-            "resend cooldown: one code per {} s for a number; ask again in {} s",
-            abuse.resend_cooldown.as_secs(),
-            retry_after.as_secs()
-        ),
-        "sends" => format!(
-            "too many codes for this number: at most {} per {} s",
-            abuse.sends_per_number,
-            abuse.sends_window.as_secs()
-        ),
-        "ip" => format!(
-            "too many verifications from this IP address: at most {} per minute",
-            abuse.starts_per_ip_per_minute
-        ),
-        _ => {
-            if limits::pause_prefix(&state.pool, prefix, abuse.prefix_pause).await? {
-                tracing::error!(
-                    alert = "sms_pumping",
-                    prefix,
-                    limit = abuse.prefix_starts_per_minute,
-                    pause_seconds = abuse.prefix_pause.as_secs(),
-                    "ALERT: starts to one number prefix exceeded the limit; the prefix is paused"
-                );
-                metrics::counter!(names::PREFIX_PAUSES).increment(1);
-            }
-            return Err(prefix_refusal(prefix, abuse.prefix_pause));
+    let refused = wanted[index].0;
+    if refused == StartLimit::Prefix {
+        if limits::pause_prefix(&state.pool, prefix, abuse.prefix_pause).await? {
+            tracing::error!(
+                alert = "sms_pumping",
+                prefix,
+                limit = abuse.prefix_starts_per_minute,
+                pause_seconds = abuse.prefix_pause.as_secs(),
+                "ALERT: starts to one number prefix exceeded the limit; the prefix is paused"
+            );
+            metrics::counter!(names::PREFIX_PAUSES).increment(1);
         }
-    };
-    Err(ApiError::RateLimited { message, retry_after })
+        return Err(prefix_refusal(prefix, abuse.prefix_pause));
+    }
+    Err(ApiError::RateLimited {
+        message: refused.message(abuse, retry_after),
+        retry_after,
+    })
+}
+
+/// The limits on starts. Each names its key, its count and window, and its refusal: a new
+/// limit is a new variant, and the compiler asks for all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StartLimit {
+    /// `RESEND_COOLDOWN_SECONDS` between two starts for a number.
+    Cooldown,
+    /// `SENDS_PER_NUMBER` per `SENDS_PER_NUMBER_WINDOW_SECONDS`.
+    Sends,
+    /// `STARTS_PER_IP_PER_MINUTE`.
+    Ip,
+    /// `PREFIX_STARTS_PER_MINUTE`: past it the prefix is paused (SMS pumping).
+    Prefix,
+}
+
+impl StartLimit {
+    /// In the order they are checked: the first full one is the one reported.
+    const ALL: [Self; 4] = [Self::Cooldown, Self::Sends, Self::Ip, Self::Prefix];
+
+    fn limit(self, abuse: &AbuseConfig, number: &str, prefix: &str, ip: Option<IpAddr>) -> Limit {
+        let (key, limit, window) = match self {
+            Self::Cooldown => (format!("cooldown:number:{number}"), 1, abuse.resend_cooldown),
+            Self::Sends => (
+                format!("start:number:{number}"),
+                abuse.sends_per_number,
+                abuse.sends_window,
+            ),
+            Self::Ip => (ip_key("start", ip), abuse.starts_per_ip_per_minute, MINUTE),
+            Self::Prefix => (format!("start:prefix:{prefix}"), abuse.prefix_starts_per_minute, MINUTE),
+        };
+        Limit { key, limit, window }
+    }
+
+    /// The refusal's message (a prefix refusal has its own, with the pause).
+    fn message(self, abuse: &AbuseConfig, retry_after: Duration) -> String {
+        match self {
+            Self::Cooldown => format!(
+                "resend cooldown: one code per {} s for a number; ask again in {} s",
+                abuse.resend_cooldown.as_secs(),
+                retry_after.as_secs()
+            ),
+            Self::Sends => format!(
+                "too many codes for this number: at most {} per {} s",
+                abuse.sends_per_number,
+                abuse.sends_window.as_secs()
+            ),
+            Self::Ip => format!(
+                "too many verifications from this IP address: at most {} per minute",
+                abuse.starts_per_ip_per_minute
+            ),
+            Self::Prefix => format!(
+                "too many verifications to numbers with this prefix: at most {} per minute",
+                abuse.prefix_starts_per_minute
+            ),
+        }
+    }
 }
 
 fn prefix_refusal(prefix: &str, left: Duration) -> ApiError {
@@ -269,45 +284,64 @@ pub async fn admit_check(state: &AppState, phone: &PhoneNumber, ip: Option<IpAdd
     if !abuse.rate_limits {
         return Ok(CheckTicket { wrong_code_key: None });
     }
-    let wrong_key = format!("wrong:number:{}", phone.as_str());
-    let mut wanted = vec![
-        (
-            Limit {
+    let wanted: Vec<(CheckLimit, Limit)> = CheckLimit::ALL
+        .into_iter()
+        .map(|kind| (kind, kind.limit(abuse, phone.as_str(), ip)))
+        .filter(|(_, l)| l.limit > 0)
+        .collect();
+    let limits: Vec<Limit> = wanted.iter().map(|(_, l)| l.clone()).collect();
+    match limits::take(&state.pool, &limits).await? {
+        None => Ok(CheckTicket {
+            wrong_code_key: wanted
+                .into_iter()
+                .find(|(kind, _)| *kind == CheckLimit::WrongCodes)
+                .map(|(_, l)| l.key),
+        }),
+        Some((index, retry_after)) => Err(ApiError::RateLimited {
+            message: wanted[index].0.message(abuse),
+            retry_after,
+        }),
+    }
+}
+
+/// The limits on checks, like [`StartLimit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CheckLimit {
+    /// `CHECKS_PER_IP_PER_MINUTE`.
+    Ip,
+    /// `WRONG_CODES_PER_NUMBER_PER_DAY`: counted before the comparison, given back when the
+    /// code was right ([`CheckTicket::not_wrong`]).
+    WrongCodes,
+}
+
+impl CheckLimit {
+    const ALL: [Self; 2] = [Self::Ip, Self::WrongCodes];
+
+    fn limit(self, abuse: &AbuseConfig, number: &str, ip: Option<IpAddr>) -> Limit {
+        match self {
+            Self::Ip => Limit {
                 key: ip_key("check", ip),
                 limit: abuse.checks_per_ip_per_minute,
                 window: MINUTE,
             },
-            false,
-        ),
-        (
-            Limit {
-                key: wrong_key.clone(),
+            Self::WrongCodes => Limit {
+                key: format!("wrong:number:{number}"),
                 limit: abuse.wrong_codes_per_number_per_day,
                 window: DAY,
             },
-            true,
-        ),
-    ];
-    wanted.retain(|(l, _)| l.limit > 0);
-    let counts_wrong = wanted.iter().any(|(_, wrong)| *wrong);
-    let limits: Vec<Limit> = wanted.iter().map(|(l, _)| l.clone()).collect();
-    match limits::take(&state.pool, &limits).await? {
-        None => Ok(CheckTicket {
-            wrong_code_key: counts_wrong.then_some(wrong_key),
-        }),
-        Some((index, retry_after)) => {
-            let message = if wanted[index].1 {
-                format!(
-                    "too many wrong codes for this number: at most {} per 24 h",
-                    abuse.wrong_codes_per_number_per_day
-                )
-            } else {
-                format!(
-                    "too many checks from this IP address: at most {} per minute",
-                    abuse.checks_per_ip_per_minute
-                )
-            };
-            Err(ApiError::RateLimited { message, retry_after })
+        }
+    }
+
+    fn message(self, abuse: &AbuseConfig) -> String {
+        match self {
+            Self::Ip => format!(
+                "too many checks from this IP address: at most {} per minute",
+                abuse.checks_per_ip_per_minute
+            ),
+            Self::WrongCodes => format!(
+                "too many wrong codes for this number: at most {} per 24 h",
+                abuse.wrong_codes_per_number_per_day
+            ),
         }
     }
 }
@@ -373,6 +407,29 @@ mod tests {
             crate::config::SETTINGS,
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn every_limit_has_its_own_key_and_a_message_naming_its_count() {
+        let abuse = AbuseConfig::from_env(&env(&[])).unwrap();
+        let ip = Some(IpAddr::from([203, 0, 113, 7]));
+        let starts: Vec<Limit> = StartLimit::ALL
+            .iter()
+            .map(|k| k.limit(&abuse, "+14155552671", "+1415", ip))
+            .collect();
+        let checks: Vec<Limit> = CheckLimit::ALL
+            .iter()
+            .map(|k| k.limit(&abuse, "+14155552671", ip))
+            .collect();
+        let keys: HashSet<&str> = starts.iter().chain(&checks).map(|l| l.key.as_str()).collect();
+        assert_eq!(keys.len(), StartLimit::ALL.len() + CheckLimit::ALL.len(), "{keys:?}");
+        for (kind, limit) in StartLimit::ALL.iter().zip(&starts).skip(1) {
+            let message = kind.message(&abuse, Duration::from_secs(1));
+            assert!(message.contains(&limit.limit.to_string()), "{kind:?}: {message}");
+        }
+        for (kind, limit) in CheckLimit::ALL.iter().zip(&checks) {
+            assert!(kind.message(&abuse).contains(&limit.limit.to_string()), "{kind:?}");
+        }
     }
 
     #[test]
