@@ -6,25 +6,23 @@
 use common::metric_names as names;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use common::broker::{RETRY_TIERS, Topology, job_properties, publish_confirmed};
 use common::job::SendJob;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ConfirmSelectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel};
+use lapin::types::{AMQPValue, FieldTable};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use uuid::Uuid;
 
-use crate::retry::tier_for;
-use crate::send::{JobOutcome, SendContext};
+use crate::outbound::Outbound;
+use crate::send::SendContext;
 
 /// Pause before a job whose processing failed for another reason than a database outage
 /// goes back to the queue, so a failing job does not turn into a hot redelivery loop.
@@ -35,8 +33,6 @@ const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
 const POISON_DELIVERIES: i64 = 5;
 /// A consumer session longer than this was a working connection, not a failed attempt.
 const SESSION_THAT_LASTED: Duration = Duration::from_secs(60);
-/// Longest wait for the broker's confirm of a retry or dead letter.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Consumes until `shutdown`, reconnecting after any connection or channel failure
 /// ([`common::reconnect`]). `connected` tells `/readyz` whether a consumer is live.
@@ -67,12 +63,6 @@ pub async fn run(ctx: Arc<SendContext>, connected: Arc<AtomicBool>, shutdown: Ca
     }
     connected.store(false, Ordering::Relaxed);
     Ok(())
-}
-
-/// Where a worker sends follow-up messages: a confirm-mode channel beside the consumer's.
-struct Outbound {
-    channel: Channel,
-    topology: Topology,
 }
 
 /// One connection's life. `Ok` only after a clean shutdown.
@@ -167,8 +157,14 @@ async fn handle(ctx: &SendContext, out: &Outbound, delivery: Delivery, shutdown:
     in_flight.increment(1.0);
     let _done = scopeguard(move || in_flight.decrement(1.0));
     let finished = match SendJob::from_bytes(&delivery.data) {
-        Err(e) => dead_letter(out, &delivery.data, None, &format!("unreadable send job: {e}")).await,
-        Ok(job) => match wait_until_due(ctx, out, &job, shutdown).await {
+        Err(e) => {
+            out.dead_letter(&delivery.data, None, &format!("unreadable send job: {e}"))
+                .await
+        }
+        Ok(job) => match out
+            .wait_until_due(&job, ctx.config.retry.in_process_max, shutdown)
+            .await
+        {
             Ok(true) => run_job(ctx, out, &delivery, job, shutdown).await,
             other => other.map(|_| ()),
         },
@@ -196,39 +192,6 @@ async fn handle(ctx: &SendContext, out: &Outbound, delivery: Delivery, shutdown:
     }
 }
 
-/// A deferred job that a delay queue gave back before its due time waits for the rest: in
-/// the worker when the rest is short (at most `RETRY_INPROCESS_MAX_MS`, or shorter than the
-/// shortest tier), else in the delay queue that fits it (then `false`: this delivery is
-/// done). Touches no database and holds no lease.
-async fn wait_until_due(
-    ctx: &SendContext,
-    out: &Outbound,
-    job: &SendJob,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<bool> {
-    let Some(left) = job.wait_left(SystemTime::now()) else {
-        return Ok(true);
-    };
-    if left <= ctx.config.retry.in_process_max.max(RETRY_TIERS[0]) {
-        tokio::select! {
-            _ = tokio::time::sleep(left) => return Ok(true),
-            _ = shutdown.cancelled() => {}
-        }
-    }
-    let left = job.wait_left(SystemTime::now()).unwrap_or_default();
-    let queue = out.topology.retry_queue(tier_for(left));
-    publish_confirmed(
-        &out.channel,
-        &queue,
-        &job.to_bytes(),
-        job_properties(job),
-        CONFIRM_TIMEOUT,
-    )
-    .await?;
-    tracing::debug!(verification_id = %job.verification_id, queue, left_ms = left.as_millis() as u64, "deferred job not yet due");
-    Ok(false)
-}
-
 /// Runs a job to its outcome and does what the outcome says. A database outage is waited
 /// out with the delivery held (not handed back, which would count as a delivery towards the
 /// poison limit), then the job runs again with the same lease token, so it takes back its
@@ -247,7 +210,7 @@ async fn run_job(
             poison(ctx, out, delivery, &job).await
         } else {
             match ctx.process(&job, &holder, shutdown).await {
-                Ok(outcome) => return follow_up(out, job, outcome).await,
+                Ok(outcome) => return out.follow_up(job, outcome).await,
                 Err(e) => Err(e),
             }
         };
@@ -262,68 +225,11 @@ async fn run_job(
     }
 }
 
-/// Does what an outcome says beyond the database (already written): publish the retry or
-/// the dead letter. Only then may the delivery be acked.
-async fn follow_up(out: &Outbound, mut job: SendJob, outcome: JobOutcome) -> anyhow::Result<()> {
-    let id = job.verification_id;
-    match outcome {
-        JobOutcome::Submitted { sid } => {
-            metrics::counter!(names::JOBS, "outcome" => "submitted").increment(1);
-            tracing::info!(verification_id = %id, message_sid = %sid, "SMS submitted");
-        }
-        JobOutcome::Skipped(reason) => {
-            metrics::counter!(names::JOBS, "outcome" => "skipped").increment(1);
-            tracing::info!(verification_id = %id, reason, "SMS not sent");
-        }
-        JobOutcome::Failed { twilio_code } => {
-            metrics::counter!(names::JOBS, "outcome" => "failed").increment(1);
-            tracing::warn!(verification_id = %id, twilio_code, "SMS refused by Twilio");
-        }
-        JobOutcome::Retry { attempts, delay } => {
-            job.attempt = attempts;
-            job.due_after(SystemTime::now(), delay);
-            let queue = out.topology.retry_queue(tier_for(delay));
-            publish_confirmed(
-                &out.channel,
-                &queue,
-                &job.to_bytes(),
-                job_properties(&job),
-                CONFIRM_TIMEOUT,
-            )
-            .await?;
-            metrics::counter!(names::JOBS, "outcome" => "deferred").increment(1);
-            tracing::info!(verification_id = %id, attempts, queue, delay_ms = delay.as_millis() as u64, "send deferred");
-        }
-        JobOutcome::DeadLetter { reason } => {
-            dead_letter(out, &job.to_bytes(), Some(&job), &reason).await?;
-        }
-    }
-    Ok(())
-}
-
 /// A job delivered again and again without an outcome: recorded and dead-lettered.
 async fn poison(ctx: &SendContext, out: &Outbound, delivery: &Delivery, job: &SendJob) -> anyhow::Result<()> {
     let reason = format!("delivered {} times without an outcome", deliveries(delivery));
     common::repo::mark_dead_lettered(&ctx.pool, job.verification_id, &reason).await?;
-    dead_letter(out, &delivery.data, Some(job), &reason).await
-}
-
-/// Publishes `payload` to the dead-letter queue with the reason in its headers.
-async fn dead_letter(out: &Outbound, payload: &[u8], job: Option<&SendJob>, reason: &str) -> anyhow::Result<()> {
-    let mut headers = FieldTable::default();
-    headers.insert("x-dead-reason".into(), AMQPValue::LongString(LongString::from(reason)));
-    let at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
-    headers.insert("x-dead-at".into(), AMQPValue::LongString(LongString::from(at.as_str())));
-    let properties = match job {
-        Some(job) => job_properties(job),
-        None => BasicProperties::default().with_delivery_mode(2),
-    }
-    .with_headers(headers);
-    let queue = out.topology.dead_letter_queue();
-    publish_confirmed(&out.channel, &queue, payload, properties, CONFIRM_TIMEOUT).await?;
-    metrics::counter!(names::DEAD_LETTERS).increment(1);
-    tracing::warn!(verification_id = ?job.map(|j| j.verification_id), reason, "job dead-lettered");
-    Ok(())
+    out.dead_letter(&delivery.data, Some(job), &reason).await
 }
 
 /// How often the broker delivered this message before (quorum queues count it).

@@ -8,6 +8,7 @@ pub mod database;
 pub mod dead_letters;
 pub mod finish;
 mod http;
+mod outbound;
 pub mod retry;
 pub mod send;
 pub mod sms;

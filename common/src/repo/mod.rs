@@ -16,6 +16,7 @@ macro_rules! columns {
     };
 }
 
+mod attempts;
 mod delivery;
 mod health;
 mod outbox;
@@ -23,6 +24,7 @@ mod retention;
 mod sends;
 mod verifications;
 
+pub use attempts::*;
 pub use delivery::*;
 pub use health::*;
 pub use outbox::*;
