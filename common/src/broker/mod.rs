@@ -1,0 +1,19 @@
+//! RabbitMQ: the queue topology, connections, and a publisher that waits for the broker's
+//! confirm and reconnects on demand. One job per submodule:
+//!
+//! - `topology`: queue names, declarations and their arguments
+//! - `connection`: opening a connection
+//! - `publishing`: the confirming [`Publisher`], [`publish_confirmed`], message properties
+//! - `inspection`: queue depths and the operators' queue views
+//!
+//! Everything is re-exported here, so callers name `common::broker::…` only.
+
+mod connection;
+mod inspection;
+mod publishing;
+mod topology;
+
+pub use connection::connect;
+pub use inspection::{QueueDepth, QueueView, join_ages, queue_depths};
+pub use publishing::{Publisher, job_properties, publish_confirmed};
+pub use topology::{DELIVERY_LIMIT, RETRY_TIERS, Topology};
