@@ -7,6 +7,7 @@ use common::broker::Topology;
 
 use crate::abuse::AbuseConfig;
 use common::code::CodeLength;
+use common::seal::Sealer;
 use common::settings::{
     Env, Secret, Setting, SettingError, account_sid, amqp_url, database_url, log_format, public_base_url,
 };
@@ -30,6 +31,10 @@ pub const SETTINGS: &[Setting] = &[
     Setting::required(
         "VERIFY_SECRET",
         "key of the HMAC that stores codes, at least 32 bytes; never logged",
+    ),
+    Setting::required(
+        "CODE_SEALING_KEYS",
+        "comma-separated keys, at least 32 bytes each, that seal codes in the outbox and in send jobs; the first seals, every one opens (rotation: README); never logged",
     ),
     Setting::with_default(
         "PUBLIC_BASE_URL",
@@ -134,6 +139,8 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     pub api_keys: Vec<Secret>,
     pub verify_secret: Secret,
+    /// `CODE_SEALING_KEYS`.
+    pub sealer: Sealer,
     pub public_base_url: String,
     pub twilio_account_sid: String,
     pub twilio_auth_token: Secret,
@@ -159,6 +166,7 @@ impl ApiConfig {
             listen: env.parse("API_LISTEN")?,
             api_keys: api_keys(env)?,
             verify_secret: verify_secret(env)?,
+            sealer: Sealer::from_list(&env.string(common::seal::SETTING_NAME)?)?,
             public_base_url: public_base_url(env)?,
             twilio_account_sid: account_sid(env)?,
             twilio_auth_token: Secret::new(env.string("TWILIO_AUTH_TOKEN")?),
@@ -231,6 +239,7 @@ mod tests {
         let mut pairs = vec![
             ("API_KEYS", "key-0123456789abcdef"),
             ("VERIFY_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("CODE_SEALING_KEYS", "a sealing key of at least 32 bytes long"),
             ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
             ("TWILIO_AUTH_TOKEN", "token"),
         ];
@@ -266,6 +275,7 @@ mod tests {
             ("API_KEYS", " , "),
             ("SEND_QUEUE", "amq.x"),
             ("LOG_FORMAT", "xml"),
+            ("CODE_SEALING_KEYS", "short"),
         ] {
             let err = ApiConfig::from_env(&env(&[(name, value)])).unwrap_err();
             assert_eq!(err.name, name, "{name}={value}: {err}");

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::broker::Publisher;
+use common::code::CodeLength;
 use common::job::SendJob;
 use common::metric_names as names;
 use common::repo;
@@ -59,10 +60,9 @@ pub async fn relay_once(state: &AppState) -> anyhow::Result<usize> {
         let (mut jobs, mut moot) = (Vec::with_capacity(taken.len()), Vec::new());
         for row in taken {
             let id = row.verification_id;
-            // Superseded, expired or approved meanwhile (or sealed under another secret):
-            // nothing worth sending.
-            match row.pending.then(|| state.hasher.unseal(id, &row.sealed_code)).flatten() {
-                Some(code) => jobs.push(SendJob::new(id, code.expose().to_owned(), row.request_id)),
+            // Superseded, expired or approved meanwhile: nothing worth sending.
+            match row.pending.then(|| sealed_text(state, id, &row.sealed_code)).flatten() {
+                Some(sealed) => jobs.push(SendJob::new(id, sealed, row.request_id)),
                 None => moot.push(id),
             }
         }
@@ -80,6 +80,16 @@ pub async fn relay_once(state: &AppState) -> anyhow::Result<usize> {
             return Ok(published);
         }
     }
+}
+
+/// The job's sealed code: the row's sealed bytes, copied unopened. A row written before codes
+/// were sealed with an AEAD holds a short XOR-sealed code: opened and sealed again here.
+fn sealed_text(state: &AppState, id: Uuid, sealed: &[u8]) -> Option<String> {
+    if sealed.len() > usize::from(CodeLength::MAX) {
+        return Some(common::seal::to_text(sealed));
+    }
+    let code = state.hasher.open_pre_aead_outbox_code(id, sealed)?;
+    Some(state.sealer.seal_text(id, &code))
 }
 
 /// The ids of the confirmed jobs, and the first failure if any.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use common::broker::Publisher;
 use common::code::CodeHasher;
+use common::seal::Sealer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -21,6 +22,8 @@ pub struct Inner {
     pub pool: PgPool,
     pub publisher: Arc<Publisher>,
     pub hasher: CodeHasher,
+    /// Seals each code for its outbox row and its send job (`CODE_SEALING_KEYS`).
+    pub sealer: Sealer,
     pub metrics: PrometheusHandle,
     pub api_keys: ApiKeys,
     pub dispatcher: crate::outbox::Dispatcher,
@@ -32,6 +35,7 @@ impl AppState {
     pub fn new(config: ApiConfig, pool: PgPool, publisher: Publisher, metrics: PrometheusHandle) -> Self {
         let api_keys = ApiKeys::new(&config.api_keys);
         let hasher = CodeHasher::new(config.verify_secret.clone());
+        let sealer = config.sealer.clone();
         let publisher = Arc::new(publisher);
         let settler = crate::outbox::Settler::spawn(pool.clone());
         let dispatcher = crate::outbox::Dispatcher::spawn(Arc::clone(&publisher), settler);
@@ -46,6 +50,7 @@ impl AppState {
             pool,
             publisher,
             hasher,
+            sealer,
             metrics,
             api_keys,
             dispatcher,

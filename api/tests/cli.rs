@@ -11,6 +11,7 @@ fn api() -> Command {
 fn with_valid_settings(mut cmd: Command) -> Command {
     cmd.env("API_KEYS", "key-0123456789abcdef")
         .env("VERIFY_SECRET", "0123456789abcdef0123456789abcdef")
+        .env("CODE_SEALING_KEYS", "a sealing key of at least 32 bytes long")
         .env("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef")
         .env("TWILIO_AUTH_TOKEN", "token");
     cmd
@@ -46,6 +47,7 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
         ("DATABASE_URL", "not-a-url"),
         ("AMQP_URL", "rabbit://127.0.0.1"),
         ("PUBLIC_BASE_URL", "example.com"),
+        ("CODE_SEALING_KEYS", "too short"),
     ] {
         let mut cmd = with_valid_settings(api());
         let out = cmd.env(name, value).output().unwrap();

@@ -98,28 +98,19 @@ impl CodeHasher {
         self.mac(id, code).finalize().into_bytes().to_vec()
     }
 
-    /// The code sealed for the outbox: its digits XOR a keystream of HMAC-SHA256 over the
-    /// verification id (a fresh keystream per id, so this is a one-time pad under the key).
-    pub fn seal(&self, id: Uuid, code: &Code) -> Vec<u8> {
-        let stream = self.keystream(id);
-        code.0.bytes().zip(stream).map(|(b, k)| b ^ k).collect()
-    }
-
-    /// The code [`CodeHasher::seal`] sealed, if `sealed` is one (digits, 4 to 10 of them).
-    pub fn unseal(&self, id: Uuid, sealed: &[u8]) -> Option<Code> {
-        let stream = self.keystream(id);
-        let digits: Vec<u8> = sealed.iter().zip(stream).map(|(b, k)| b ^ k).collect();
-        let text = String::from_utf8(digits).ok()?;
-        let len = CodeLength::new(u8::try_from(text.len()).ok()?)?;
-        Code::parse(&text, len).ok()
-    }
-
-    fn keystream(&self, id: Uuid) -> [u8; 32] {
+    /// The code in an outbox row written by a build before codes were sealed with
+    /// [`crate::seal`] (its digits XOR a keystream of HMAC-SHA256 over the verification id).
+    /// Read only, so such rows are still relayed after an upgrade; nothing writes this form.
+    pub fn open_pre_aead_outbox_code(&self, id: Uuid, sealed: &[u8]) -> Option<Code> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(self.key.expose().as_bytes()).expect("HMAC accepts keys of any length");
         mac.update(b"verify-outbox-seal-v1\0");
         mac.update(id.as_bytes());
-        mac.finalize().into_bytes().into()
+        let stream: [u8; 32] = mac.finalize().into_bytes().into();
+        let digits: Vec<u8> = sealed.iter().zip(stream).map(|(b, k)| b ^ k).collect();
+        let text = String::from_utf8(digits).ok()?;
+        let len = CodeLength::new(u8::try_from(text.len()).ok()?)?;
+        Code::parse(&text, len).ok()
     }
 
     /// Whether `code` is the one whose digest is `stored`, compared in constant time.
@@ -194,13 +185,17 @@ mod tests {
     }
 
     #[test]
-    fn a_sealed_code_unseals_only_for_its_own_verification() {
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    fn an_outbox_code_written_before_aead_sealing_still_opens_for_its_verification() {
+        // Written by the earlier build for this id and code: digits XOR the keystream.
+        let (a, b) = (Uuid::from_u128(7), Uuid::from_u128(8));
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"0123456789abcdef0123456789abcdef").unwrap();
+        mac.update(b"verify-outbox-seal-v1\0");
+        mac.update(a.as_bytes());
+        let stream = mac.finalize().into_bytes();
+        let written: Vec<u8> = b"0042007".iter().zip(stream).map(|(d, k)| d ^ k).collect();
         let code = Code::parse("0042007", CodeLength::new(7).unwrap()).unwrap();
-        let sealed = hasher().seal(a, &code);
-        assert_ne!(sealed, b"0042007");
-        assert_eq!(hasher().unseal(a, &sealed), Some(code.clone()));
-        assert_ne!(hasher().unseal(b, &sealed), Some(code));
+        assert_eq!(hasher().open_pre_aead_outbox_code(a, &written), Some(code.clone()));
+        assert_ne!(hasher().open_pre_aead_outbox_code(b, &written), Some(code));
     }
 
     #[test]

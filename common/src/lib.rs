@@ -15,6 +15,7 @@ pub mod process;
 pub mod reconnect;
 pub mod repo;
 pub mod retention;
+pub mod seal;
 pub mod settings;
 pub mod signature;
 pub mod status;

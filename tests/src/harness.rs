@@ -20,6 +20,8 @@ use crate::watchdog::Watch;
 
 pub const API_KEY: &str = "test-key-0123456789abcdef";
 pub const VERIFY_SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+/// `CODE_SEALING_KEYS` of the apps the harness starts.
+pub const CODE_SEALING_KEYS: &str = "test-sealing-key-0123456789abcdef-0123456789";
 pub const FROM: &str = "+15005550006";
 
 pub fn admin_database_url() -> String {
@@ -148,6 +150,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         ("WORKER_LISTEN", "127.0.0.1:0"),
         ("API_KEYS", &format!("{API_KEY},second-key-0123456789")),
         ("VERIFY_SECRET", VERIFY_SECRET),
+        ("CODE_SEALING_KEYS", CODE_SEALING_KEYS),
         ("PUBLIC_BASE_URL", &api_base),
         ("TWILIO_ACCOUNT_SID", &options.fake.account_sid),
         ("TWILIO_AUTH_TOKEN", &options.fake.auth_token),
@@ -289,6 +292,11 @@ impl TestApp {
     /// The code hasher the API of this app uses.
     pub fn hasher(&self) -> common::code::CodeHasher {
         common::code::CodeHasher::new(common::settings::Secret::new(VERIFY_SECRET))
+    }
+
+    /// The sealer the API and the workers of this app use.
+    pub fn sealer(&self) -> common::seal::Sealer {
+        common::seal::Sealer::from_list(CODE_SEALING_KEYS).expect("test sealing keys")
     }
 
     /// Publishes a job straight into the send queue, as the API (or a duplicate) would.

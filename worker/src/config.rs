@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use common::broker::Topology;
 use common::phone::PhoneNumber;
+use common::seal::Sealer;
 use common::settings::{
     Env, Secret, Setting, SettingError, account_sid, amqp_url, database_url, log_format, public_base_url,
 };
@@ -27,6 +28,10 @@ pub const SETTINGS: &[Setting] = &[
         "WORKER_LISTEN",
         "127.0.0.1:9091",
         "address of the worker's /healthz, /readyz and /metrics",
+    ),
+    Setting::required(
+        "CODE_SEALING_KEYS",
+        "comma-separated keys, at least 32 bytes each, that open the codes in send jobs (the same list as verify-api's); the first seals, every one opens (rotation: README); never logged",
     ),
     Setting::with_default(
         "PUBLIC_BASE_URL",
@@ -135,6 +140,8 @@ pub struct WorkerConfig {
     pub amqp_url: Secret,
     pub listen: SocketAddr,
     pub public_base_url: String,
+    /// `CODE_SEALING_KEYS`.
+    pub sealer: Sealer,
     pub twilio_account_sid: String,
     pub twilio_auth_token: Secret,
     pub sender: Sender,
@@ -191,6 +198,7 @@ impl WorkerConfig {
             amqp_url: amqp_url(env)?,
             listen: env.parse("WORKER_LISTEN")?,
             public_base_url: public_base_url(env)?,
+            sealer: Sealer::from_list(&env.string(common::seal::SETTING_NAME)?)?,
             twilio_account_sid: account_sid(env)?,
             twilio_auth_token: Secret::new(env.string("TWILIO_AUTH_TOKEN")?),
             sender: sender(env)?,
@@ -294,6 +302,7 @@ mod tests {
             ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
             ("TWILIO_AUTH_TOKEN", "token"),
             ("TWILIO_FROM", "+14155550100"),
+            ("CODE_SEALING_KEYS", "a sealing key of at least 32 bytes long"),
         ];
         pairs.extend_from_slice(extra);
         Env::from_map(SETTINGS, pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())))
@@ -361,6 +370,7 @@ mod tests {
             [
                 ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
                 ("TWILIO_AUTH_TOKEN", "t"),
+                ("CODE_SEALING_KEYS", "a sealing key of at least 32 bytes long"),
             ]
             .map(|(k, v)| (k.to_string(), v.to_string())),
         );

@@ -156,7 +156,7 @@ async fn handle(ctx: &SendContext, out: &Outbound, delivery: Delivery, shutdown:
     let in_flight = metrics::gauge!(names::SENDS_IN_FLIGHT);
     in_flight.increment(1.0);
     let _done = scopeguard(move || in_flight.decrement(1.0));
-    let finished = match SendJob::from_bytes(&delivery.data) {
+    let finished = match SendJob::from_bytes(&delivery.data, &ctx.config.sealer) {
         Err(e) => {
             out.dead_letter(&delivery.data, None, &format!("unreadable send job: {e}"))
                 .await

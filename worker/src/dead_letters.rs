@@ -44,7 +44,7 @@ fn header(delivery: &Delivery, name: &str) -> Option<String> {
 
 fn describe(delivery: &Delivery) -> DeadLetter {
     DeadLetter {
-        verification_id: SendJob::from_bytes(&delivery.data).ok().map(|j| j.verification_id),
+        verification_id: SendJob::peek_verification_id(&delivery.data),
         // Without our header it was dead-lettered by the broker (its delivery limit).
         reason: header(delivery, "x-dead-reason").unwrap_or_else(|| "dead-lettered by the broker".into()),
         dead_at: header(delivery, "x-dead-at").unwrap_or_else(|| "?".into()),
@@ -107,7 +107,7 @@ pub async fn replay(config: &WorkerConfig, pool: &PgPool, out: &mut impl Write) 
     .await?
     {
         let delivery = message.delivery;
-        let Ok(mut job) = SendJob::from_bytes(&delivery.data) else {
+        let Ok(mut job) = SendJob::from_bytes(&delivery.data, &config.sealer) else {
             summary.kept += 1;
             writeln!(out, "kept      (unreadable message)")?;
             continue;

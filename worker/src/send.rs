@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use common::code::Code;
 use common::job::SendJob;
 use common::metric_names as names;
 use common::phone::mask;
@@ -58,6 +59,8 @@ pub struct SendContext {
 /// A claimed send.
 struct ClaimedSend<'a> {
     job: &'a SendJob,
+    /// The job's code, opened.
+    code: Code,
     /// This run's lease token ([`repo::Lease`]).
     holder: &'a str,
     phone: String,
@@ -119,7 +122,11 @@ impl SendContext {
         holder: &str,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<JobOutcome> {
-        match self.claim(job, holder).await? {
+        let code = match self.config.sealer.open_text(job.verification_id, &job.sealed_code) {
+            Ok(code) => code,
+            Err(e) => return Ok(JobOutcome::DeadLetter { reason: e.to_string() }),
+        };
+        match self.claim(job, code, holder).await? {
             Ok(send) => self.send(send, shutdown).await,
             Err(settled) => Ok(settled),
         }
@@ -131,6 +138,7 @@ impl SendContext {
     async fn claim<'a>(
         &self,
         job: &'a SendJob,
+        code: Code,
         holder: &'a str,
     ) -> anyhow::Result<Result<ClaimedSend<'a>, JobOutcome>> {
         let id = job.verification_id;
@@ -167,6 +175,7 @@ impl SendContext {
         };
         let send = ClaimedSend {
             job,
+            code,
             holder,
             phone: phone_number,
             created_at,
@@ -184,7 +193,7 @@ impl SendContext {
     /// Calls Twilio until the send has an outcome, retrying in process or handing the job to
     /// the delay queues as the policy says.
     async fn send(&self, mut send: ClaimedSend<'_>, shutdown: &CancellationToken) -> anyhow::Result<JobOutcome> {
-        let (id, body) = (send.id(), self.body(&send.job.code));
+        let (id, body) = (send.id(), self.body(send.code.expose()));
         loop {
             // A call begun with the claim was found worth making by the database's clock.
             if send.begun.is_none() && !self.config.retry.worth_sending(send.remaining()) {
@@ -275,7 +284,7 @@ impl SendContext {
         if decision != Decision::Ambiguous {
             return (decision, result.sid.clone(), decision.outcome());
         }
-        match self.find_sent(&send.phone, &send.job.code).await {
+        match self.find_sent(&send.phone, send.code.expose()).await {
             Ok(Some(found)) => (Decision::Success, Some(found), AttemptOutcome::Submitted),
             Ok(None) => (decision, result.sid.clone(), AttemptOutcome::NotAtTwilio),
             Err(_) => (decision, result.sid.clone(), AttemptOutcome::Ambiguous),
@@ -342,7 +351,7 @@ impl SendContext {
     /// asks Twilio. `Some`: the job is settled (found, or cannot tell yet and must wait).
     async fn settle_earlier_call(&self, send: &ClaimedSend<'_>) -> anyhow::Result<Option<JobOutcome>> {
         let id = send.id();
-        match self.find_sent(&send.phone, &send.job.code).await {
+        match self.find_sent(&send.phone, send.code.expose()).await {
             Ok(Some(sid)) => {
                 repo::settle_unknown_attempts(&self.pool, id, true).await?;
                 repo::mark_submitted(&self.pool, id, &sid).await?;

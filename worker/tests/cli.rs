@@ -25,6 +25,7 @@ fn a_missing_or_bad_setting_exits_2_with_one_line_naming_it() {
         ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
         ("TWILIO_AUTH_TOKEN", "token"),
         ("TWILIO_FROM", "+15005550006"),
+        ("CODE_SEALING_KEYS", "a sealing key of at least 32 bytes long"),
     ];
     let cases = [
         ("TWILIO_ACCOUNT_SID", None),
@@ -36,6 +37,8 @@ fn a_missing_or_bad_setting_exits_2_with_one_line_naming_it() {
         ("AMQP_URL", Some("amqp://guest:guest@127.0.0.1:notaport/%2f")),
         ("PUBLIC_BASE_URL", Some("http://")),
         ("SEND_LEASE_SECONDS", Some("5")),
+        ("CODE_SEALING_KEYS", None),
+        ("CODE_SEALING_KEYS", Some("too short")),
     ];
     for (name, value) in cases {
         let mut cmd = worker();

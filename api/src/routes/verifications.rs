@@ -146,6 +146,7 @@ pub async fn start(
     tracing::Span::current().record("verification_id", tracing::field::display(id));
     let code = Code::generate(state.config.code_length);
     let request_id = request_id(&headers);
+    let sealed = state.sealer.seal(id, &code);
     let row = NewRow {
         id,
         phone_number: phone.as_str().to_owned(),
@@ -153,9 +154,9 @@ pub async fn start(
         max_check_attempts: state.config.max_check_attempts,
         ttl_seconds: state.config.code_ttl.as_secs_f64(),
         request_id: request_id.clone(),
-        sealed_code: state.hasher.seal(id, &code),
+        sealed_code: sealed.clone(),
     };
-    let job = SendJob::new(id, code.expose().to_owned(), request_id);
+    let job = SendJob::new(id, common::seal::to_text(&sealed), request_id);
     let (verification, superseded) = state.starts.insert(row, job).await?;
     if superseded > 0 {
         tracing::info!(canceled = superseded, "superseded older verifications");

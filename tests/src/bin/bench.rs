@@ -92,6 +92,7 @@ impl Env {
             .env("PUBLIC_BASE_URL", &api_base)
             .env("API_KEYS", KEY)
             .env("VERIFY_SECRET", "bench-secret-0123456789abcdef0123456789")
+            .env("CODE_SEALING_KEYS", "bench-sealing-key-0123456789abcdef0123456789")
             .env("TWILIO_ACCOUNT_SID", &self.fake_account)
             .env("TWILIO_AUTH_TOKEN", &self.fake_token)
             .env("TWILIO_FROM", "+15005550006")

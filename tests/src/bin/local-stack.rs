@@ -16,6 +16,7 @@ use verify_tests::fake_twilio::{FakeConfig, FakeTwilio};
 const DEV_DEFAULTS: &[(&str, &str)] = &[
     ("API_KEYS", "local-dev-key-change-me"),
     ("VERIFY_SECRET", "local-dev-secret-0123456789abcdef-change-me"),
+    ("CODE_SEALING_KEYS", "local-dev-sealing-key-0123456789abcdef-change-me"),
     ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000001"),
     ("TWILIO_AUTH_TOKEN", "fake-auth-token"),
     ("TWILIO_FROM", "+15005550006"),

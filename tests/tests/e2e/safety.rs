@@ -11,6 +11,7 @@ use verify_tests::fake_twilio::Fault;
 use verify_tests::harness::{Options, TestApp, spawn_app, spawn_app_with};
 
 const PHONE: &str = "+14155552671";
+const OTHER_PHONE: &str = "+14155552672";
 
 /// A verification stored as the API stores it, without publishing its job.
 async fn stored_verification(app: &TestApp, phone: &str) -> (Uuid, Code) {
@@ -92,7 +93,7 @@ async fn duplicate_jobs_on_two_workers_send_one_sms() {
     let mut app = spawn_app_with(Options::default().without_worker()).await;
     app.fake.set_latency(Duration::from_millis(300));
     let (id, code) = stored_verification(&app, PHONE).await;
-    let job = SendJob::new(id, code.expose().to_owned(), None);
+    let job = SendJob::new(id, app.sealer().seal_text(id, &code), None);
     for _ in 0..4 {
         app.publish_job(&job).await;
     }
@@ -119,7 +120,9 @@ async fn a_redelivered_job_whose_sms_was_submitted_is_acked_without_calling_twil
     let id = app.start_ok(PHONE).await;
     let code = app.wait_for_code(PHONE, 1).await;
     app.wait_for_field(id, "delivery_status", "delivered").await;
-    app.publish_job(&SendJob::new(id, code, None)).await;
+    let code = Code::parse(&code, CodeLength::default()).unwrap();
+    app.publish_job(&SendJob::new(id, app.sealer().seal_text(id, &code), None))
+        .await;
     app.wait_for_queue_depth(&app.queue, 0).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(app.fake.create_calls(), 1);
@@ -142,7 +145,8 @@ async fn a_call_whose_worker_died_is_looked_up_before_sending_again() {
         .fake
         .inject_message(PHONE, &format!("Your verification code is {}", code.expose()));
     let mut app = app;
-    app.publish_job(&SendJob::new(id, code.expose().to_owned(), None)).await;
+    app.publish_job(&SendJob::new(id, app.sealer().seal_text(id, &code), None))
+        .await;
     app.start_worker().await;
     let view = app.wait_for_field(id, "delivery_status", "submitted").await;
     assert_eq!(view["provider_message_sid"], sid.as_str());
@@ -247,13 +251,29 @@ async fn a_start_whose_api_died_before_the_confirm_is_sent_by_the_outbox_relay()
         .env("OUTBOX_RELAY_AFTER_SECONDS", "1");
     let app = spawn_app_with(options).await;
     let (row, code) = outbox_row(&app, PHONE);
-    repo::insert_batch_with_outbox(&app.pool, &[row], 0).await.unwrap();
-    let sent = app.wait_for_code(PHONE, 1).await;
-    assert_eq!(sent, code.expose());
-    assert_eq!(outbox_len(&app).await, 0);
-    let body: serde_json::Value = app.check(PHONE, code.expose()).await.json().await.unwrap();
-    assert_eq!(body["status"], "approved");
+    // A row as a build from before AEAD sealing wrote it: the digits XOR an HMAC keystream.
+    let (mut legacy, legacy_code) = outbox_row(&app, OTHER_PHONE);
+    legacy.sealed_code = pre_aead_seal(legacy.id, &legacy_code);
+    repo::insert_batch_with_outbox(&app.pool, &[row, legacy], 0)
+        .await
+        .unwrap();
+    for (phone, code) in [(PHONE, &code), (OTHER_PHONE, &legacy_code)] {
+        let sent = app.wait_for_code(phone, 1).await;
+        assert_eq!(sent, code.expose());
+        let body: serde_json::Value = app.check(phone, code.expose()).await.json().await.unwrap();
+        assert_eq!(body["status"], "approved");
+    }
+    wait_for_empty_outbox(&app, "after the relay").await;
     app.stop().await;
+}
+
+fn pre_aead_seal(id: Uuid, code: &Code) -> Vec<u8> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(verify_tests::harness::VERIFY_SECRET.as_bytes()).unwrap();
+    mac.update(b"verify-outbox-seal-v1\0");
+    mac.update(id.as_bytes());
+    let stream = mac.finalize().into_bytes();
+    code.expose().bytes().zip(stream).map(|(d, k)| d ^ k).collect()
 }
 
 /// An outbox row (and its code) as a start leaves it when its process dies right after the
@@ -268,7 +288,7 @@ fn outbox_row(app: &TestApp, phone: &str) -> (repo::NewRow, Code) {
         max_check_attempts: 5,
         ttl_seconds: 600.0,
         request_id: None,
-        sealed_code: app.hasher().seal(id, &code),
+        sealed_code: app.sealer().seal(id, &code),
     };
     (row, code)
 }
@@ -386,7 +406,8 @@ async fn a_201_recorded_before_the_worker_failed_is_not_sent_again() {
         provider_message_sid: Some(&sid),
     };
     repo::finish_attempt(&app.pool, row, &result).await.unwrap();
-    app.publish_job(&SendJob::new(id, code.expose().to_owned(), None)).await;
+    app.publish_job(&SendJob::new(id, app.sealer().seal_text(id, &code), None))
+        .await;
     app.start_worker().await;
     let view = app.wait_for_field(id, "delivery_status", "submitted").await;
     assert_eq!(view["provider_message_sid"], sid.as_str());
@@ -398,7 +419,8 @@ async fn a_201_recorded_before_the_worker_failed_is_not_sent_again() {
 async fn a_job_delivered_five_times_without_an_outcome_is_dead_lettered_unsent() {
     let mut app = spawn_app_with(Options::default().without_worker()).await;
     let (id, code) = stored_verification(&app, PHONE).await;
-    app.publish_job(&SendJob::new(id, code.expose().to_owned(), None)).await;
+    app.publish_job(&SendJob::new(id, app.sealer().seal_text(id, &code), None))
+        .await;
     // Five consumers took the job and died with it: each time it went back to the queue,
     // and the quorum queue counted the delivery.
     let conn = common::broker::connect(&verify_tests::harness::amqp_url(), "verify-tests")

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use verify_tests::fake_twilio::Fault;
-use verify_tests::harness::{API_KEY, Options, VERIFY_SECRET, code_in, spawn_app_with};
+use verify_tests::harness::{API_KEY, CODE_SEALING_KEYS, Options, VERIFY_SECRET, code_in, spawn_app_with};
 
 /// Whether `needle` stands in `haystack` as a token of its own (not inside a longer run of
 /// digits, letters, or a UUID or timestamp).
@@ -119,6 +119,7 @@ async fn the_logs_of_a_full_run_hold_no_code_secret_or_full_phone_number() {
     }
     let secrets = [
         VERIFY_SECRET,
+        CODE_SEALING_KEYS,
         API_KEY,
         "second-key-0123456789",
         &app.fake.config().auth_token,
@@ -142,4 +143,64 @@ fn the_token_search_finds_codes_but_not_digits_inside_other_tokens() {
     assert!(!has_token("id 3f0c1234-5678-4000-8000-000012345678", "12345678"));
     assert!(!has_token("at 17:52:12.123456789Z", "12345678"));
     assert!(!has_token("9912345678", "12345678"));
+}
+
+/// What the broker holds for a queued start: the job's code is sealed (its management UI or
+/// its disk shows no live code), it opens only for its own verification, and a job whose
+/// sealed code was moved to another verification is dead-lettered unsent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queued_job_holds_its_code_sealed_for_its_own_verification_only() {
+    use common::job::SendJob;
+    use lapin::options::BasicGetOptions;
+
+    let mut app = spawn_app_with(Options::default().without_worker().env("CODE_LENGTH", "8")).await;
+    let (a, b) = ("+14155552681", "+14155552682");
+    let (id_a, id_b) = (app.start_ok(a).await, app.start_ok(b).await);
+
+    let conn = common::broker::connect(&verify_tests::harness::amqp_url(), "verify-tests")
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let mut taken = Vec::new();
+    for _ in 0..2 {
+        let message = channel
+            .basic_get(app.queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect("a queued send job");
+        taken.push(message.delivery.data.clone());
+    }
+    drop(conn.close(200, "ok".into()).await);
+
+    let sealer = app.sealer();
+    let mut jobs = Vec::new();
+    for raw in &taken {
+        let json: serde_json::Value = serde_json::from_slice(raw).unwrap();
+        assert!(json.get("code").is_none(), "a clear code in the job: {json}");
+        let job = SendJob::from_bytes(raw, &sealer).unwrap();
+        let code = sealer.open_text(job.verification_id, &job.sealed_code).unwrap();
+        assert!(
+            !has_token(&String::from_utf8_lossy(raw), code.expose()),
+            "the job shows its code"
+        );
+        jobs.push((job, code));
+    }
+    jobs.sort_by_key(|(job, _)| job.verification_id != id_a);
+    let (job_a, code_a) = &jobs[0];
+    assert_eq!((job_a.verification_id, jobs[1].0.verification_id), (id_a, id_b));
+
+    // B's job carrying A's sealed code: it opens for no verification but A's.
+    let mut forged = jobs[1].0.clone();
+    forged.sealed_code = job_a.sealed_code.clone();
+    app.publish_job(&forged).await;
+    app.publish_job(job_a).await;
+    app.start_worker().await;
+
+    let sent = app.wait_for_code(a, 1).await;
+    assert_eq!(sent, code_a.expose());
+    app.wait_for_queue_depth(&app.dead_queue(), 1).await;
+    assert!(app.fake.messages_to(b).is_empty(), "the forged job was sent");
+    let checked: serde_json::Value = app.check(a, &sent).await.json().await.unwrap();
+    assert_eq!(checked["status"], "approved");
+    app.stop().await;
 }
