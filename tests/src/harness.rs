@@ -3,7 +3,9 @@
 //!
 //! Tests need PostgreSQL and RabbitMQ and fail loudly, never skip, when either is missing.
 //! `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) names the
-//! server whose databases the tests create; `TEST_AMQP_URL` the broker.
+//! server whose databases the tests create; `TEST_AMQP_URL` the broker; `TEST_RABBITMQCTL`
+//! (default `rabbitmqctl`) the command that reaches that broker's node, with which the tests
+//! that wait for all work to be done count the messages a consumer holds unacknowledged.
 
 use std::time::Duration;
 
@@ -30,6 +32,75 @@ pub fn admin_database_url() -> String {
 
 pub fn amqp_url() -> String {
     std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The virtual host of [`amqp_url`]: its path, percent-decoded (`/` when it has none).
+fn amqp_vhost() -> String {
+    let url = amqp_url();
+    let after_scheme = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let path = after_scheme
+        .split_once('/')
+        .map_or("", |(_, path)| path)
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("");
+    if path.is_empty() {
+        return "/".into();
+    }
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| path.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+/// Runs `rabbitmqctl -q <args>` (or the command line in `TEST_RABBITMQCTL`, split at
+/// spaces) and returns its output's rows, split at tabs.
+async fn rabbitmqctl(args: &[&str]) -> Vec<Vec<String>> {
+    let command = std::env::var("TEST_RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into());
+    let mut words = command.split_whitespace();
+    let program = words.next().expect("TEST_RABBITMQCTL is empty");
+    let run = tokio::process::Command::new(program)
+        .args(words)
+        .arg("-q")
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap_or_else(|_| panic!("`{command} {}` did not answer within 30 s", args.join(" ")))
+        .unwrap_or_else(|e| {
+            panic!(
+                "these tests count unacknowledged messages with `{command}` (set TEST_RABBITMQCTL \
+                 to a command that reaches the broker's node): {e}"
+            )
+        });
+    assert!(
+        output.status.success(),
+        "`{command} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split('\t').map(|f| f.trim().to_owned()).collect())
+        .collect()
 }
 
 /// Settings that differ from the defaults for one test.
@@ -407,23 +478,117 @@ impl TestApp {
         self.topology().dead_letter_queue()
     }
 
-    /// Messages ready in a queue, from a passive declare.
+    /// Messages ready in a queue, from a passive declare. Not the messages a consumer holds
+    /// unacknowledged: to know that a queue is done with, see [`Self::unfinished`].
     pub async fn queue_depth(&self, queue: &str) -> u32 {
+        self.depths(&[queue.to_owned()]).await[0].messages_ready
+    }
+
+    /// Ready messages and consumers of each of `queues`, from passive declares.
+    async fn depths(&self, queues: &[String]) -> Vec<common::broker::QueueDepth> {
         let read = async {
             let conn = common::broker::connect(&amqp_url(), "verify-tests")
                 .await
                 .expect("broker");
             let channel = conn.create_channel().await.expect("channel");
-            let depth = common::broker::queue_depths(&channel, &[queue.to_owned()])
+            let depths = common::broker::queue_depths(&channel, queues)
                 .await
-                .expect("queue depth")[0]
-                .messages_ready;
+                .expect("queue depth");
             drop(conn.close(200, "ok".into()).await);
-            depth
+            depths
         };
         tokio::time::timeout(Duration::from_secs(20), read)
             .await
-            .unwrap_or_else(|_| panic!("RabbitMQ did not tell the depth of {queue} within 20 s"))
+            .unwrap_or_else(|_| panic!("RabbitMQ did not tell the depth of {queues:?} within 20 s"))
+    }
+
+    /// The send queue and every retry queue: where a job waits until it is finished.
+    pub fn job_queues(&self) -> Vec<String> {
+        let topology = self.topology();
+        let mut queues = vec![self.queue.clone()];
+        queues.extend(
+            common::broker::RETRY_TIERS
+                .iter()
+                .map(|tier| topology.retry_queue(*tier)),
+        );
+        queues
+    }
+
+    /// Messages of `queues` that are not done with: ready in one of them, or delivered to a
+    /// consumer and not acknowledged yet (a job a worker is working on). 0 means that nothing
+    /// in them will be worked on any more (unless something publishes to them again).
+    ///
+    /// A passive declare counts only ready messages, and `rabbitmqctl list_queues` reads
+    /// quorum queues' counts from statistics refreshed every few seconds (it shows an empty
+    /// queue while a consumer holds its messages), so the unacknowledged messages are counted
+    /// on the consumers' channels (`list_consumers`, `list_channels`), which answer live.
+    /// The ready messages are read before and after, so that a message moving between the
+    /// queue and a consumer meanwhile is seen in one of the readings.
+    pub async fn unfinished(&self, queues: &[String]) -> u32 {
+        let before = self.depths(queues).await;
+        let ready: u32 = before.iter().map(|d| d.messages_ready).sum();
+        let consumers: u32 = before.iter().map(|d| d.consumers).sum();
+        if ready > 0 || consumers == 0 {
+            // Without a consumer, nothing is held unacknowledged (the tests take no message
+            // with `basic.get` and keep it).
+            return ready;
+        }
+        let vhost = amqp_vhost();
+        let consumers_of = [
+            "list_consumers",
+            "-p",
+            &vhost,
+            "--no-table-headers",
+            "queue_name",
+            "channel_pid",
+        ];
+        let channels_of = ["list_channels", "--no-table-headers", "pid", "messages_unacknowledged"];
+        let (listed, channels) = tokio::join!(rabbitmqctl(&consumers_of), rabbitmqctl(&channels_of));
+        let ours: Vec<&str> = listed
+            .iter()
+            .filter(|row| row.len() == 2 && queues.contains(&row[0]))
+            .map(|row| row[1].as_str())
+            .collect();
+        let holding: std::collections::HashSet<&str> = ours.iter().copied().collect();
+        let unacked: u32 = channels
+            .iter()
+            .filter(|row| row.len() == 2 && holding.contains(row[0].as_str()))
+            .map(|row| {
+                row[1]
+                    .parse::<u32>()
+                    .unwrap_or_else(|_| panic!("unacknowledged count {:?} of channel {}", row[1], row[0]))
+            })
+            .sum();
+        // A consumer that was cancelled but still holds messages counts in a quorum queue's
+        // consumers and is no longer listed: count it as one unfinished message.
+        let unlisted = consumers.saturating_sub(ours.len() as u32);
+        let after: u32 = self.depths(queues).await.iter().map(|d| d.messages_ready).sum();
+        unacked + unlisted + after
+    }
+
+    /// Jobs not finished yet, in the send queue and the retry queues (see [`Self::unfinished`]).
+    pub async fn unfinished_jobs(&self) -> u32 {
+        self.unfinished(&self.job_queues()).await
+    }
+
+    /// Waits (20 s at most) until every job is finished: none ready in the send queue or a
+    /// retry queue, none held by a worker. What a test asserts did not happen then cannot
+    /// happen any more because of the jobs published so far.
+    pub async fn wait_until_idle(&self) {
+        self.watch.step("waiting until every job is finished");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = self.unfinished_jobs().await;
+            if left == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{left} jobs still unfinished in {:?} after 20 s",
+                self.job_queues()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until `n` consumers are attached to the send queue (a worker is ready).
@@ -449,12 +614,17 @@ impl TestApp {
         }
     }
 
-    /// Waits until `queue` holds exactly `n` ready messages.
+    /// Waits until `queue` holds exactly `n` ready messages; for `n` = 0, until it is empty:
+    /// no message ready and none delivered to a consumer and not acknowledged yet.
     pub async fn wait_for_queue_depth(&self, queue: &str, n: u32) {
         self.watch.step(&format!("waiting for {n} messages in {queue}"));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let depth = self.queue_depth(queue).await;
+            let depth = if n == 0 {
+                self.unfinished(&[queue.to_owned()]).await
+            } else {
+                self.queue_depth(queue).await
+            };
             if depth == n {
                 return;
             }

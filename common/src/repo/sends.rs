@@ -41,18 +41,21 @@ pub struct Lease<'a> {
     pub seconds: f64,
 }
 
-/// Takes the send of a pending, unexpired verification whose SMS is not yet submitted, in
-/// one conditional update, with `lease`: two workers can never call Twilio for the same
-/// verification at once. A lease left by a worker that died runs out; the lease's own holder
-/// may take the send again at any time (after a database outage cut its job short).
+/// Takes the send as [`claim_send_and_begin`] does, without beginning a call. Tests only:
+/// they set up leases and calls step by step.
+#[cfg(any(test, feature = "test-support"))]
 pub async fn claim_send(pool: &PgPool, id: Uuid, lease: Lease<'_>) -> sqlx::Result<Claim> {
     claim(pool, id, lease, None).await
 }
 
-/// Like [`claim_send`], and in the same statement begins the first Twilio call (as
-/// [`begin_attempt`] would) when nothing stands in its way: no earlier call to look up, no
-/// recorded 201, and at least `min_lifetime_seconds` of the code's lifetime left. The
-/// common path of a send is then one statement before the call and one after.
+/// Takes the send of a pending, unexpired verification whose SMS is not yet submitted, in
+/// one conditional update, with `lease`: two workers can never call Twilio for the same
+/// verification at once. A lease left by a worker that died runs out; the lease's own holder
+/// may take the send again at any time (after a database outage cut its job short). In the
+/// same statement it begins the first Twilio call (as [`begin_attempt`] would) when nothing
+/// stands in its way: no earlier call to look up, no recorded 201, and at least
+/// `min_lifetime_seconds` of the code's lifetime left. The common path of a send is then one
+/// statement before the call and one after.
 pub async fn claim_send_and_begin(
     pool: &PgPool,
     id: Uuid,

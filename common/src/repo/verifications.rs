@@ -58,7 +58,8 @@ where
     })
 }
 
-/// What the API stores for a new verification.
+/// A verification for [`insert`] (tests only).
+#[cfg(any(test, feature = "test-support"))]
 pub struct NewVerification<'a> {
     pub id: Uuid,
     pub phone_number: &'a str,
@@ -69,6 +70,7 @@ pub struct NewVerification<'a> {
 }
 
 /// Stores a verification without a send job (for tests of the worker's side).
+#[cfg(any(test, feature = "test-support"))]
 pub async fn insert(pool: &PgPool, new: &NewVerification<'_>) -> sqlx::Result<Verification> {
     let row = sqlx::query(concat!(
         "INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, expires_at) \

@@ -41,6 +41,24 @@ async fn rows(app: &TestApp) -> i64 {
         .unwrap()
 }
 
+/// Starts for `phone` every 50 ms while they are refused with 429 (a refused start uses up
+/// nothing), until one is accepted; returns how long after `since` that was. 10 s at most.
+async fn start_when_admitted(app: &TestApp, phone: &str, since: tokio::time::Instant) -> Duration {
+    let deadline = since + Duration::from_secs(10);
+    loop {
+        let response = app.start(phone).await;
+        match response.status().as_u16() {
+            202 => return since.elapsed(),
+            429 => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{phone} still refused 10 s later"
+            ),
+            other => panic!("a start for {phone} answered {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn start_from(app: &TestApp, phone: &str, forwarded_for: &str) -> reqwest::Response {
     app.http
         .post(format!("{}/v1/verifications", app.api_base))
@@ -60,6 +78,7 @@ async fn sends_per_number_are_limited_within_the_window_then_allowed_again() {
             .env("SENDS_PER_NUMBER_WINDOW_SECONDS", "2"),
     )
     .await;
+    let first = tokio::time::Instant::now();
     for _ in 0..3 {
         app.start_ok("+14155552671").await;
     }
@@ -73,21 +92,29 @@ async fn sends_per_number_are_limited_within_the_window_then_allowed_again() {
     assert_eq!(rows(&app).await, 3, "a refused start stores nothing");
     // Another number is not affected.
     app.start_ok("+14155552672").await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    app.start_ok("+14155552671").await;
+    // Admitted again once the first start has left the window, not before.
+    let admitted = start_when_admitted(&app, "+14155552671", first).await;
+    assert!(
+        admitted >= Duration::from_millis(1900),
+        "admitted {admitted:?} after the first start, within the 2 s window"
+    );
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_start_within_the_cooldown_is_refused() {
     let app = spawn_app_with(limited().env("RESEND_COOLDOWN_SECONDS", "1")).await;
+    let first = tokio::time::Instant::now();
     app.start_ok("+14155552671").await;
     let (status, _, retry_after, message) = refusal(app.start("+14155552671").await).await;
     assert_eq!(status, 429);
     assert_eq!(retry_after, Some(1));
     assert!(message.starts_with("resend cooldown"), "{message}");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    app.start_ok("+14155552671").await;
+    let admitted = start_when_admitted(&app, "+14155552671", first).await;
+    assert!(
+        admitted >= Duration::from_millis(900),
+        "admitted {admitted:?} after the first start, within the 1 s cooldown"
+    );
     app.stop().await;
 }
 

@@ -170,6 +170,8 @@ async fn a_superseded_verification_still_queued_sends_no_sms() {
 
     app.start_worker().await;
     app.wait_for_field(second, "delivery_status", "delivered").await;
+    // The first job too is done with (the worker takes both at once and may finish it last).
+    app.wait_until_idle().await;
     assert_eq!(
         app.fake.messages_to(PHONE).len(),
         1,
@@ -178,7 +180,6 @@ async fn a_superseded_verification_still_queued_sends_no_sms() {
     let first_view = app.get_verification(first).await;
     assert_eq!(first_view["delivery_status"], "canceled");
     assert_eq!(first_view["send_attempts"], 0);
-    assert_eq!(app.queue_depth(&app.queue).await, 0);
     app.stop().await;
 }
 

@@ -100,11 +100,8 @@ async fn duplicate_jobs_on_two_workers_send_one_sms() {
     app.start_worker().await;
     app.start_worker().await;
     app.wait_for_field(id, "delivery_status", "delivered").await;
-    app.wait_for_queue_depth(&app.queue, 0).await;
-    while app.retry_depth().await > 0 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every copy acked: none waits in a queue or in a worker's hands to send again.
+    app.wait_until_idle().await;
     assert_eq!(
         app.fake.messages_to(PHONE).len(),
         1,
@@ -123,8 +120,8 @@ async fn a_redelivered_job_whose_sms_was_submitted_is_acked_without_calling_twil
     let code = Code::parse(&code, CodeLength::default()).unwrap();
     app.publish_job(&SendJob::new(id, app.sealer().seal_text(id, &code), None))
         .await;
-    app.wait_for_queue_depth(&app.queue, 0).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The redelivered job acked (not waiting in a delay queue to try again).
+    app.wait_until_idle().await;
     assert_eq!(app.fake.create_calls(), 1);
     app.stop().await;
 }
@@ -348,8 +345,16 @@ async fn the_relay_publishes_a_large_backlog_in_one_round_and_skips_superseded_j
 
     app.wait_for_queue_depth(&app.queue, 1201).await;
     wait_for_empty_outbox(&app, "once every row is relayed").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(app.queue_depth(&app.queue).await, 1201, "nothing published twice");
+    // A row left behind after every other was relayed: once it is gone, a relay round has
+    // run since the outbox emptied, and any job published twice is in the queue.
+    let (marker, _) = outbox_row(&app, "+14155559998");
+    repo::insert_batch_with_outbox(&app.pool, &[marker], 0).await.unwrap();
+    wait_for_empty_outbox(&app, "once the later row is relayed").await;
+    assert_eq!(
+        app.queue_depth(&app.queue).await,
+        1202,
+        "nothing published twice (1201 jobs and the later row's)"
+    );
     app.stop().await;
 }
 

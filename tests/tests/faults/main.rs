@@ -100,17 +100,18 @@ pub fn assert_one_sms_each(app: &TestApp, numbers: &[String]) {
     );
 }
 
-/// Waits until the send queue and every retry queue are empty.
+/// Waits until every job is finished: none ready in the send queue or a retry queue, none
+/// held unacknowledged by a worker (so none can still send an SMS).
 pub async fn wait_for_empty_queues(app: &TestApp) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let left = app.queue_depth(&app.queue).await + app.retry_depth().await;
+        let left = app.unfinished_jobs().await;
         if left == 0 {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{left} messages left in the send and retry queues"
+            "{left} jobs left unfinished in the send and retry queues"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -87,6 +87,17 @@ async fn burst_through(app: &TestApp, outage: impl std::future::Future<Output = 
         .collect()
 }
 
+/// Waits until the burst's SMS are going out: the outage then meets starts, queued jobs and
+/// sends under way.
+async fn burst_under_way(app: &TestApp) {
+    app.watch.step("waiting for the burst to be under way");
+    app.fake
+        .wait_until(Duration::from_secs(30), "50 SMS of the burst", |f| {
+            f.messages().len() >= 50
+        })
+        .await;
+}
+
 async fn assert_all_accepted_are_sent(app: &TestApp, accepted: &[(String, Uuid)]) {
     let ids: Vec<Uuid> = accepted.iter().map(|(_, id)| *id).collect();
     let statuses = wait_until_settled(app, &ids, Duration::from_secs(120)).await;
@@ -95,9 +106,10 @@ async fn assert_all_accepted_are_sent(app: &TestApp, accepted: &[(String, Uuid)]
         .filter(|s| !["submitted", "sent", "delivered"].contains(&s.as_str()))
         .collect();
     assert!(unsent.is_empty(), "accepted but not sent: {unsent:?}");
+    // Every job done with (duplicates too) before counting SMS.
+    wait_for_empty_queues(app).await;
     let phones: Vec<String> = accepted.iter().map(|(p, _)| p.clone()).collect();
     assert_one_sms_each(app, &phones);
-    wait_for_empty_queues(app).await;
     // Both sides recovered without a restart: a new start goes through (the API's publisher
     // reconnects at its next attempt, at most 5 s after the broker is back).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -124,7 +136,7 @@ async fn restarting_rabbitmq_during_a_burst_loses_no_accepted_start() {
     let options = Options::default().env("PUBLISH_TIMEOUT_MS", "2000");
     let app = spawn_app_with(options).await;
     let accepted = burst_through(&app, async {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        burst_under_way(&app).await;
         let _restore = Restore("rabbitmq");
         tokio::task::spawn_blocking(|| run("rabbitmqctl", &["stop_app"]))
             .await
@@ -148,7 +160,7 @@ async fn restarting_postgresql_during_a_burst_loses_no_accepted_start() {
     let app = spawn_app_with(Options::default()).await;
     let cluster = postgres_cluster();
     let accepted = burst_through(&app, async {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        burst_under_way(&app).await;
         let _restore = Restore("postgresql");
         let stop = ["--skip-systemctl-redirect", &cluster, "main", "stop", "-m", "fast"].map(str::to_owned);
         tokio::task::spawn_blocking(move || run("pg_ctlcluster", &stop.each_ref().map(String::as_str)))
@@ -268,6 +280,7 @@ async fn a_minute_without_postgresql_mid_drain_is_waited_out_and_dead_letters_no
     let statuses = wait_until_settled(&app, &ids, Duration::from_secs(180)).await;
     let unsent: Vec<_> = statuses.iter().filter(|s| *s != "submitted").collect();
     assert!(unsent.is_empty(), "every SMS submitted: {unsent:?}");
+    wait_for_empty_queues(&app).await;
     assert_one_sms_each(&app, &phones);
     let dead_lettered: i64 =
         sqlx::query_scalar("SELECT count(*) FROM verifications WHERE dead_letter_reason IS NOT NULL")
@@ -299,6 +312,5 @@ async fn a_minute_without_postgresql_mid_drain_is_waited_out_and_dead_letters_no
             .await
             .unwrap();
     assert_eq!(pending, 600, "every verification still pending, checkable");
-    wait_for_empty_queues(&app).await;
     app.stop().await;
 }
