@@ -7,18 +7,17 @@
 
 use common::metric_names as names;
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use common::limits::{self, Limit};
 use common::phone::{NumberKind, PhoneNumber};
 use common::settings::{Env, SettingError};
 use ipnet::IpNet;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// The abuse settings, validated.
 #[derive(Debug, Clone)]
@@ -103,42 +102,6 @@ fn number_kinds(env: &Env) -> Result<Option<Vec<NumberKind>>, SettingError> {
         .map_err(|e| SettingError::new("SMS_NUMBER_TYPES", e))
 }
 
-/// The client's address: the socket's peer, or, when the peer is a trusted proxy, the
-/// right-most address of `X-Forwarded-For` that is not itself a trusted proxy (the left
-/// part of that header is whatever the client chose to send).
-pub fn client_ip(peer: Option<IpAddr>, forwarded_for: Option<&str>, trusted: &[IpNet]) -> Option<IpAddr> {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let peer = peer?;
-    if !is_trusted(&peer) {
-        return Some(peer);
-    }
-    let Some(chain) = forwarded_for else {
-        return Some(peer);
-    };
-    let hops: Vec<IpAddr> = chain.split(',').filter_map(|h| h.trim().parse().ok()).collect();
-    Some(
-        hops.iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .or(hops.first())
-            .copied()
-            .unwrap_or(peer),
-    )
-}
-
-/// The client address of a request, as [`client_ip`] decides it.
-pub struct ClientIp(pub Option<IpAddr>);
-
-impl FromRequestParts<AppState> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        Ok(Self(client_ip(peer, forwarded, &state.config.abuse.trusted_proxies)))
-    }
-}
-
 fn ip_key(kind: &str, ip: Option<IpAddr>) -> String {
     format!(
         "{kind}:ip:{}",
@@ -146,62 +109,115 @@ fn ip_key(kind: &str, ip: Option<IpAddr>) -> String {
     )
 }
 
-/// Whether a start for `phone` from `ip` may go ahead: the country and number-type rules,
-/// then (when on) the paused prefixes and every start limit, all at once.
-pub async fn admit_start(state: &AppState, phone: &PhoneNumber, ip: Option<IpAddr>) -> Result<(), ApiError> {
-    let abuse = &state.config.abuse;
-    if let Some(allowed) = &abuse.allowed_countries
-        && !phone.country().is_some_and(|c| allowed.contains(c))
-    {
-        return Err(ApiError::CountryNotAllowed(
-            phone.country().unwrap_or("unknown").to_owned(),
-        ));
+/// The abuse rules and rate limits as the request path applies them: the settings, and the
+/// pool of the database that keeps the windows.
+pub struct Limits {
+    abuse: AbuseConfig,
+    pool: PgPool,
+}
+
+impl Limits {
+    pub fn new(abuse: AbuseConfig, pool: PgPool) -> Self {
+        Self { abuse, pool }
     }
-    if let Some(kinds) = &abuse.number_kinds
-        && !kinds.contains(&phone.kind())
-    {
-        return Err(ApiError::InvalidPhoneNumber(format!(
-            "phone_number is a {} number, which is not accepted for SMS",
-            phone.kind().as_str().replace('_', " ")
-        )));
-    }
-    if !abuse.rate_limits {
-        return Ok(());
-    }
-    let prefix = phone.prefix();
-    if abuse.prefix_starts_per_minute > 0
-        && let Some(left) = limits::prefix_paused(&state.pool, prefix).await?
-    {
-        return Err(prefix_refusal(prefix, left));
-    }
-    let number = phone.as_str();
-    let wanted: Vec<(StartLimit, Limit)> = StartLimit::ALL
-        .into_iter()
-        .map(|kind| (kind, kind.limit(abuse, number, prefix, ip)))
-        .filter(|(_, l)| l.limit > 0 && !l.window.is_zero())
-        .collect();
-    let limits: Vec<Limit> = wanted.iter().map(|(_, l)| l.clone()).collect();
-    let Some((index, retry_after)) = limits::take(&state.pool, &limits).await? else {
-        return Ok(());
-    };
-    let refused = wanted[index].0;
-    if refused == StartLimit::Prefix {
-        if limits::pause_prefix(&state.pool, prefix, abuse.prefix_pause).await? {
-            tracing::error!(
-                alert = "sms_pumping",
-                prefix,
-                limit = abuse.prefix_starts_per_minute,
-                pause_seconds = abuse.prefix_pause.as_secs(),
-                "ALERT: starts to one number prefix exceeded the limit; the prefix is paused"
-            );
-            metrics::counter!(names::PREFIX_PAUSES).increment(1);
+
+    /// Whether a start for `phone` from `ip` may go ahead: the country and number-type rules,
+    /// then (when on) the paused prefixes and every start limit, all at once.
+    pub async fn admit_start(&self, phone: &PhoneNumber, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        let (abuse, pool) = (&self.abuse, &self.pool);
+        if let Some(allowed) = &abuse.allowed_countries
+            && !phone.country().is_some_and(|c| allowed.contains(c))
+        {
+            return Err(ApiError::CountryNotAllowed(
+                phone.country().unwrap_or("unknown").to_owned(),
+            ));
         }
-        return Err(prefix_refusal(prefix, abuse.prefix_pause));
+        if let Some(kinds) = &abuse.number_kinds
+            && !kinds.contains(&phone.kind())
+        {
+            return Err(ApiError::InvalidPhoneNumber(format!(
+                "phone_number is a {} number, which is not accepted for SMS",
+                phone.kind().as_str().replace('_', " ")
+            )));
+        }
+        if !abuse.rate_limits {
+            return Ok(());
+        }
+        let prefix = phone.prefix();
+        if abuse.prefix_starts_per_minute > 0
+            && let Some(left) = limits::prefix_paused(pool, prefix).await?
+        {
+            return Err(prefix_refusal(prefix, left));
+        }
+        let number = phone.as_str();
+        let wanted: Vec<(StartLimit, Limit)> = StartLimit::ALL
+            .into_iter()
+            .map(|kind| (kind, kind.limit(abuse, number, prefix, ip)))
+            .filter(|(_, l)| l.limit > 0 && !l.window.is_zero())
+            .collect();
+        let limits: Vec<Limit> = wanted.iter().map(|(_, l)| l.clone()).collect();
+        let Some((index, retry_after)) = limits::take(pool, &limits).await? else {
+            return Ok(());
+        };
+        let refused = wanted[index].0;
+        if refused == StartLimit::Prefix {
+            if limits::pause_prefix(pool, prefix, abuse.prefix_pause).await? {
+                tracing::error!(
+                    alert = "sms_pumping",
+                    prefix,
+                    limit = abuse.prefix_starts_per_minute,
+                    pause_seconds = abuse.prefix_pause.as_secs(),
+                    "ALERT: starts to one number prefix exceeded the limit; the prefix is paused"
+                );
+                metrics::counter!(names::PREFIX_PAUSES).increment(1);
+            }
+            return Err(prefix_refusal(prefix, abuse.prefix_pause));
+        }
+        Err(ApiError::RateLimited {
+            message: refused.message(abuse, retry_after),
+            retry_after,
+        })
     }
-    Err(ApiError::RateLimited {
-        message: refused.message(abuse, retry_after),
-        retry_after,
-    })
+
+    /// Whether a check for `phone` from `ip` may go ahead. Counts it as a wrong code up front
+    /// (so parallel guesses cannot overrun the daily limit); [`CheckTicket::not_wrong`] undoes that.
+    pub async fn admit_check(&self, phone: &PhoneNumber, ip: Option<IpAddr>) -> Result<CheckTicket, ApiError> {
+        let (abuse, pool) = (&self.abuse, &self.pool);
+        if !abuse.rate_limits {
+            return Ok(CheckTicket { wrong_code_key: None });
+        }
+        let wanted: Vec<(CheckLimit, Limit)> = CheckLimit::ALL
+            .into_iter()
+            .map(|kind| (kind, kind.limit(abuse, phone.as_str(), ip)))
+            .filter(|(_, l)| l.limit > 0)
+            .collect();
+        let limits: Vec<Limit> = wanted.iter().map(|(_, l)| l.clone()).collect();
+        match limits::take(pool, &limits).await? {
+            None => Ok(CheckTicket {
+                wrong_code_key: wanted
+                    .into_iter()
+                    .find(|(kind, _)| *kind == CheckLimit::WrongCodes)
+                    .map(|(_, l)| l.key),
+            }),
+            Some((index, retry_after)) => Err(ApiError::RateLimited {
+                message: wanted[index].0.message(abuse),
+                retry_after,
+            }),
+        }
+    }
+}
+
+/// Deletes the rate-limit bookkeeping of keys that went quiet, once a minute, until `shutdown`.
+pub async fn forget_expired(pool: PgPool, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(MINUTE) => {}
+        }
+        if let Err(e) = limits::forget_expired(&pool).await {
+            tracing::warn!(error = %e, "could not delete expired rate-limit keys");
+        }
+    }
 }
 
 /// The limits on starts. Each names its key, its count and window, and its refusal: a new
@@ -277,33 +293,6 @@ pub struct CheckTicket {
     wrong_code_key: Option<String>,
 }
 
-/// Whether a check for `phone` from `ip` may go ahead. Counts it as a wrong code up front
-/// (so parallel guesses cannot overrun the daily limit); [`CheckTicket::not_wrong`] undoes that.
-pub async fn admit_check(state: &AppState, phone: &PhoneNumber, ip: Option<IpAddr>) -> Result<CheckTicket, ApiError> {
-    let abuse = &state.config.abuse;
-    if !abuse.rate_limits {
-        return Ok(CheckTicket { wrong_code_key: None });
-    }
-    let wanted: Vec<(CheckLimit, Limit)> = CheckLimit::ALL
-        .into_iter()
-        .map(|kind| (kind, kind.limit(abuse, phone.as_str(), ip)))
-        .filter(|(_, l)| l.limit > 0)
-        .collect();
-    let limits: Vec<Limit> = wanted.iter().map(|(_, l)| l.clone()).collect();
-    match limits::take(&state.pool, &limits).await? {
-        None => Ok(CheckTicket {
-            wrong_code_key: wanted
-                .into_iter()
-                .find(|(kind, _)| *kind == CheckLimit::WrongCodes)
-                .map(|(_, l)| l.key),
-        }),
-        Some((index, retry_after)) => Err(ApiError::RateLimited {
-            message: wanted[index].0.message(abuse),
-            retry_after,
-        }),
-    }
-}
-
 /// The limits on checks, like [`StartLimit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CheckLimit {
@@ -348,9 +337,9 @@ impl CheckLimit {
 
 impl CheckTicket {
     /// The check was right, or found nothing to check: it was no wrong code.
-    pub async fn not_wrong(self, state: &AppState) {
+    pub async fn not_wrong(self, limits: &Limits) {
         if let Some(key) = self.wrong_code_key
-            && let Err(e) = limits::give_back(&state.pool, &key).await
+            && let Err(e) = common::limits::give_back(&limits.pool, &key).await
         {
             tracing::warn!(error = %e, "could not give back a wrong-code count");
         }
@@ -360,47 +349,6 @@ impl CheckTicket {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn nets(list: &[&str]) -> Vec<IpNet> {
-        list.iter().map(|n| n.parse().unwrap()).collect()
-    }
-
-    fn ip(s: &str) -> Option<IpAddr> {
-        Some(s.parse().unwrap())
-    }
-
-    #[test]
-    fn without_trusted_proxies_the_socket_address_is_the_client() {
-        assert_eq!(
-            client_ip(ip("198.51.100.9"), Some("203.0.113.7"), &[]),
-            ip("198.51.100.9")
-        );
-    }
-
-    #[test]
-    fn behind_a_trusted_proxy_the_forwarded_address_is_the_client() {
-        let trusted = nets(&["10.0.0.0/8"]);
-        assert_eq!(
-            client_ip(ip("10.1.2.3"), Some("203.0.113.7"), &trusted),
-            ip("203.0.113.7")
-        );
-        // A client cannot choose its address by sending the header itself: the proxy
-        // appends the real peer, and the right-most untrusted entry wins.
-        assert_eq!(
-            client_ip(ip("10.1.2.3"), Some("1.2.3.4, 203.0.113.7, 10.9.9.9"), &trusted),
-            ip("203.0.113.7")
-        );
-        assert_eq!(client_ip(ip("10.1.2.3"), None, &trusted), ip("10.1.2.3"));
-    }
-
-    #[test]
-    fn an_untrusted_peer_cannot_forward_a_client_address() {
-        let trusted = nets(&["10.0.0.0/8"]);
-        assert_eq!(
-            client_ip(ip("198.51.100.9"), Some("203.0.113.7"), &trusted),
-            ip("198.51.100.9")
-        );
-    }
 
     fn env(pairs: &[(&str, &str)]) -> Env {
         Env::from_map(

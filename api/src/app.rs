@@ -1,5 +1,7 @@
-//! Building and running the HTTP application.
+//! Building and running the HTTP application: the router and its middleware, the start (the
+//! background tasks come from [`crate::tasks`]) and the order of the shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,8 +12,12 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use common::broker::Publisher;
+use common::code::CodeHasher;
 use common::metric_names as names;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower_http::LatencyUnit;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -25,10 +31,13 @@ use crate::error::ApiError;
 use crate::extract::BODY_LIMIT;
 use crate::routes::{ops, verifications, webhooks};
 use crate::state::AppState;
+use crate::tasks::{Pipeline, Tasks};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// No request may take longer; a slow dependency gives the client an answer, not a hang.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait at shutdown for the dispatcher to publish the jobs of the last starts.
+const DRAIN_WITHIN: Duration = Duration::from_secs(5);
 
 /// The router, callable from tests with any state.
 pub fn router(state: AppState) -> Router {
@@ -98,24 +107,14 @@ async fn track_http(request: axum::extract::Request, next: middleware::Next) -> 
     response
 }
 
-/// Deletes the rate-limit bookkeeping of keys that went quiet, once a minute.
-async fn forget_expired_rate_limits(state: AppState, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-        }
-        if let Err(e) = common::limits::forget_expired(&state.pool).await {
-            tracing::warn!(error = %e, "could not delete expired rate-limit keys");
-        }
-    }
-}
-
 /// A bound, ready-to-run API. Binding happens in [`Application::build`], so `API_LISTEN`
 /// may use port 0 and tests read the real port from [`Application::port`].
 pub struct Application {
     listener: TcpListener,
-    state: AppState,
+    config: ApiConfig,
+    pool: PgPool,
+    publisher: Arc<Publisher>,
+    metrics: PrometheusHandle,
 }
 
 impl Application {
@@ -149,7 +148,8 @@ impl Application {
                 "RabbitMQ not reachable yet; will retry on demand"
             );
         }
-        let state = AppState::new(config, pool, publisher, common::observability::metrics_handle());
+        // The recorder must be installed before the metrics are registered with it.
+        let metrics = common::observability::metrics_handle();
         names::register(&[
             names::VERIFICATIONS_STARTED,
             names::PREFIX_PAUSES,
@@ -157,56 +157,81 @@ impl Application {
             names::DEAD_LETTER_MESSAGES,
             names::OLDEST_QUEUED_AGE,
         ]);
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            config,
+            pool,
+            publisher: Arc::new(publisher),
+            metrics,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    /// Serves until `shutdown`, then lets in-flight requests finish within the grace period.
+    /// Starts the background tasks and serves until `shutdown`; then, in this order: stops
+    /// accepting and cancels the periodic tasks (relay, janitor, retention, monitor), lets
+    /// in-flight requests finish (within `SHUTDOWN_GRACE_SECONDS`), lets the dispatcher publish
+    /// the jobs of the last committed starts (within [`DRAIN_WITHIN`]; what is left is the
+    /// relay's), and waits for every background task to end ([`Tasks::stop`]: within what is
+    /// left of the grace period).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let grace = self.state.config.shutdown_grace;
-        tracing::info!(addr = %self.listener.local_addr()?, "verify-api listening");
-        // The relay looks at the outbox a few times per relay age.
-        let relay_interval = (self.state.config.outbox_relay_after / 3).max(Duration::from_secs(1));
-        let relay = tokio::spawn(crate::outbox::run(self.state.clone(), relay_interval, shutdown.clone()));
-        let janitor = tokio::spawn(forget_expired_rate_limits(self.state.clone(), shutdown.clone()));
-        let retention = tokio::spawn(common::retention::run(
-            self.state.pool.clone(),
-            self.state.config.retention_days,
-            shutdown.clone(),
-        ));
-        let monitor = tokio::spawn(crate::monitor::run(
-            self.state.clone(),
-            Duration::from_secs(5),
-            shutdown.clone(),
-        ));
-        let dispatcher = self.state.dispatcher.clone();
-        let app = router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let stop = shutdown.clone();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
-        let mut server = std::pin::pin!(server.into_future());
-        tokio::select! {
-            result = &mut server => return result.context("HTTP server failed"),
-            _ = shutdown.cancelled() => {}
-        }
-        relay.abort();
-        janitor.abort();
-        retention.abort();
-        monitor.abort();
-        let served = match tokio::time::timeout(grace, server).await {
-            Ok(result) => result.context("HTTP server failed"),
-            Err(_) => {
-                tracing::warn!("in-flight requests did not finish within the grace period");
-                Ok(())
-            }
-        };
+        let Self {
+            listener,
+            config,
+            pool,
+            publisher,
+            metrics,
+        } = self;
+        let grace = config.shutdown_grace;
+        tracing::info!(addr = %listener.local_addr()?, "verify-api listening");
+        let hasher = CodeHasher::new(config.verify_secret.clone());
+        let (tasks, pipeline) = Tasks::start(&config, &pool, &publisher, &hasher, shutdown.child_token());
+        let Pipeline {
+            starts,
+            checks,
+            dispatcher,
+        } = pipeline;
+        let state = AppState::new(config, pool, publisher, hasher, metrics, starts, checks);
+        let (served, deadline) = serve(listener, state, &shutdown, grace).await;
         // Publish what the last starts committed; anything left is the relay's.
-        let left = dispatcher.drain(Duration::from_secs(5)).await;
+        let left = dispatcher.drain(DRAIN_WITHIN).await;
         if left > 0 {
             tracing::warn!(unpublished = left, "send jobs left to the outbox relay at shutdown");
         }
+        // The last handle (the start writers' went with the router): the dispatchers end once it
+        // is gone, then the settler.
+        drop(dispatcher);
+        tasks.stop(deadline).await;
         served
     }
+}
+
+/// Serves `state` until `shutdown`, then waits (within `grace`) for in-flight requests. The
+/// router, and with it the request path's handles of the background tasks, is dropped on
+/// return. Returns how serving ended and the end of the grace period.
+async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> (anyhow::Result<()>, Instant) {
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let stop = shutdown.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => return (result.context("HTTP server failed"), Instant::now() + grace),
+        _ = shutdown.cancelled() => {}
+    }
+    let deadline = Instant::now() + grace;
+    let served = match tokio::time::timeout_at(deadline, server).await {
+        Ok(result) => result.context("HTTP server failed"),
+        Err(_) => {
+            tracing::warn!("in-flight requests did not finish within the grace period");
+            Ok(())
+        }
+    };
+    (served, deadline)
 }

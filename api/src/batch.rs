@@ -54,20 +54,20 @@ struct Lanes<T, R> {
 }
 
 impl<T: Send + 'static, R: Send + 'static> Lanes<T, R> {
-    /// Starts `lanes` writers; each hands its batches to `write`.
-    fn spawn<F, Fut>(name: &'static str, lanes: usize, write: F) -> Self
+    /// The handle to `lanes` writers, and their loops for the caller to run; each loop hands
+    /// its batches to `write`, and ends once every handle is gone and its requests are served.
+    fn new<F, Fut>(name: &'static str, lanes: usize, write: F) -> (Self, Vec<impl Future<Output = ()> + Send + 'static>)
     where
         F: Fn(Vec<Request<T, R>>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let lanes = (0..lanes)
+        let (lanes, loops) = (0..lanes)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(run_batches(rx, write.clone()));
-                tx
+                (tx, run_batches(rx, write.clone()))
             })
-            .collect();
-        Self { lanes, name }
+            .unzip();
+        (Self { lanes, name }, loops)
     }
 
     /// Hands `item` to the writer of `number` and waits for its batch's answer.
@@ -87,11 +87,18 @@ impl<T: Send + 'static, R: Send + 'static> Lanes<T, R> {
 pub struct StartWriter(Lanes<(NewRow, SendJob), Stored>);
 
 impl StartWriter {
-    pub fn spawn(pool: PgPool, relay_after_seconds: i64, dispatcher: Dispatcher) -> Self {
-        Self(Lanes::spawn("the start writer", LANES, move |batch| {
+    /// The handle, and the writers' loops for the caller to run; they end once the handle is
+    /// gone and every request handed over is answered.
+    pub fn new(
+        pool: PgPool,
+        relay_after_seconds: i64,
+        dispatcher: Dispatcher,
+    ) -> (Self, Vec<impl Future<Output = ()> + Send + 'static>) {
+        let (lanes, loops) = Lanes::new("the start writer", LANES, move |batch| {
             let (pool, dispatcher) = (pool.clone(), dispatcher.clone());
             async move { write_starts(&pool, batch, relay_after_seconds, &dispatcher).await }
-        }))
+        });
+        (Self(lanes), loops)
     }
 
     /// Stores a verification with its send job in the outbox, superseding older pending
@@ -107,11 +114,13 @@ impl StartWriter {
 pub struct CheckReserver(Lanes<(), Option<ReservedCheck>>);
 
 impl CheckReserver {
-    pub fn spawn(pool: PgPool) -> Self {
-        Self(Lanes::spawn("the check reserver", LANES, move |batch| {
+    /// The handle, and the reservers' loops for the caller to run, like [`StartWriter::new`].
+    pub fn new(pool: PgPool) -> (Self, Vec<impl Future<Output = ()> + Send + 'static>) {
+        let (lanes, loops) = Lanes::new("the check reserver", LANES, move |batch| {
             let pool = pool.clone();
             async move { reserve_checks(&pool, batch).await }
-        }))
+        });
+        (Self(lanes), loops)
     }
 
     /// Counts one check attempt against the newest pending verification of the number;

@@ -5,6 +5,7 @@ pub mod abuse;
 pub mod app;
 mod auth;
 mod batch;
+mod client_ip;
 pub mod config;
 mod error;
 mod extract;
@@ -13,6 +14,7 @@ pub mod openapi;
 pub mod outbox;
 mod routes;
 mod state;
+mod tasks;
 
 pub use app::{Application, router};
 pub use config::{ApiConfig, SETTINGS};

@@ -1,27 +1,27 @@
 //! Queue depth and waiting ages for operators: read from RabbitMQ (passive declares) and
 //! PostgreSQL on an interval and kept as gauges, so scrapes never touch the broker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::broker::{QueueDepth, QueueView, join_ages};
+use common::broker::{Publisher, QueueDepth, QueueView, join_ages};
 use common::metric_names as names;
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
-
 /// Depths from the broker joined with waiting ages from the database.
-pub async fn queue_views(state: &AppState) -> anyhow::Result<Vec<QueueView>> {
-    let topology = state.publisher.topology();
-    let depths: Vec<QueueDepth> = state.publisher.queue_depths().await?;
-    let ages = common::repo::oldest_waiting(&state.pool, topology.send_queue(), &topology.dead_letter_queue()).await?;
+pub async fn queue_views(pool: &PgPool, publisher: &Publisher) -> anyhow::Result<Vec<QueueView>> {
+    let topology = publisher.topology();
+    let depths: Vec<QueueDepth> = publisher.queue_depths().await?;
+    let ages = common::repo::oldest_waiting(pool, topology.send_queue(), &topology.dead_letter_queue()).await?;
     Ok(join_ages(depths, &ages))
 }
 
 /// Refreshes the queue gauges every `interval` until `shutdown`.
-pub async fn run(state: AppState, interval: Duration, shutdown: CancellationToken) {
+pub async fn run(pool: PgPool, publisher: Arc<Publisher>, interval: Duration, shutdown: CancellationToken) {
     loop {
-        match queue_views(&state).await {
-            Ok(views) => record(&state, &views),
+        match queue_views(&pool, &publisher).await {
+            Ok(views) => record(&publisher, &views),
             Err(e) => tracing::debug!(error = format!("{e:#}"), "queue gauges not refreshed"),
         }
         tokio::select! {
@@ -31,9 +31,9 @@ pub async fn run(state: AppState, interval: Duration, shutdown: CancellationToke
     }
 }
 
-fn record(state: &AppState, views: &[QueueView]) {
-    let dead = state.publisher.topology().dead_letter_queue();
-    let send = state.publisher.topology().send_queue();
+fn record(publisher: &Publisher, views: &[QueueView]) {
+    let dead = publisher.topology().dead_letter_queue();
+    let send = publisher.topology().send_queue();
     for v in views {
         metrics::gauge!(names::QUEUE_READY, "queue" => v.name.clone()).set(f64::from(v.messages_ready));
         metrics::gauge!(names::QUEUE_CONSUMERS, "queue" => v.name.clone()).set(f64::from(v.consumers));

@@ -4,7 +4,7 @@
 //! answered then; the [`Dispatcher`] publishes the jobs of each committed batch together,
 //! with publisher confirms, and the [`Settler`] deletes the outbox rows of confirmed jobs in
 //! batches. If the dispatch fails (the broker went away) or this process dies first, the
-//! relay ([`run`]) publishes the rows left behind once they are `OUTBOX_RELAY_AFTER_SECONDS`
+//! relay ([`Relay`]) publishes the rows left behind once they are `OUTBOX_RELAY_AFTER_SECONDS`
 //! old.
 //!
 //! Why an outbox and not a sweeper over `queued` verifications: the job carries the code,
@@ -20,76 +20,98 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::broker::Publisher;
-use common::code::CodeLength;
+use common::code::{CodeHasher, CodeLength};
 use common::job::SendJob;
 use common::metric_names as names;
 use common::repo;
+use common::seal::Sealer;
+use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-use crate::state::AppState;
 
 /// Jobs taken per relay statement, and how long a taken job is reserved for this relay.
 const RELAY_BATCH: i64 = 500;
 const LEASE_SECONDS: i64 = 60;
 
-/// Runs relay rounds until `shutdown`, every `interval`.
-pub async fn run(state: AppState, interval: Duration, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        match relay_once(&state).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(published = n, "outbox relay published send jobs left behind"),
-            Err(e) => tracing::warn!(error = format!("{e:#}"), "outbox relay round failed"),
-        }
-    }
+/// The relay: publishes the outbox rows left behind (dispatch failed, or the process died).
+#[derive(Clone)]
+pub struct Relay {
+    pool: PgPool,
+    publisher: Arc<Publisher>,
+    /// Seals again the codes of rows written before codes were sealed with an AEAD.
+    sealer: Sealer,
+    /// Opens those rows' codes.
+    hasher: CodeHasher,
 }
 
-/// One round: publishes every due job, oldest first, a batch at a time; returns how many
-/// were published. Stops at the first batch the broker did not fully confirm (what is left
-/// stays due for the next round).
-pub async fn relay_once(state: &AppState) -> anyhow::Result<usize> {
-    let mut published = 0;
-    loop {
-        let taken = repo::take_due_outbox(&state.pool, RELAY_BATCH, LEASE_SECONDS).await?;
-        let more = taken.len() as i64 == RELAY_BATCH;
-        let (mut jobs, mut moot) = (Vec::with_capacity(taken.len()), Vec::new());
-        for row in taken {
-            let id = row.verification_id;
-            // Superseded, expired or approved meanwhile: nothing worth sending.
-            match row.pending.then(|| sealed_text(state, id, &row.sealed_code)).flatten() {
-                Some(sealed) => jobs.push(SendJob::new(id, sealed, row.request_id)),
-                None => moot.push(id),
+impl Relay {
+    pub fn new(pool: PgPool, publisher: Arc<Publisher>, sealer: Sealer, hasher: CodeHasher) -> Self {
+        Self {
+            pool,
+            publisher,
+            sealer,
+            hasher,
+        }
+    }
+
+    /// Runs relay rounds until `shutdown`, every `interval`.
+    pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            match self.relay_once().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(published = n, "outbox relay published send jobs left behind"),
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "outbox relay round failed"),
             }
         }
-        if !moot.is_empty() {
-            repo::delete_outbox_rows(&state.pool, &moot).await?;
-        }
-        let (confirmed, failure) = confirmed_ids(&jobs, state.publisher.publish_all(&jobs).await);
-        repo::delete_outbox_rows(&state.pool, &confirmed).await?;
-        metrics::counter!(names::OUTBOX_RELAYED).increment(confirmed.len() as u64);
-        published += confirmed.len();
-        if let Some(e) = failure {
-            return Err(e.context(format!("{published} jobs published before the failure")));
-        }
-        if !more {
-            return Ok(published);
-        }
     }
-}
 
-/// The job's sealed code: the row's sealed bytes, copied unopened. A row written before codes
-/// were sealed with an AEAD holds a short XOR-sealed code: opened and sealed again here.
-fn sealed_text(state: &AppState, id: Uuid, sealed: &[u8]) -> Option<String> {
-    if sealed.len() > usize::from(CodeLength::MAX) {
-        return Some(common::seal::to_text(sealed));
+    /// One round: publishes every due job, oldest first, a batch at a time; returns how many
+    /// were published. Stops at the first batch the broker did not fully confirm (what is left
+    /// stays due for the next round).
+    pub async fn relay_once(&self) -> anyhow::Result<usize> {
+        let mut published = 0;
+        loop {
+            let taken = repo::take_due_outbox(&self.pool, RELAY_BATCH, LEASE_SECONDS).await?;
+            let more = taken.len() as i64 == RELAY_BATCH;
+            let (mut jobs, mut moot) = (Vec::with_capacity(taken.len()), Vec::new());
+            for row in taken {
+                let id = row.verification_id;
+                // Superseded, expired or approved meanwhile: nothing worth sending.
+                match row.pending.then(|| self.sealed_text(id, &row.sealed_code)).flatten() {
+                    Some(sealed) => jobs.push(SendJob::new(id, sealed, row.request_id)),
+                    None => moot.push(id),
+                }
+            }
+            if !moot.is_empty() {
+                repo::delete_outbox_rows(&self.pool, &moot).await?;
+            }
+            let (confirmed, failure) = confirmed_ids(&jobs, self.publisher.publish_all(&jobs).await);
+            repo::delete_outbox_rows(&self.pool, &confirmed).await?;
+            metrics::counter!(names::OUTBOX_RELAYED).increment(confirmed.len() as u64);
+            published += confirmed.len();
+            if let Some(e) = failure {
+                return Err(e.context(format!("{published} jobs published before the failure")));
+            }
+            if !more {
+                return Ok(published);
+            }
+        }
     }
-    let code = state.hasher.open_pre_aead_outbox_code(id, sealed)?;
-    Some(state.sealer.seal_text(id, &code))
+
+    /// The job's sealed code: the row's sealed bytes, copied unopened. A row written before codes
+    /// were sealed with an AEAD holds a short XOR-sealed code: opened and sealed again here.
+    fn sealed_text(&self, id: Uuid, sealed: &[u8]) -> Option<String> {
+        if sealed.len() > usize::from(CodeLength::MAX) {
+            return Some(common::seal::to_text(sealed));
+        }
+        let code = self.hasher.open_pre_aead_outbox_code(id, sealed)?;
+        Some(self.sealer.seal_text(id, &code))
+    }
 }
 
 /// The ids of the confirmed jobs, and the first failure if any.
@@ -121,37 +143,23 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn spawn(publisher: Arc<Publisher>, settler: Settler) -> Self {
+    /// The handle, and the dispatcher loops for the caller to run; each loop ends once every
+    /// handle is gone and what was handed over is published (or given up to the relay).
+    pub fn new(publisher: Arc<Publisher>, settler: Settler) -> (Self, Vec<impl Future<Output = ()> + Send + 'static>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         let pending = Arc::new(AtomicUsize::new(0));
-        for _ in 0..DISPATCHERS {
-            let (publisher, settler, rx, pending) = (
-                Arc::clone(&publisher),
-                settler.clone(),
-                Arc::clone(&rx),
-                Arc::clone(&pending),
-            );
-            tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(DISPATCH_BATCH);
-                while rx.lock().await.recv_many(&mut batch, DISPATCH_BATCH).await > 0 {
-                    let (confirmed, failure) = confirmed_ids(&batch, publisher.publish_all(&batch).await);
-                    if let Some(e) = failure {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            unconfirmed = batch.len() - confirmed.len(),
-                            "send jobs not confirmed by the broker; the outbox relay will publish them"
-                        );
-                    }
-                    for id in confirmed {
-                        settler.settle(id);
-                    }
-                    pending.fetch_sub(batch.len(), Ordering::Relaxed);
-                    batch.clear();
-                }
-            });
-        }
-        Self { tx, pending }
+        let loops = (0..DISPATCHERS)
+            .map(|_| {
+                dispatch_loop(
+                    Arc::clone(&publisher),
+                    settler.clone(),
+                    Arc::clone(&rx),
+                    Arc::clone(&pending),
+                )
+            })
+            .collect();
+        (Self { tx, pending }, loops)
     }
 
     /// Queues the jobs of committed starts for publishing.
@@ -179,6 +187,31 @@ impl Dispatcher {
     }
 }
 
+/// One dispatcher: publishes batches of handed-over jobs and settles the confirmed ones.
+async fn dispatch_loop(
+    publisher: Arc<Publisher>,
+    settler: Settler,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<SendJob>>>,
+    pending: Arc<AtomicUsize>,
+) {
+    let mut batch = Vec::with_capacity(DISPATCH_BATCH);
+    while rx.lock().await.recv_many(&mut batch, DISPATCH_BATCH).await > 0 {
+        let (confirmed, failure) = confirmed_ids(&batch, publisher.publish_all(&batch).await);
+        if let Some(e) = failure {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                unconfirmed = batch.len() - confirmed.len(),
+                "send jobs not confirmed by the broker; the outbox relay will publish them"
+            );
+        }
+        for id in confirmed {
+            settler.settle(id);
+        }
+        pending.fetch_sub(batch.len(), Ordering::Relaxed);
+        batch.clear();
+    }
+}
+
 /// Deletes the outbox rows of confirmed jobs in batches, off the request path.
 ///
 /// Deleting each row on its own would cost a commit per start; the settler collects the ids
@@ -195,10 +228,11 @@ pub struct Settler {
 const SETTLE_BATCH: usize = 1000;
 
 impl Settler {
-    /// Starts the task; it runs until every sender is gone, then deletes what is left.
-    pub fn spawn(pool: sqlx::PgPool) -> Self {
+    /// The handle, and the settler loop for the caller to run; the loop ends once every
+    /// handle is gone, after deleting what is left.
+    pub fn new(pool: PgPool) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Uuid>();
-        tokio::spawn(async move {
+        let settling = async move {
             let mut batch = Vec::with_capacity(SETTLE_BATCH);
             while rx.recv_many(&mut batch, SETTLE_BATCH).await > 0 {
                 if let Err(e) = repo::delete_outbox_rows(&pool, &batch).await {
@@ -206,8 +240,8 @@ impl Settler {
                 }
                 batch.clear();
             }
-        });
-        Self { tx }
+        };
+        (Self { tx }, settling)
     }
 
     /// Queues the outbox row of a confirmed job for deletion.

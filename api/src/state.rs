@@ -1,4 +1,7 @@
-//! What every handler shares.
+//! What every handler shares: the settings, the pool, the publisher, the code hasher and
+//! sealer, the limits, the API keys, and the handles to the batch writers. Built from parts
+//! made elsewhere (the background tasks are started by `crate::tasks`); only the routes,
+//! extractors and authentication depend on it.
 
 use std::sync::Arc;
 
@@ -12,6 +15,8 @@ use subtle::ConstantTimeEq;
 
 use common::settings::Secret;
 
+use crate::abuse::Limits;
+use crate::batch::{CheckReserver, StartWriter};
 use crate::config::ApiConfig;
 
 #[derive(Clone)]
@@ -26,34 +31,32 @@ pub struct Inner {
     pub sealer: Sealer,
     pub metrics: PrometheusHandle,
     pub api_keys: ApiKeys,
-    pub dispatcher: crate::outbox::Dispatcher,
-    pub starts: crate::batch::StartWriter,
-    pub checks: crate::batch::CheckReserver,
+    /// The abuse rules and rate limits.
+    pub limits: Limits,
+    pub starts: StartWriter,
+    pub checks: CheckReserver,
 }
 
 impl AppState {
-    pub fn new(config: ApiConfig, pool: PgPool, publisher: Publisher, metrics: PrometheusHandle) -> Self {
-        let api_keys = ApiKeys::new(&config.api_keys);
-        let hasher = CodeHasher::new(config.verify_secret.clone());
-        let sealer = config.sealer.clone();
-        let publisher = Arc::new(publisher);
-        let settler = crate::outbox::Settler::spawn(pool.clone());
-        let dispatcher = crate::outbox::Dispatcher::spawn(Arc::clone(&publisher), settler);
-        let starts = crate::batch::StartWriter::spawn(
-            pool.clone(),
-            config.outbox_relay_after.as_secs() as i64,
-            dispatcher.clone(),
-        );
-        let checks = crate::batch::CheckReserver::spawn(pool.clone());
+    /// `starts` and `checks` are the handles of batch writers started by `crate::tasks`.
+    pub fn new(
+        config: ApiConfig,
+        pool: PgPool,
+        publisher: Arc<Publisher>,
+        hasher: CodeHasher,
+        metrics: PrometheusHandle,
+        starts: StartWriter,
+        checks: CheckReserver,
+    ) -> Self {
         Self(Arc::new(Inner {
+            api_keys: ApiKeys::new(&config.api_keys),
+            sealer: config.sealer.clone(),
+            limits: Limits::new(config.abuse.clone(), pool.clone()),
             config,
             pool,
             publisher,
             hasher,
-            sealer,
             metrics,
-            api_keys,
-            dispatcher,
             starts,
             checks,
         }))

@@ -99,7 +99,7 @@ pub struct Queues {
     )
 )]
 pub async fn queues(State(state): State<AppState>) -> Result<Json<Queues>, ApiError> {
-    let queues = crate::monitor::queue_views(&state)
+    let queues = crate::monitor::queue_views(&state.pool, &state.publisher)
         .await
         .map_err(ApiError::Unavailable)?;
     Ok(Json(Queues { queues }))

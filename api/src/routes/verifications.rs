@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::abuse::{self, ClientIp};
+use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::StrictJson;
 use crate::state::AppState;
@@ -140,7 +140,7 @@ pub async fn start(
     StrictJson(req): StrictJson<StartRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let phone = parse_phone(&req.phone_number)?;
-    abuse::admit_start(&state, &phone, ip).await?;
+    state.limits.admit_start(&phone, ip).await?;
     state.publisher.channel().await.map_err(ApiError::Unavailable)?;
     let id = Uuid::new_v4();
     tracing::Span::current().record("verification_id", tracing::field::display(id));
@@ -201,9 +201,9 @@ pub async fn check(
 ) -> Result<Json<Checked>, ApiError> {
     let phone = parse_phone(&req.phone_number)?;
     let code = Code::parse(&req.code, state.config.code_length).map_err(|e| ApiError::InvalidCode(e.to_string()))?;
-    let ticket = abuse::admit_check(&state, &phone, ip).await?;
+    let ticket = state.limits.admit_check(&phone, ip).await?;
     let Some(reserved) = state.checks.reserve(phone.as_str()).await? else {
-        ticket.not_wrong(&state).await;
+        ticket.not_wrong(&state.limits).await;
         metrics::counter!(names::CHECKS, "outcome" => "not_found").increment(1);
         return Err(ApiError::VerificationNotFound);
     };
@@ -211,7 +211,7 @@ pub async fn check(
     let remaining = reserved.max_check_attempts - reserved.check_attempts;
     let valid = state.hasher.matches(reserved.id, &code, &reserved.code_hmac);
     if valid {
-        ticket.not_wrong(&state).await;
+        ticket.not_wrong(&state.limits).await;
     }
     let (status, delivery_status) = if valid {
         let v = repo::approve(&state.pool, reserved.id).await?;
