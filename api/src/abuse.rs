@@ -6,101 +6,17 @@
 //! off, `RATE_LIMITS=off` all of them (the country and number-type rules stay).
 
 use common::metric_names as names;
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use common::limits::{self, Limit};
-use common::phone::{NumberKind, PhoneNumber};
-use common::settings::{Env, SettingError};
-use ipnet::IpNet;
+use common::phone::PhoneNumber;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 
-/// The abuse settings, validated.
-#[derive(Debug, Clone)]
-pub struct AbuseConfig {
-    pub rate_limits: bool,
-    pub sends_per_number: u32,
-    pub sends_window: Duration,
-    pub resend_cooldown: Duration,
-    pub starts_per_ip_per_minute: u32,
-    pub wrong_codes_per_number_per_day: u32,
-    pub checks_per_ip_per_minute: u32,
-    pub prefix_starts_per_minute: u32,
-    pub prefix_pause: Duration,
-    pub trusted_proxies: Vec<IpNet>,
-    /// `None`: every country.
-    pub allowed_countries: Option<HashSet<String>>,
-    /// `None`: every type.
-    pub number_kinds: Option<Vec<NumberKind>>,
-}
-
-impl AbuseConfig {
-    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
-        Ok(Self {
-            rate_limits: match env.string("RATE_LIMITS")?.as_str() {
-                "on" => true,
-                "off" => false,
-                _ => return Err(SettingError::new("RATE_LIMITS", "must be on or off")),
-            },
-            sends_per_number: env.number_in("SENDS_PER_NUMBER", 0..=1000)?,
-            sends_window: Duration::from_secs(env.number_in("SENDS_PER_NUMBER_WINDOW_SECONDS", 1..=86_400)?),
-            resend_cooldown: Duration::from_secs(env.number_in("RESEND_COOLDOWN_SECONDS", 0..=86_400)?),
-            starts_per_ip_per_minute: env.number_in("STARTS_PER_IP_PER_MINUTE", 0..=1_000_000)?,
-            wrong_codes_per_number_per_day: env.number_in("WRONG_CODES_PER_NUMBER_PER_DAY", 0..=10_000)?,
-            checks_per_ip_per_minute: env.number_in("CHECKS_PER_IP_PER_MINUTE", 0..=1_000_000)?,
-            prefix_starts_per_minute: env.number_in("PREFIX_STARTS_PER_MINUTE", 0..=1_000_000)?,
-            prefix_pause: Duration::from_secs(env.number_in("PREFIX_PAUSE_SECONDS", 1..=604_800)?),
-            trusted_proxies: list(env, "TRUSTED_PROXIES")?
-                .iter()
-                .map(|c| c.parse::<IpNet>().or_else(|_| c.parse::<IpAddr>().map(IpNet::from)))
-                .collect::<Result<_, _>>()
-                .map_err(|_| SettingError::new("TRUSTED_PROXIES", "must be IP addresses or CIDRs, comma-separated"))?,
-            allowed_countries: countries(env)?,
-            number_kinds: number_kinds(env)?,
-        })
-    }
-}
-
-fn list(env: &Env, name: &'static str) -> Result<Vec<String>, SettingError> {
-    Ok(env
-        .string(name)?
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect())
-}
-
-fn countries(env: &Env) -> Result<Option<HashSet<String>>, SettingError> {
-    let codes = list(env, "ALLOWED_COUNTRIES")?;
-    if codes
-        .iter()
-        .any(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()))
-    {
-        return Err(SettingError::new(
-            "ALLOWED_COUNTRIES",
-            "must be two-letter ISO 3166 codes, comma-separated",
-        ));
-    }
-    Ok((!codes.is_empty()).then(|| codes.iter().map(|c| c.to_ascii_uppercase()).collect()))
-}
-
-fn number_kinds(env: &Env) -> Result<Option<Vec<NumberKind>>, SettingError> {
-    let names = list(env, "SMS_NUMBER_TYPES")?;
-    if names.is_empty() || names.iter().any(|n| n == "any") {
-        return Ok(None);
-    }
-    names
-        .iter()
-        .map(|n| n.parse::<NumberKind>())
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
-        .map_err(|e| SettingError::new("SMS_NUMBER_TYPES", e))
-}
+pub use crate::config::AbuseConfig;
 
 fn ip_key(kind: &str, ip: Option<IpAddr>) -> String {
     format!(
@@ -132,7 +48,7 @@ impl Limits {
                 phone.country().unwrap_or("unknown").to_owned(),
             ));
         }
-        if let Some(kinds) = &abuse.number_kinds
+        if let Some(kinds) = &abuse.number_kinds.0
             && !kinds.contains(&phone.kind())
         {
             return Err(ApiError::InvalidPhoneNumber(format!(
@@ -349,17 +265,24 @@ impl CheckTicket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
-    fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_map(
-            crate::config::SETTINGS,
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        )
+    fn defaults() -> AbuseConfig {
+        let vars = [
+            ("API_KEYS", "key-0123456789abcdef"),
+            ("VERIFY_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("CODE_SEALING_KEYS", "a sealing key of at least 32 bytes long"),
+            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+        ];
+        common::settings::from_vars::<crate::config::ApiConfig>(vars.map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .unwrap()
+            .abuse
     }
 
     #[test]
     fn every_limit_has_its_own_key_and_a_message_naming_its_count() {
-        let abuse = AbuseConfig::from_env(&env(&[])).unwrap();
+        let abuse = defaults();
         let ip = Some(IpAddr::from([203, 0, 113, 7]));
         let starts: Vec<Limit> = StartLimit::ALL
             .iter()
@@ -377,39 +300,6 @@ mod tests {
         }
         for (kind, limit) in CheckLimit::ALL.iter().zip(&checks) {
             assert!(kind.message(&abuse).contains(&limit.limit.to_string()), "{kind:?}");
-        }
-    }
-
-    #[test]
-    fn defaults_match_the_contract() {
-        let c = AbuseConfig::from_env(&env(&[])).unwrap();
-        assert!(c.rate_limits);
-        assert_eq!((c.sends_per_number, c.sends_window), (5, Duration::from_secs(600)));
-        assert_eq!(c.resend_cooldown, Duration::from_secs(30));
-        assert_eq!(c.starts_per_ip_per_minute, 20);
-        assert_eq!(c.wrong_codes_per_number_per_day, 9);
-        assert_eq!(c.checks_per_ip_per_minute, 60);
-        assert_eq!(
-            (c.prefix_starts_per_minute, c.prefix_pause),
-            (60, Duration::from_secs(900))
-        );
-        assert!(c.allowed_countries.is_none() && c.trusted_proxies.is_empty());
-        assert_eq!(
-            c.number_kinds,
-            Some(vec![NumberKind::Mobile, NumberKind::FixedLineOrMobile])
-        );
-    }
-
-    #[test]
-    fn bad_abuse_settings_name_their_variable() {
-        for (name, value) in [
-            ("RATE_LIMITS", "maybe"),
-            ("ALLOWED_COUNTRIES", "USA"),
-            ("TRUSTED_PROXIES", "10.0.0.0/33"),
-            ("SMS_NUMBER_TYPES", "landline"),
-            ("SENDS_PER_NUMBER", "-1"),
-        ] {
-            assert_eq!(AbuseConfig::from_env(&env(&[(name, value)])).unwrap_err().name, name);
         }
     }
 }

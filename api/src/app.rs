@@ -132,13 +132,17 @@ impl Application {
         listener: TcpListener,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        let pool = common::db::pool(config.database_url.expose(), config.database_max_connections, true)?;
+        let pool = common::db::pool(
+            config.shared.database_url.expose(),
+            config.shared.database_max_connections,
+            true,
+        )?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         common::db::warm(&pool, std::time::Duration::from_secs(5)).await;
         let publisher = Publisher::new(
-            config.amqp_url.expose(),
+            config.shared.amqp_url.expose(),
             "verify-api",
-            config.topology.clone(),
+            config.shared.topology.clone(),
             config.publish_timeout,
         );
         // Connect now so the first request does not pay for it; an outage here is not fatal.
@@ -184,7 +188,7 @@ impl Application {
             publisher,
             metrics,
         } = self;
-        let grace = config.shutdown_grace;
+        let grace = config.shared.shutdown_grace;
         tracing::info!(addr = %listener.local_addr()?, "verify-api listening");
         let hasher = CodeHasher::new(config.verify_secret.clone());
         let (tasks, pipeline) = Tasks::start(&config, &pool, &publisher, &hasher, shutdown.child_token());

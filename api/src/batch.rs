@@ -13,10 +13,8 @@
 //! Checks are batched the same way ([`CheckReserver`]), for the same reasons.
 //!
 //! One lane of each kind runs: the fewer statements, the larger each batch and the less each
-//! request costs PostgreSQL (parsing, planning, executor start-up, commit). With four lanes a
-//! burst's batches held about three starts, and PostgreSQL spent more than twice the CPU per
-//! start; with one lane the same machine served about a third more starts and checks per
-//! second (see BENCHMARKS.md). More lanes would only pay where PostgreSQL has cores to spare.
+//! request costs PostgreSQL (parsing, planning, executor start-up, commit). Measured in
+//! BENCHMARKS.md ("Batches too small").
 
 use std::collections::HashSet;
 

@@ -1,241 +1,186 @@
-//! `verify-api`'s settings: one table for `--help` and for reading.
+//! `verify-api`'s settings, declared once: each field names its environment variable, its
+//! default and its `--help` line; [`Shared`] holds what the worker reads too, [`AbuseConfig`]
+//! the abuse limits and number rules.
 
-use std::net::SocketAddr;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::broker::Topology;
-
-use crate::abuse::AbuseConfig;
+use clap::Parser;
 use common::code::CodeLength;
-use common::seal::Sealer;
-use common::settings::{
-    Env, Secret, Setting, SettingError, account_sid, amqp_url, database_url, log_format, public_base_url,
-};
-
-pub const SETTINGS: &[Setting] = &[
-    Setting::with_default(
-        "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/verify",
-        "PostgreSQL URL",
-    ),
-    Setting::with_default(
-        "AMQP_URL",
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-        "RabbitMQ URL (the vhost is part of it)",
-    ),
-    Setting::with_default("API_LISTEN", "127.0.0.1:8080", "HTTP listen address"),
-    Setting::required(
-        "API_KEYS",
-        "comma-separated bearer tokens accepted on /v1/* (not on the webhook)",
-    ),
-    Setting::required(
-        "VERIFY_SECRET",
-        "key of the HMAC that stores codes, at least 32 bytes; never logged",
-    ),
-    Setting::required(
-        "CODE_SEALING_KEYS",
-        "comma-separated keys, at least 32 bytes each, that seal codes in the outbox and in send jobs; the first seals, every one opens (rotation: README); never logged",
-    ),
-    Setting::with_default(
-        "PUBLIC_BASE_URL",
-        "http://127.0.0.1:8080",
-        "the API's external URL; Twilio signs callbacks against it",
-    ),
-    Setting::required("TWILIO_ACCOUNT_SID", "AC + 32 hex digits"),
-    Setting::required("TWILIO_AUTH_TOKEN", "HMAC key of X-Twilio-Signature"),
-    Setting::with_default("CODE_LENGTH", "6", "digits in a code, 4 to 10"),
-    Setting::with_default("CODE_TTL_SECONDS", "600", "how long a code can be checked, 30 to 86400"),
-    Setting::with_default(
-        "MAX_CHECK_ATTEMPTS",
-        "5",
-        "wrong codes allowed per verification, 1 to 20",
-    ),
-    Setting::with_default(
-        "SEND_QUEUE",
-        "sms.send",
-        "name of the send queue; retry and dead-letter queues are named after it",
-    ),
-    Setting::with_default(
-        "PUBLISH_TIMEOUT_MS",
-        "5000",
-        "longest wait for RabbitMQ (connect, confirms of a batch of jobs) before a 503 or leaving the jobs to the outbox relay",
-    ),
-    Setting::with_default(
-        "OUTBOX_RELAY_AFTER_SECONDS",
-        "15",
-        "age at which a start's unconfirmed send job is published by the outbox relay",
-    ),
-    Setting::with_default("DATABASE_MAX_CONNECTIONS", "16", "PostgreSQL connections in the pool"),
-    Setting::with_default(
-        "SHUTDOWN_GRACE_SECONDS",
-        "30",
-        "longest wait for in-flight requests on SIGTERM",
-    ),
-    common::retention::SETTING,
-    Setting::with_default(
-        "LOG_FORMAT",
-        "auto",
-        "json, text, or auto (json unless stderr is a terminal)",
-    ),
-    Setting::with_default(
-        "RATE_LIMITS",
-        "on",
-        "off disables every rate limit below (not the country and number-type rules)",
-    ),
-    Setting::with_default(
-        "SENDS_PER_NUMBER",
-        "5",
-        "starts per number per SENDS_PER_NUMBER_WINDOW_SECONDS (0: no limit)",
-    ),
-    Setting::with_default("SENDS_PER_NUMBER_WINDOW_SECONDS", "600", "window of SENDS_PER_NUMBER"),
-    Setting::with_default(
-        "RESEND_COOLDOWN_SECONDS",
-        "30",
-        "least time between two starts for one number (0: none)",
-    ),
-    Setting::with_default(
-        "STARTS_PER_IP_PER_MINUTE",
-        "20",
-        "starts per client IP per minute (0: no limit)",
-    ),
-    Setting::with_default(
-        "WRONG_CODES_PER_NUMBER_PER_DAY",
-        "9",
-        "wrong codes per number in 24 h, across its verifications (0: no limit)",
-    ),
-    Setting::with_default(
-        "CHECKS_PER_IP_PER_MINUTE",
-        "60",
-        "checks per client IP per minute (0: no limit)",
-    ),
-    Setting::with_default(
-        "PREFIX_STARTS_PER_MINUTE",
-        "60",
-        "starts per number prefix (country code + 3 digits) per minute before it is paused (0: no guard)",
-    ),
-    Setting::with_default("PREFIX_PAUSE_SECONDS", "900", "how long a prefix stays paused"),
-    Setting::with_default(
-        "TRUSTED_PROXIES",
-        "",
-        "comma-separated CIDRs whose X-Forwarded-For is believed for the client IP",
-    ),
-    Setting::with_default(
-        "ALLOWED_COUNTRIES",
-        "",
-        "ISO 3166 codes, comma-separated; numbers of other countries get 403 (empty: all)",
-    ),
-    Setting::with_default(
-        "SMS_NUMBER_TYPES",
-        "mobile,fixed_line_or_mobile",
-        "number types accepted (libphonenumber's names, or any)",
-    ),
-];
+use common::phone::NumberKind;
+use common::settings::{Secret, SettingError, Settings, Shared, millis, seconds};
+use ipnet::IpNet;
 
 /// Everything `verify-api` reads at start, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "verify-api",
+    about = "HTTP API of the phone verification service",
+    after_help = common::settings::AFTER_HELP
+)]
 pub struct ApiConfig {
-    pub database_url: Secret,
-    pub amqp_url: Secret,
+    #[command(flatten)]
+    pub shared: Shared,
+    /// HTTP listen address
+    #[arg(long = "api-listen", env = "API_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// comma-separated bearer tokens accepted on /v1/* (not on the webhook), 16 characters or more each; list two while rotating [required]
+    #[arg(long, env = "API_KEYS", value_parser = api_key, value_delimiter = ',', required = true)]
     pub api_keys: Vec<Secret>,
+    /// key of the HMAC that stores codes, at least 32 bytes; never logged [required]
+    #[arg(long, env = "VERIFY_SECRET", value_parser = verify_secret)]
     pub verify_secret: Secret,
-    /// `CODE_SEALING_KEYS`.
-    pub sealer: Sealer,
-    pub public_base_url: String,
-    pub twilio_account_sid: String,
-    pub twilio_auth_token: Secret,
+    /// digits in a code, 4 to 10
+    #[arg(long, env = "CODE_LENGTH", default_value = "6", value_parser = code_length)]
     pub code_length: CodeLength,
+    /// how long a code can be checked, 30 to 86400 seconds
+    #[arg(long = "code-ttl-seconds", env = "CODE_TTL_SECONDS", default_value = "600", value_parser = seconds(30..=86_400))]
     pub code_ttl: Duration,
+    /// wrong codes allowed per verification, 1 to 20
+    #[arg(long, env = "MAX_CHECK_ATTEMPTS", default_value = "5", value_parser = clap::value_parser!(i32).range(1..=20))]
     pub max_check_attempts: i32,
-    pub topology: Topology,
+    /// longest wait for RabbitMQ (connect, confirms of a batch of jobs) before a 503 or leaving the jobs to the outbox relay, 100 to 60000 ms
+    #[arg(long = "publish-timeout-ms", env = "PUBLISH_TIMEOUT_MS", default_value = "5000", value_parser = millis(100..=60_000))]
     pub publish_timeout: Duration,
+    /// age at which a start's unconfirmed send job is published by the outbox relay, more than twice PUBLISH_TIMEOUT_MS
+    #[arg(long = "outbox-relay-after-seconds", env = "OUTBOX_RELAY_AFTER_SECONDS", default_value = "15", value_parser = seconds(1..=3600))]
     pub outbox_relay_after: Duration,
-    pub database_max_connections: u32,
-    pub shutdown_grace: Duration,
-    /// `RETENTION_DAYS`.
-    pub retention_days: u32,
-    pub log_format: String,
+    #[command(flatten)]
     pub abuse: AbuseConfig,
 }
 
-impl ApiConfig {
-    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
-        Ok(Self {
-            database_url: database_url(env)?,
-            amqp_url: amqp_url(env)?,
-            listen: env.parse("API_LISTEN")?,
-            api_keys: api_keys(env)?,
-            verify_secret: verify_secret(env)?,
-            sealer: Sealer::from_list(&env.string(common::seal::SETTING_NAME)?)?,
-            public_base_url: public_base_url(env)?,
-            twilio_account_sid: account_sid(env)?,
-            twilio_auth_token: Secret::new(env.string("TWILIO_AUTH_TOKEN")?),
-            code_length: CodeLength::new(env.number_in("CODE_LENGTH", CodeLength::MIN..=CodeLength::MAX)?)
-                .expect("range checked"),
-            code_ttl: Duration::from_secs(env.number_in("CODE_TTL_SECONDS", 30..=86_400)?),
-            max_check_attempts: env.number_in("MAX_CHECK_ATTEMPTS", 1..=20)?,
-            topology: Topology::new(&env.string("SEND_QUEUE")?).map_err(|e| SettingError::new("SEND_QUEUE", e))?,
-            publish_timeout: Duration::from_millis(env.number_in("PUBLISH_TIMEOUT_MS", 100..=60_000)?),
-            outbox_relay_after: outbox_relay_after(env)?,
-            database_max_connections: env.number_in("DATABASE_MAX_CONNECTIONS", 1..=1000)?,
-            shutdown_grace: Duration::from_secs(env.number_in("SHUTDOWN_GRACE_SECONDS", 0..=3600)?),
-            retention_days: common::retention::days(env)?,
-            log_format: log_format(env)?,
-            abuse: AbuseConfig::from_env(env)?,
-        })
+impl Settings for ApiConfig {
+    /// The relay must not race a start that still waits for its confirm.
+    fn check(&self) -> Result<(), SettingError> {
+        if self.outbox_relay_after <= self.publish_timeout * 2 {
+            return Err(SettingError::new(
+                "OUTBOX_RELAY_AFTER_SECONDS",
+                "must be more than twice PUBLISH_TIMEOUT_MS, so the relay never races a start under way",
+            ));
+        }
+        Ok(())
     }
 }
 
-fn api_keys(env: &Env) -> Result<Vec<Secret>, SettingError> {
-    let keys: Vec<Secret> = env
-        .string("API_KEYS")?
-        .split(',')
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(Secret::new)
-        .collect();
-    if keys.is_empty() {
-        return Err(SettingError::new("API_KEYS", "needs at least one non-empty key"));
-    }
-    if keys.iter().any(|k| k.expose().len() < 16) {
-        return Err(SettingError::new(
-            "API_KEYS",
-            "every key must be at least 16 characters",
-        ));
-    }
-    Ok(keys)
+/// The abuse limits (each counted across every replica in PostgreSQL; `0` switches one off)
+/// and the rules on which numbers may be texted.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AbuseConfig {
+    /// off disables every rate limit below (not the country and number-type rules)
+    #[arg(long, env = "RATE_LIMITS", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set)]
+    pub rate_limits: bool,
+    /// starts per number per SENDS_PER_NUMBER_WINDOW_SECONDS (0: no limit)
+    #[arg(long, env = "SENDS_PER_NUMBER", default_value = "5", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub sends_per_number: u32,
+    /// window of SENDS_PER_NUMBER, 1 to 86400 seconds
+    #[arg(long = "sends-per-number-window-seconds", env = "SENDS_PER_NUMBER_WINDOW_SECONDS", default_value = "600", value_parser = seconds(1..=86_400))]
+    pub sends_window: Duration,
+    /// least time between two starts for one number (0: none), up to 86400 seconds
+    #[arg(long = "resend-cooldown-seconds", env = "RESEND_COOLDOWN_SECONDS", default_value = "30", value_parser = seconds(0..=86_400))]
+    pub resend_cooldown: Duration,
+    /// starts per client IP per minute (0: no limit)
+    #[arg(long, env = "STARTS_PER_IP_PER_MINUTE", default_value = "20", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub starts_per_ip_per_minute: u32,
+    /// wrong codes per number in 24 h, across its verifications (0: no limit)
+    #[arg(long, env = "WRONG_CODES_PER_NUMBER_PER_DAY", default_value = "9", value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub wrong_codes_per_number_per_day: u32,
+    /// checks per client IP per minute (0: no limit)
+    #[arg(long, env = "CHECKS_PER_IP_PER_MINUTE", default_value = "60", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub checks_per_ip_per_minute: u32,
+    /// starts per number prefix (country code + 3 digits) per minute before it is paused (0: no guard)
+    #[arg(long, env = "PREFIX_STARTS_PER_MINUTE", default_value = "60", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub prefix_starts_per_minute: u32,
+    /// how long a prefix stays paused, 1 to 604800 seconds
+    #[arg(long = "prefix-pause-seconds", env = "PREFIX_PAUSE_SECONDS", default_value = "900", value_parser = seconds(1..=604_800))]
+    pub prefix_pause: Duration,
+    /// comma-separated IP addresses or CIDRs whose X-Forwarded-For is believed for the client IP [default: none]
+    #[arg(long, env = "TRUSTED_PROXIES", value_parser = ip_net, value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpNet>,
+    /// ISO 3166 codes, comma-separated; numbers of other countries get 403 [default: all]
+    #[arg(long = "allowed-countries", env = "ALLOWED_COUNTRIES", value_parser = countries)]
+    pub allowed_countries: Option<HashSet<String>>,
+    /// number types accepted, comma-separated (libphonenumber's names), or any
+    #[arg(long = "sms-number-types", env = "SMS_NUMBER_TYPES", default_value = "mobile,fixed_line_or_mobile", value_parser = number_kinds)]
+    pub number_kinds: NumberKinds,
 }
 
-/// Must exceed the longest a start can wait for its confirm, so the relay never races a
-/// start that is still under way.
-fn outbox_relay_after(env: &Env) -> Result<Duration, SettingError> {
-    let after = Duration::from_secs(env.number_in("OUTBOX_RELAY_AFTER_SECONDS", 1..=3600)?);
-    let publish_timeout = Duration::from_millis(env.parse("PUBLISH_TIMEOUT_MS")?);
-    if after <= publish_timeout * 2 {
-        return Err(SettingError::new(
-            "OUTBOX_RELAY_AFTER_SECONDS",
-            "must be more than twice PUBLISH_TIMEOUT_MS, so the relay never races a start under way",
-        ));
+/// `SMS_NUMBER_TYPES`: the number types accepted; `None` means any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberKinds(pub Option<Vec<NumberKind>>);
+
+fn api_key(value: &str) -> Result<Secret, String> {
+    let key = value.trim();
+    if key.len() < 16 {
+        return Err("every key must be at least 16 characters".into());
     }
-    Ok(after)
+    Ok(Secret::new(key))
 }
 
-fn verify_secret(env: &Env) -> Result<Secret, SettingError> {
-    let secret = env.string("VERIFY_SECRET")?;
-    if secret.len() < 32 {
-        return Err(SettingError::new(
-            "VERIFY_SECRET",
-            format!("must be at least 32 bytes, got {}", secret.len()),
-        ));
+fn verify_secret(value: &str) -> Result<Secret, String> {
+    if value.len() < 32 {
+        return Err(format!("must be at least 32 bytes, got {}", value.len()));
     }
-    Ok(Secret::new(secret))
+    Ok(Secret::new(value))
+}
+
+fn code_length(value: &str) -> Result<CodeLength, String> {
+    value
+        .trim()
+        .parse::<u8>()
+        .ok()
+        .and_then(CodeLength::new)
+        .ok_or_else(|| format!("must be a number of digits from 4 to 10, got {value:?}"))
+}
+
+fn on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("must be on or off".into()),
+    }
+}
+
+fn ip_net(value: &str) -> Result<IpNet, String> {
+    let value = value.trim();
+    value
+        .parse::<IpNet>()
+        .or_else(|_| value.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("must be IP addresses or CIDRs, comma-separated, got {value:?}"))
+}
+
+fn countries(value: &str) -> Result<HashSet<String>, String> {
+    let codes = common::settings::list(value);
+    if codes.is_empty() {
+        return Err("must name at least one country (leave it unset for all)".into());
+    }
+    if codes
+        .iter()
+        .any(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()))
+    {
+        return Err("must be two-letter ISO 3166 codes, comma-separated".into());
+    }
+    Ok(codes.iter().map(|c| c.to_ascii_uppercase()).collect())
+}
+
+fn number_kinds(value: &str) -> Result<NumberKinds, String> {
+    let names = common::settings::list(value);
+    if names.is_empty() || names.iter().any(|n| n == "any") {
+        return Ok(NumberKinds(None));
+    }
+    let kinds = names
+        .iter()
+        .map(|n| n.parse::<NumberKind>())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(NumberKinds(Some(kinds)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::settings::from_vars;
 
-    fn env(extra: &[(&str, &str)]) -> Env {
+    fn read(extra: &[(&str, &str)]) -> Result<ApiConfig, SettingError> {
         let mut pairs = vec![
             ("API_KEYS", "key-0123456789abcdef"),
             ("VERIFY_SECRET", "0123456789abcdef0123456789abcdef"),
@@ -244,41 +189,81 @@ mod tests {
             ("TWILIO_AUTH_TOKEN", "token"),
         ];
         pairs.extend_from_slice(extra);
-        Env::from_map(SETTINGS, pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        from_vars(pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     #[test]
     fn defaults_match_the_contract() {
-        let c = ApiConfig::from_env(&env(&[])).unwrap();
+        let c = read(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.code_length.digits(), 6);
         assert_eq!(c.code_ttl, Duration::from_secs(600));
         assert_eq!(c.max_check_attempts, 5);
-        assert_eq!(c.topology.send_queue(), "sms.send");
-        assert_eq!(c.public_base_url, "http://127.0.0.1:8080");
+        assert_eq!(c.shared.topology.send_queue(), "sms.send");
+        assert_eq!(c.shared.public_base_url, "http://127.0.0.1:8080");
+        assert_eq!(c.api_keys.len(), 1);
+        let a = c.abuse;
+        assert!(a.rate_limits);
+        assert_eq!((a.sends_per_number, a.sends_window), (5, Duration::from_secs(600)));
+        assert_eq!(a.resend_cooldown, Duration::from_secs(30));
+        assert_eq!(a.starts_per_ip_per_minute, 20);
+        assert_eq!(a.wrong_codes_per_number_per_day, 9);
+        assert_eq!(a.checks_per_ip_per_minute, 60);
+        assert_eq!(
+            (a.prefix_starts_per_minute, a.prefix_pause),
+            (60, Duration::from_secs(900))
+        );
+        assert!(a.allowed_countries.is_none() && a.trusted_proxies.is_empty());
+        assert_eq!(
+            a.number_kinds,
+            NumberKinds(Some(vec![NumberKind::Mobile, NumberKind::FixedLineOrMobile]))
+        );
     }
 
     #[test]
-    fn a_short_verify_secret_is_refused_by_name() {
-        let err = ApiConfig::from_env(&env(&[("VERIFY_SECRET", "short")])).unwrap_err();
-        assert_eq!(err.name, "VERIFY_SECRET");
+    fn lists_are_read_item_by_item() {
+        let c = read(&[
+            ("API_KEYS", "key-0123456789abcdef, second-key-0123456789"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1"),
+            ("ALLOWED_COUNTRIES", "us,GB"),
+            ("SMS_NUMBER_TYPES", "any"),
+            ("RATE_LIMITS", "off"),
+        ])
+        .unwrap();
+        assert!(!c.abuse.rate_limits);
+        assert_eq!(c.api_keys[1].expose(), "second-key-0123456789");
+        assert_eq!(c.abuse.trusted_proxies.len(), 2);
+        assert_eq!(
+            c.abuse.allowed_countries,
+            Some(HashSet::from(["US".to_owned(), "GB".to_owned()]))
+        );
+        assert_eq!(c.abuse.number_kinds, NumberKinds(None));
     }
 
     #[test]
     fn bad_values_name_their_variable() {
         for (name, value) in [
+            ("VERIFY_SECRET", "short"),
             ("CODE_LENGTH", "3"),
             ("CODE_LENGTH", "six"),
             ("API_LISTEN", "nowhere"),
             ("TWILIO_ACCOUNT_SID", "AC123"),
             ("PUBLIC_BASE_URL", "ftp://x"),
             ("API_KEYS", " , "),
+            ("API_KEYS", "short"),
             ("SEND_QUEUE", "amq.x"),
             ("LOG_FORMAT", "xml"),
             ("CODE_SEALING_KEYS", "short"),
+            ("RATE_LIMITS", "maybe"),
+            ("ALLOWED_COUNTRIES", "USA"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("SMS_NUMBER_TYPES", "landline"),
+            ("SENDS_PER_NUMBER", "-1"),
+            ("OUTBOX_RELAY_AFTER_SECONDS", "10"),
         ] {
-            let err = ApiConfig::from_env(&env(&[(name, value)])).unwrap_err();
+            let err = read(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{name}={value}: {err}");
+            assert!(!err.to_string().contains("0123456789abcdef"), "{err}");
         }
     }
 }

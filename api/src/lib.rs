@@ -17,4 +17,4 @@ mod state;
 mod tasks;
 
 pub use app::{Application, router};
-pub use config::{ApiConfig, SETTINGS};
+pub use config::ApiConfig;

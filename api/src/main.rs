@@ -3,21 +3,16 @@
 
 use std::process::ExitCode;
 
-use common::process::{load_config, parse_args, shutdown_on_signals};
-use verify_api::{ApiConfig, Application, SETTINGS};
-
-const ABOUT: &str = "HTTP API of the phone verification service";
+use common::process::shutdown_on_signals;
+use verify_api::{ApiConfig, Application};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Err(code) = parse_args("verify-api", ABOUT, SETTINGS, &[]) {
-        return code;
-    }
-    let config = match load_config("verify-api", SETTINGS, ApiConfig::from_env) {
+    let config: ApiConfig = match common::settings::load("verify-api") {
         Ok(config) => config,
         Err(code) => return code,
     };
-    common::observability::init_logging(&config.log_format);
+    common::observability::init_logging(&config.shared.log_format);
     let shutdown = shutdown_on_signals();
     let result = async {
         let app = Application::build(config, &shutdown).await?;

@@ -50,7 +50,7 @@ impl AppState {
     ) -> Self {
         Self(Arc::new(Inner {
             api_keys: ApiKeys::new(&config.api_keys),
-            sealer: config.sealer.clone(),
+            sealer: config.shared.sealer.clone(),
             limits: Limits::new(config.abuse.clone(), pool.clone()),
             config,
             pool,

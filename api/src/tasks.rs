@@ -84,7 +84,7 @@ impl Tasks {
         let relay = Relay::new(
             pool.clone(),
             Arc::clone(publisher),
-            config.sealer.clone(),
+            config.shared.sealer.clone(),
             hasher.clone(),
         );
         tasks.spawn_periodic(relay.run(relay_every, tasks.cancel_periodic.clone()));
@@ -94,7 +94,7 @@ impl Tasks {
         ));
         tasks.spawn_periodic(common::retention::run(
             pool.clone(),
-            config.retention_days,
+            config.shared.retention_days,
             tasks.cancel_periodic.clone(),
         ));
         tasks.spawn_periodic(crate::monitor::run(

@@ -19,10 +19,9 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// sqlx pings every connection before handing it out by default: a second round trip, and a
 /// second wake-up of a PostgreSQL backend, for every statement. Under load a connection is
 /// idle for microseconds between statements, so only connections idle for longer than
-/// [`PING_IF_IDLE_FOR`] are pinged. On the benchmark machine PostgreSQL's CPU per send fell
-/// by about a tenth, and a start burst after a drain no longer ran a fifth slower than the
-/// first (BENCHMARKS.md). A connection that fails a statement is still dropped when it goes
-/// back to the pool (sqlx pings it then).
+/// [`PING_IF_IDLE_FOR`] are pinged (BENCHMARKS.md, "A ping before every statement"). A
+/// connection that fails a statement is still dropped when it goes back to the pool (sqlx
+/// pings it then).
 pub fn pool(database_url: &str, max_connections: u32, keep_full: bool) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max_connections)

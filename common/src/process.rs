@@ -1,42 +1,6 @@
-//! What both binaries do at start and stop: `--help`, settings errors (exit 2), signals.
-
-use std::process::ExitCode;
+//! What both binaries do at stop: a shutdown token cancelled by SIGTERM or SIGINT.
 
 use tokio_util::sync::CancellationToken;
-
-use crate::settings::{Env, Setting, SettingError, help_text};
-
-/// Handles the command line shared by both binaries: `--help` prints every setting and
-/// exits 0; anything unexpected exits 2. Returns the remaining arguments (subcommands).
-pub fn parse_args(
-    binary: &str,
-    about: &str,
-    settings: &[Setting],
-    subcommands: &[&str],
-) -> Result<Vec<String>, ExitCode> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{}", help_text(binary, about, settings));
-        return Err(ExitCode::SUCCESS);
-    }
-    if let Some(bad) = args.iter().find(|a| !subcommands.contains(&a.as_str())) {
-        eprintln!("{binary}: unknown argument {bad:?} (try --help)");
-        return Err(ExitCode::from(2));
-    }
-    Ok(args)
-}
-
-/// Reads the configuration, or prints one line naming the bad variable and gives exit code 2.
-pub fn load_config<T>(
-    binary: &str,
-    settings: &'static [Setting],
-    from_env: impl FnOnce(&Env) -> Result<T, SettingError>,
-) -> Result<T, ExitCode> {
-    from_env(&Env::from_process(settings)).map_err(|e| {
-        eprintln!("{binary}: bad setting {e}");
-        ExitCode::from(2)
-    })
-}
 
 /// A token cancelled at the first SIGTERM or SIGINT. The handlers are installed before this
 /// returns, so a signal that arrives any time later is never lost to the default action.

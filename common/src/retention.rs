@@ -1,6 +1,6 @@
 //! The retention sweeper every `verify-api` and `verify-worker` process runs: at start, then
 //! every [`SWEEP_EVERY`], it deletes data older than `RETENTION_DAYS`
-//! ([`crate::repo::sweep_older_than`]). Sweepers of several processes share the work.
+//! ([`crate::settings::Shared::retention_days`]; [`crate::repo::sweep_older_than`]). Sweepers of several processes share the work.
 
 use std::time::Duration;
 
@@ -11,18 +11,6 @@ use crate::metric_names as names;
 
 /// How often a process sweeps.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(600);
-
-/// The setting's line for both binaries' tables.
-pub const SETTING: crate::settings::Setting = crate::settings::Setting::with_default(
-    "RETENTION_DAYS",
-    "30",
-    "verifications older than this many days are deleted with their send attempts and delivery events, 1 to 3650",
-);
-
-/// Reads `RETENTION_DAYS`.
-pub fn days(env: &crate::settings::Env) -> Result<u32, crate::settings::SettingError> {
-    env.number_in(SETTING.name, 1..=3650)
-}
 
 /// Sweeps until `shutdown`.
 pub async fn run(pool: PgPool, days: u32, shutdown: CancellationToken) {

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use common::settings::Env;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::net::TcpListener;
@@ -241,8 +240,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     init_test_logging();
 
     let shutdown = CancellationToken::new();
-    let api_config =
-        verify_api::ApiConfig::from_env(&Env::from_map(verify_api::SETTINGS, env.clone())).expect("test API settings");
+    let api_config = common::settings::from_vars::<verify_api::ApiConfig>(env.clone()).expect("test API settings");
     let api = verify_api::Application::with_listener(api_config, listener, &shutdown)
         .await
         .expect("building the API");
@@ -270,8 +268,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 impl TestApp {
     /// Starts one more worker in this process (each is a separate consumer).
     pub async fn start_worker(&mut self) {
-        let config = verify_worker::WorkerConfig::from_env(&Env::from_map(verify_worker::SETTINGS, self.env.clone()))
-            .expect("test worker settings");
+        let config =
+            common::settings::from_vars::<verify_worker::WorkerConfig>(self.env.clone()).expect("test worker settings");
         let worker = verify_worker::Worker::build(config, &self.shutdown)
             .await
             .expect("building the worker");
@@ -356,8 +354,7 @@ impl TestApp {
 
     /// The worker settings of this app (for the `dead-letters` commands, or a process).
     pub fn worker_config(&self) -> verify_worker::WorkerConfig {
-        verify_worker::WorkerConfig::from_env(&Env::from_map(verify_worker::SETTINGS, self.env.clone()))
-            .expect("test worker settings")
+        common::settings::from_vars::<verify_worker::WorkerConfig>(self.env.clone()).expect("test worker settings")
     }
 
     /// The code hasher the API of this app uses.

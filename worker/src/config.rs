@@ -1,165 +1,66 @@
-//! `verify-worker`'s settings: one table for `--help` and for reading.
+//! `verify-worker`'s settings, declared once: each field names its environment variable, its
+//! default and its `--help` line; [`Shared`] holds what the API reads too, the retry timing
+//! is [`RetryPolicy`]'s.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::broker::Topology;
+use clap::Parser;
 use common::phone::PhoneNumber;
-use common::seal::Sealer;
-use common::settings::{
-    Env, Secret, Setting, SettingError, account_sid, amqp_url, database_url, log_format, public_base_url,
-};
+use common::settings::{SettingError, Settings, Shared, millis, seconds};
 use common::twilio_sid::is_sid;
 
 use crate::retry::RetryPolicy;
 
-pub const SETTINGS: &[Setting] = &[
-    Setting::with_default(
-        "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/verify",
-        "PostgreSQL URL",
-    ),
-    Setting::with_default(
-        "AMQP_URL",
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
-        "RabbitMQ URL (the vhost is part of it)",
-    ),
-    Setting::with_default(
-        "WORKER_LISTEN",
-        "127.0.0.1:9091",
-        "address of the worker's /healthz, /readyz and /metrics",
-    ),
-    Setting::required(
-        "CODE_SEALING_KEYS",
-        "comma-separated keys, at least 32 bytes each, that open the codes in send jobs (the same list as verify-api's); the first seals, every one opens (rotation: README); never logged",
-    ),
-    Setting::with_default(
-        "PUBLIC_BASE_URL",
-        "http://127.0.0.1:8080",
-        "the API's external URL; StatusCallback points at it",
-    ),
-    Setting::required("TWILIO_ACCOUNT_SID", "AC + 32 hex digits"),
-    Setting::required("TWILIO_AUTH_TOKEN", "Basic-auth password of Twilio's REST API"),
-    Setting::with_default(
-        "TWILIO_FROM",
-        "",
-        "sender number (E.164); this or TWILIO_MESSAGING_SERVICE_SID is required",
-    ),
-    Setting::with_default(
-        "TWILIO_MESSAGING_SERVICE_SID",
-        "",
-        "MG + 32 hex digits; used instead of TWILIO_FROM when set",
-    ),
-    Setting::with_default(
-        "TWILIO_API_BASE",
-        "https://api.twilio.com",
-        "where Twilio's Messages API lives",
-    ),
-    Setting::with_default("TWILIO_TIMEOUT_MS", "10000", "longest wait for one Twilio call"),
-    Setting::with_default(
-        "WORKER_CONCURRENCY",
-        "64",
-        "sends in flight per worker (RabbitMQ prefetch), 1 to 1000",
-    ),
-    Setting::with_default(
-        "SEND_MAX_ATTEMPTS",
-        "5",
-        "Twilio calls per verification before its delivery is failed, 1 to 20",
-    ),
-    Setting::with_default(
-        "SMS_TEMPLATE",
-        "Your verification code is {code}",
-        "message body; must contain {code}",
-    ),
-    Setting::with_default(
-        "SEND_QUEUE",
-        "sms.send",
-        "name of the send queue; retry and dead-letter queues are named after it",
-    ),
-    Setting::with_default(
-        "RETRY_INITIAL_MS",
-        "2000",
-        "first retry delay after a transient Twilio error (each delay gets ±50 % jitter)",
-    ),
-    Setting::with_default(
-        "RETRY_MULTIPLIER",
-        "4.0",
-        "growth of the retry delay per attempt, 1.0 to 10.0",
-    ),
-    Setting::with_default("RETRY_MAX_DELAY_MS", "300000", "longest retry delay"),
-    Setting::with_default(
-        "RETRY_INPROCESS_MAX_MS",
-        "1000",
-        "delays up to this are waited in the worker; longer ones in a delay queue",
-    ),
-    Setting::with_default(
-        "MIN_USEFUL_LIFETIME_SECONDS",
-        "30",
-        "no SMS is sent when less of the code's lifetime than this is left",
-    ),
-    Setting::with_default(
-        "SEND_LEASE_SECONDS",
-        "20",
-        "how long a worker holds a send (no other worker calls Twilio for it meanwhile); at least TWILIO_TIMEOUT_MS + RETRY_INPROCESS_MAX_MS + 5 s",
-    ),
-    Setting::with_default("DATABASE_MAX_CONNECTIONS", "16", "PostgreSQL connections in the pool"),
-    Setting::with_default(
-        "SHUTDOWN_GRACE_SECONDS",
-        "30",
-        "longest wait for in-flight sends on SIGTERM",
-    ),
-    common::retention::SETTING,
-    Setting::with_default(
-        "LOG_FORMAT",
-        "auto",
-        "json, text, or auto (json unless stderr is a terminal)",
-    ),
-    Setting::with_default(
-        "WEBOTP_DOMAIN",
-        "",
-        "when set (example.com), adds the last line '@example.com #123456' that WebOTP and phones' autofill read",
-    ),
-    Setting::with_default(
-        "WORKER_ID",
-        "",
-        "name of this worker in the send_attempts table (default: host name, process id and a random part)",
-    ),
-];
-
 /// Who the SMS is from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sender {
-    From(String),
-    MessagingService(String),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender<'a> {
+    From(&'a str),
+    MessagingService(&'a str),
 }
 
 /// Everything `verify-worker` reads at start, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "verify-worker",
+    about = "Sends verification codes by SMS from the RabbitMQ send queue",
+    after_help = common::settings::AFTER_HELP
+)]
 pub struct WorkerConfig {
-    pub database_url: Secret,
-    pub amqp_url: Secret,
+    #[command(flatten)]
+    pub shared: Shared,
+    /// address of the worker's /healthz, /readyz and /metrics
+    #[arg(long = "worker-listen", env = "WORKER_LISTEN", default_value = "127.0.0.1:9091")]
     pub listen: SocketAddr,
-    pub public_base_url: String,
-    /// `CODE_SEALING_KEYS`.
-    pub sealer: Sealer,
-    pub twilio_account_sid: String,
-    pub twilio_auth_token: Secret,
-    pub sender: Sender,
+    /// sender number (E.164); this or TWILIO_MESSAGING_SERVICE_SID is required
+    #[arg(long = "twilio-from", env = "TWILIO_FROM", value_parser = from_number)]
+    pub twilio_from: Option<String>,
+    /// MG + 32 hex digits; used instead of TWILIO_FROM when set
+    #[arg(long = "twilio-messaging-service-sid", env = "TWILIO_MESSAGING_SERVICE_SID", value_parser = messaging_service)]
+    pub twilio_messaging_service: Option<String>,
+    /// where Twilio's REST API lives
+    #[arg(long, env = "TWILIO_API_BASE", default_value = "https://api.twilio.com", value_parser = api_base)]
     pub twilio_api_base: String,
+    /// longest wait for one Twilio call, 100 to 120000 ms
+    #[arg(long = "twilio-timeout-ms", env = "TWILIO_TIMEOUT_MS", default_value = "10000", value_parser = millis(100..=120_000))]
     pub twilio_timeout: Duration,
+    /// sends in flight per worker (RabbitMQ prefetch), 1 to 1000
+    #[arg(long = "worker-concurrency", env = "WORKER_CONCURRENCY", default_value = "64", value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub concurrency: u16,
+    /// message body; must contain {code}
+    #[arg(long, env = "SMS_TEMPLATE", default_value = "Your verification code is {code}", value_parser = sms_template)]
     pub sms_template: String,
+    /// when set (example.com), adds the last line '@example.com #123456' that WebOTP and phones' autofill read
+    #[arg(long, env = "WEBOTP_DOMAIN", value_parser = webotp_domain)]
     pub webotp_domain: Option<String>,
+    /// name of this worker in the send_attempts table [default: host name, process id and a random part]
+    #[arg(long, env = "WORKER_ID", default_value_t = default_worker_id(), hide_default_value = true)]
     pub worker_id: String,
-    pub topology: Topology,
+    #[command(flatten)]
     pub retry: RetryPolicy,
-    /// How long a worker holds a send (`SEND_LEASE_SECONDS`).
+    /// how long a worker holds a send (no other worker calls Twilio for it meanwhile); at least TWILIO_TIMEOUT_MS + RETRY_INPROCESS_MAX_MS + 5 s
+    #[arg(long = "send-lease-seconds", env = "SEND_LEASE_SECONDS", default_value = "20", value_parser = seconds(1..=3600))]
     pub send_lease: Duration,
-    pub database_max_connections: u32,
-    pub shutdown_grace: Duration,
-    /// `RETENTION_DAYS`.
-    pub retention_days: u32,
-    pub log_format: String,
 }
 
 /// What a lease must cover beyond a Twilio call and an in-process wait: the database writes
@@ -167,17 +68,28 @@ pub struct WorkerConfig {
 pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 impl WorkerConfig {
-    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
-        let config = Self::read(env)?;
-        config.check_lease()?;
-        Ok(config)
+    /// Who the SMS is from: the messaging service when set, else the number.
+    pub fn sender(&self) -> Sender<'_> {
+        match (&self.twilio_messaging_service, &self.twilio_from) {
+            (Some(sid), _) => Sender::MessagingService(sid),
+            (None, Some(from)) => Sender::From(from),
+            (None, None) => unreachable!("checked when the settings were read"),
+        }
     }
+}
 
-    /// A lease is renewed before each Twilio call, so between two renewals a worker makes
-    /// one call (at most `TWILIO_TIMEOUT_MS`) and waits in process (at most
-    /// `RETRY_INPROCESS_MAX_MS`). A lease shorter than that could run out while the worker
-    /// still works on the send, and a second worker could call Twilio for it too.
-    fn check_lease(&self) -> Result<(), SettingError> {
+impl Settings for WorkerConfig {
+    /// A sender is required. A lease is renewed before each Twilio call, so between two
+    /// renewals a worker makes one call (at most `TWILIO_TIMEOUT_MS`) and waits in process
+    /// (at most `RETRY_INPROCESS_MAX_MS`). A lease shorter than that could run out while the
+    /// worker still works on the send, and a second worker could call Twilio for it too.
+    fn check(&self) -> Result<(), SettingError> {
+        if self.twilio_from.is_none() && self.twilio_messaging_service.is_none() {
+            return Err(SettingError::new(
+                "TWILIO_FROM",
+                "is required when TWILIO_MESSAGING_SERVICE_SID is not set",
+            ));
+        }
         let needed = self.twilio_timeout + self.retry.in_process_max + LEASE_MARGIN;
         if self.send_lease < needed {
             return Err(SettingError::new(
@@ -191,71 +103,27 @@ impl WorkerConfig {
         }
         Ok(())
     }
+}
 
-    fn read(env: &Env) -> Result<Self, SettingError> {
-        Ok(Self {
-            database_url: database_url(env)?,
-            amqp_url: amqp_url(env)?,
-            listen: env.parse("WORKER_LISTEN")?,
-            public_base_url: public_base_url(env)?,
-            sealer: Sealer::from_list(&env.string(common::seal::SETTING_NAME)?)?,
-            twilio_account_sid: account_sid(env)?,
-            twilio_auth_token: Secret::new(env.string("TWILIO_AUTH_TOKEN")?),
-            sender: sender(env)?,
-            twilio_api_base: api_base(env)?,
-            twilio_timeout: Duration::from_millis(env.number_in("TWILIO_TIMEOUT_MS", 100..=120_000)?),
-            concurrency: env.number_in("WORKER_CONCURRENCY", 1..=1000)?,
-            sms_template: sms_template(env)?,
-            webotp_domain: webotp_domain(env)?,
-            worker_id: env.optional("WORKER_ID").unwrap_or_else(default_worker_id),
-            topology: Topology::new(&env.string("SEND_QUEUE")?).map_err(|e| SettingError::new("SEND_QUEUE", e))?,
-            retry: RetryPolicy {
-                initial: Duration::from_millis(env.number_in("RETRY_INITIAL_MS", 1..=600_000)?),
-                multiplier: env.number_in("RETRY_MULTIPLIER", 1.0..=10.0)?,
-                max_delay: Duration::from_millis(env.number_in("RETRY_MAX_DELAY_MS", 1..=3_600_000)?),
-                max_attempts: env.number_in("SEND_MAX_ATTEMPTS", 1..=20)?,
-                in_process_max: Duration::from_millis(env.number_in("RETRY_INPROCESS_MAX_MS", 0..=60_000)?),
-                min_useful_lifetime: Duration::from_secs(env.number_in("MIN_USEFUL_LIFETIME_SECONDS", 0..=3600)?),
-            },
-            send_lease: Duration::from_secs(env.number_in("SEND_LEASE_SECONDS", 1..=3600)?),
-            database_max_connections: env.number_in("DATABASE_MAX_CONNECTIONS", 1..=1000)?,
-            shutdown_grace: Duration::from_secs(env.number_in("SHUTDOWN_GRACE_SECONDS", 0..=3600)?),
-            retention_days: common::retention::days(env)?,
-            log_format: log_format(env)?,
-        })
+fn from_number(value: &str) -> Result<String, String> {
+    PhoneNumber::parse(value)
+        .map(|p| p.as_str().to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn messaging_service(sid: &str) -> Result<String, String> {
+    if is_sid(sid, "MG") {
+        Ok(sid.to_owned())
+    } else {
+        Err("must be MG followed by 32 hex digits".into())
     }
 }
 
-fn sender(env: &Env) -> Result<Sender, SettingError> {
-    if let Some(sid) = env.optional("TWILIO_MESSAGING_SERVICE_SID") {
-        if !is_sid(&sid, "MG") {
-            return Err(SettingError::new(
-                "TWILIO_MESSAGING_SERVICE_SID",
-                "must be MG followed by 32 hex digits",
-            ));
-        }
-        return Ok(Sender::MessagingService(sid));
-    }
-    let from = env.optional("TWILIO_FROM").ok_or_else(|| {
-        SettingError::new(
-            "TWILIO_FROM",
-            "is required when TWILIO_MESSAGING_SERVICE_SID is not set",
-        )
-    })?;
-    PhoneNumber::parse(&from)
-        .map(|p| Sender::From(p.as_str().to_owned()))
-        .map_err(|e| SettingError::new("TWILIO_FROM", e.to_string()))
-}
-
-fn api_base(env: &Env) -> Result<String, SettingError> {
-    let raw = env.string("TWILIO_API_BASE")?;
+fn api_base(raw: &str) -> Result<String, String> {
     let base = raw.trim_end_matches('/');
     match url::Url::parse(base) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(base.to_owned()),
-        _ => Err(SettingError::new(
-            "TWILIO_API_BASE",
-            format!("must be an http(s) URL, got {raw:?}"),
-        )),
+        _ => Err(format!("must be an http(s) URL, got {raw:?}")),
     }
 }
 
@@ -269,65 +137,62 @@ fn default_worker_id() -> String {
     format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 
-fn webotp_domain(env: &Env) -> Result<Option<String>, SettingError> {
-    match env.optional("WEBOTP_DOMAIN") {
-        Some(d) if !crate::sms::is_webotp_domain(&d) => Err(SettingError::new(
-            "WEBOTP_DOMAIN",
-            "must be a host name such as example.com (no scheme, no path)",
-        )),
-        other => Ok(other),
+fn webotp_domain(domain: &str) -> Result<String, String> {
+    if crate::sms::is_webotp_domain(domain) {
+        Ok(domain.to_owned())
+    } else {
+        Err("must be a host name such as example.com (no scheme, no path)".into())
     }
 }
 
-fn sms_template(env: &Env) -> Result<String, SettingError> {
-    let template = env.string("SMS_TEMPLATE")?;
+fn sms_template(template: &str) -> Result<String, String> {
     if !template.contains("{code}") {
-        return Err(SettingError::new("SMS_TEMPLATE", "must contain {code}"));
+        return Err("must contain {code}".into());
     }
     if template.chars().count() > 1500 {
-        return Err(SettingError::new(
-            "SMS_TEMPLATE",
-            "must be at most 1500 characters (Twilio takes 1600 with the code)",
-        ));
+        return Err("must be at most 1500 characters (Twilio takes 1600 with the code)".into());
     }
-    Ok(template)
+    Ok(template.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::settings::from_vars;
 
-    fn env(extra: &[(&str, &str)]) -> Env {
-        let mut pairs = vec![
-            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
-            ("TWILIO_AUTH_TOKEN", "token"),
-            ("TWILIO_FROM", "+14155550100"),
-            ("CODE_SEALING_KEYS", "a sealing key of at least 32 bytes long"),
-        ];
+    const BASE: [(&str, &str); 4] = [
+        ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+        ("TWILIO_AUTH_TOKEN", "token"),
+        ("TWILIO_FROM", "+14155550100"),
+        ("CODE_SEALING_KEYS", "a sealing key of at least 32 bytes long"),
+    ];
+
+    fn read(extra: &[(&str, &str)]) -> Result<WorkerConfig, SettingError> {
+        let mut pairs = BASE.to_vec();
         pairs.extend_from_slice(extra);
-        Env::from_map(SETTINGS, pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        from_vars(pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     #[test]
     fn defaults_match_the_contract() {
-        let c = WorkerConfig::from_env(&env(&[])).unwrap();
+        let c = read(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9091");
         assert_eq!(c.concurrency, 64);
         assert_eq!(c.retry.max_attempts, 5);
+        assert_eq!(c.retry.initial, Duration::from_secs(2));
+        assert_eq!(c.retry.multiplier, 4.0);
         assert_eq!(c.retry.min_useful_lifetime, Duration::from_secs(30));
+        assert_eq!(c.send_lease, Duration::from_secs(20));
         assert_eq!(c.twilio_api_base, "https://api.twilio.com");
         assert_eq!(c.sms_template, "Your verification code is {code}");
-        assert_eq!(c.sender, Sender::From("+14155550100".into()));
+        assert_eq!(c.sender(), Sender::From("+14155550100"));
+        assert!(!c.worker_id.is_empty());
     }
 
     #[test]
     fn a_messaging_service_wins_over_a_from_number() {
-        let c = WorkerConfig::from_env(&env(&[(
-            "TWILIO_MESSAGING_SERVICE_SID",
-            "MG0123456789abcdef0123456789abcdef",
-        )]))
-        .unwrap();
-        assert!(matches!(c.sender, Sender::MessagingService(_)));
+        let c = read(&[("TWILIO_MESSAGING_SERVICE_SID", "MG0123456789abcdef0123456789abcdef")]).unwrap();
+        assert!(matches!(c.sender(), Sender::MessagingService(_)));
     }
 
     #[test]
@@ -340,40 +205,33 @@ mod tests {
             ("SEND_MAX_ATTEMPTS", "many"),
             ("TWILIO_API_BASE", "not a url"),
             ("WORKER_LISTEN", "x"),
+            ("RETRY_MULTIPLIER", "11"),
+            ("WEBOTP_DOMAIN", "https://example.com/x"),
         ] {
-            let err = WorkerConfig::from_env(&env(&[(name, value)])).unwrap_err();
+            let err = read(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{name}={value}: {err}");
         }
     }
 
     #[test]
     fn a_lease_shorter_than_a_call_and_an_in_process_wait_is_refused() {
-        let err = WorkerConfig::from_env(&env(&[
-            ("TWILIO_TIMEOUT_MS", "10000"),
-            ("RETRY_INPROCESS_MAX_MS", "6000"),
-        ]))
-        .unwrap_err();
+        let err = read(&[("TWILIO_TIMEOUT_MS", "10000"), ("RETRY_INPROCESS_MAX_MS", "6000")]).unwrap_err();
         assert_eq!(err.name, "SEND_LEASE_SECONDS", "{err}");
         assert!(err.to_string().contains("21 s"), "{err}");
-        let fits = WorkerConfig::from_env(&env(&[
+        let fits = read(&[
             ("TWILIO_TIMEOUT_MS", "10000"),
             ("RETRY_INPROCESS_MAX_MS", "6000"),
             ("SEND_LEASE_SECONDS", "21"),
-        ]));
+        ]);
         assert!(fits.is_ok());
     }
 
     #[test]
     fn a_sender_is_required() {
-        let env = Env::from_map(
-            SETTINGS,
-            [
-                ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
-                ("TWILIO_AUTH_TOKEN", "t"),
-                ("CODE_SEALING_KEYS", "a sealing key of at least 32 bytes long"),
-            ]
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
-        assert_eq!(WorkerConfig::from_env(&env).unwrap_err().name, "TWILIO_FROM");
+        let vars = BASE
+            .iter()
+            .filter(|(k, _)| *k != "TWILIO_FROM")
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        assert_eq!(from_vars::<WorkerConfig>(vars).unwrap_err().name, "TWILIO_FROM");
     }
 }

@@ -68,11 +68,12 @@ pub async fn run(ctx: Arc<SendContext>, connected: Arc<AtomicBool>, shutdown: Ca
 /// One connection's life. `Ok` only after a clean shutdown.
 async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &CancellationToken) -> anyhow::Result<()> {
     let config = &ctx.config;
-    let conn = common::broker::connect(config.amqp_url.expose(), "verify-worker")
+    let conn = common::broker::connect(config.shared.amqp_url.expose(), "verify-worker")
         .await
         .context("Failed to connect to RabbitMQ")?;
     let channel = conn.create_channel().await.context("Failed to open a channel")?;
     config
+        .shared
         .topology
         .declare(&channel)
         .await
@@ -87,7 +88,7 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
         .context("Failed to enable confirms")?;
     let outbound = Arc::new(Outbound {
         channel: publish,
-        topology: config.topology.clone(),
+        topology: config.shared.topology.clone(),
     });
     channel
         .basic_qos(config.concurrency, BasicQosOptions::default())
@@ -95,7 +96,7 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
         .context("Failed to set the prefetch")?;
     let mut consumer = channel
         .basic_consume(
-            config.topology.send_queue().into(),
+            config.shared.topology.send_queue().into(),
             "".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
@@ -104,7 +105,7 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
         .context("Failed to start consuming")?;
     connected.store(true, Ordering::Relaxed);
     tracing::info!(
-        queue = config.topology.send_queue(),
+        queue = config.shared.topology.send_queue(),
         prefetch = config.concurrency,
         "consuming"
     );
@@ -136,7 +137,7 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
         }
     }
     in_flight.close();
-    if tokio::time::timeout(config.shutdown_grace, in_flight.wait())
+    if tokio::time::timeout(config.shared.shutdown_grace, in_flight.wait())
         .await
         .is_err()
     {
@@ -156,7 +157,7 @@ async fn handle(ctx: &SendContext, out: &Outbound, delivery: Delivery, shutdown:
     let in_flight = metrics::gauge!(names::SENDS_IN_FLIGHT);
     in_flight.increment(1.0);
     let _done = scopeguard(move || in_flight.decrement(1.0));
-    let finished = match SendJob::from_bytes(&delivery.data, &ctx.config.sealer) {
+    let finished = match SendJob::from_bytes(&delivery.data, &ctx.config.shared.sealer) {
         Err(e) => {
             out.dead_letter(&delivery.data, None, &format!("unreadable send job: {e}"))
                 .await

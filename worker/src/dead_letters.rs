@@ -61,10 +61,10 @@ pub struct ReplaySummary {
 
 /// Prints every dead letter (verification, time, reason) and leaves the queue as it was.
 pub async fn list(config: &WorkerConfig, out: &mut impl Write) -> anyhow::Result<usize> {
-    let conn = common::broker::connect(config.amqp_url.expose(), "verify-worker dead-letters").await?;
+    let conn = common::broker::connect(config.shared.amqp_url.expose(), "verify-worker dead-letters").await?;
     let channel = broker("open a channel", conn.create_channel()).await?;
-    broker("declare the queues", config.topology.declare(&channel)).await?;
-    let queue = config.topology.dead_letter_queue();
+    broker("declare the queues", config.shared.topology.declare(&channel)).await?;
+    let queue = config.shared.topology.dead_letter_queue();
     let mut seen = 0;
     while let Some(message) = broker(
         "get a dead letter",
@@ -89,16 +89,16 @@ pub async fn list(config: &WorkerConfig, out: &mut impl Write) -> anyhow::Result
 /// unexpired (its delivery becomes `queued` again, with a fresh attempt budget); leaves the
 /// others. Prints a line per message and a summary.
 pub async fn replay(config: &WorkerConfig, pool: &PgPool, out: &mut impl Write) -> anyhow::Result<ReplaySummary> {
-    let conn = common::broker::connect(config.amqp_url.expose(), "verify-worker dead-letters").await?;
+    let conn = common::broker::connect(config.shared.amqp_url.expose(), "verify-worker dead-letters").await?;
     let channel = broker("open a channel", conn.create_channel()).await?;
-    broker("declare the queues", config.topology.declare(&channel)).await?;
+    broker("declare the queues", config.shared.topology.declare(&channel)).await?;
     let publish = broker("open a channel", conn.create_channel()).await?;
     broker(
         "switch on publisher confirms",
         publish.confirm_select(ConfirmSelectOptions::default()),
     )
     .await?;
-    let queue = config.topology.dead_letter_queue();
+    let queue = config.shared.topology.dead_letter_queue();
     let mut summary = ReplaySummary::default();
     while let Some(message) = broker(
         "get a dead letter",
@@ -107,7 +107,7 @@ pub async fn replay(config: &WorkerConfig, pool: &PgPool, out: &mut impl Write) 
     .await?
     {
         let delivery = message.delivery;
-        let Ok(mut job) = SendJob::from_bytes(&delivery.data, &config.sealer) else {
+        let Ok(mut job) = SendJob::from_bytes(&delivery.data, &config.shared.sealer) else {
             summary.kept += 1;
             writeln!(out, "kept      (unreadable message)")?;
             continue;
@@ -125,7 +125,7 @@ pub async fn replay(config: &WorkerConfig, pool: &PgPool, out: &mut impl Write) 
         let timeout = std::time::Duration::from_secs(10);
         publish_confirmed(
             &publish,
-            config.topology.send_queue(),
+            config.shared.topology.send_queue(),
             &job.to_bytes(),
             job_properties(&job),
             timeout,

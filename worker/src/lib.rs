@@ -22,7 +22,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{SETTINGS, WorkerConfig};
+pub use config::WorkerConfig;
 
 /// A bound, ready-to-run worker (its health listener bound, so port 0 works in tests).
 pub struct Worker {
@@ -32,13 +32,17 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(config: WorkerConfig, shutdown: &CancellationToken) -> anyhow::Result<Self> {
-        let pool = common::db::pool(config.database_url.expose(), config.database_max_connections, true)?;
+        let pool = common::db::pool(
+            config.shared.database_url.expose(),
+            config.shared.database_max_connections,
+            true,
+        )?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         common::db::warm(&pool, std::time::Duration::from_secs(5)).await;
         let twilio = twilio::TwilioClient::new(
             &config.twilio_api_base,
-            &config.twilio_account_sid,
-            config.twilio_auth_token.clone(),
+            &config.shared.twilio_account_sid,
+            config.shared.twilio_auth_token.clone(),
             config.twilio_timeout,
         )?;
         let listener = TcpListener::bind(config.listen)
@@ -76,7 +80,7 @@ impl Worker {
         let server = tokio::spawn(server.into_future());
         let retention = tokio::spawn(common::retention::run(
             self.ctx.pool.clone(),
-            self.ctx.config.retention_days,
+            self.ctx.config.shared.retention_days,
             shutdown.clone(),
         ));
         let result = consumer::run(Arc::clone(&self.ctx), consuming, shutdown).await;

@@ -3,40 +3,62 @@
 
 use std::process::ExitCode;
 
-use common::process::{load_config, parse_args, shutdown_on_signals};
-use verify_worker::{SETTINGS, Worker, WorkerConfig, dead_letters};
+use clap::{Parser, Subcommand};
+use common::process::shutdown_on_signals;
+use common::settings::{SettingError, Settings};
+use verify_worker::{Worker, WorkerConfig, dead_letters};
 
-const ABOUT: &str = "sends verification codes by SMS from the RabbitMQ send queue\n\n\
-Subcommands:\n  stats                 print every queue's depth, consumers and oldest waiting send\n  dead-letters list     print every message of the dead-letter queue with its reason\n  \
-dead-letters replay   send again those whose verification is still pending and unexpired";
+/// The command line: the settings, and what to do (consume and send when no command is given).
+#[derive(Parser)]
+#[command(
+    name = "verify-worker",
+    about = "Sends verification codes by SMS from the RabbitMQ send queue",
+    after_help = common::settings::AFTER_HELP
+)]
+struct Cli {
+    #[command(flatten)]
+    config: WorkerConfig,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// print every queue's depth, consumers and oldest waiting send
+    Stats,
+    /// the dead-letter queue
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+}
+
+#[derive(Subcommand)]
+enum DeadLetters {
+    /// print every message of the dead-letter queue with its reason
+    List,
+    /// send again those whose verification is still pending and unexpired
+    Replay,
+}
+
+impl Settings for Cli {
+    fn check(&self) -> Result<(), SettingError> {
+        self.config.check()
+    }
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args(
-        "verify-worker",
-        ABOUT,
-        SETTINGS,
-        &["stats", "dead-letters", "list", "replay"],
-    ) {
-        Ok(args) => args,
+    let Cli { config, command } = match common::settings::load("verify-worker") {
+        Ok(cli) => cli,
         Err(code) => return code,
     };
-    let config = match load_config("verify-worker", SETTINGS, WorkerConfig::from_env) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    common::observability::init_logging(&config.log_format);
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [] => run(config).await,
-        ["stats"] => stats(config).await,
-        ["dead-letters", "list"] => dead_letters::list(&config, &mut std::io::stdout()).await.map(drop),
-        ["dead-letters", "replay"] => replay(config).await,
-        _ => {
-            eprintln!(
-                "verify-worker: usage: verify-worker [stats | dead-letters list | dead-letters replay] (try --help)"
-            );
-            return ExitCode::from(2);
+    common::observability::init_logging(&config.shared.log_format);
+    let result = match command {
+        None => run(config).await,
+        Some(Command::Stats) => stats(config).await,
+        Some(Command::DeadLetters(DeadLetters::List)) => {
+            dead_letters::list(&config, &mut std::io::stdout()).await.map(drop)
         }
+        Some(Command::DeadLetters(DeadLetters::Replay)) => replay(config).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,7 +76,7 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
 }
 
 async fn replay(config: WorkerConfig) -> anyhow::Result<()> {
-    let pool = common::db::pool(config.database_url.expose(), 2, false)?;
+    let pool = common::db::pool(config.shared.database_url.expose(), 2, false)?;
     common::db::migrate(&pool).await?;
     dead_letters::replay(&config, &pool, &mut std::io::stdout())
         .await
@@ -62,7 +84,7 @@ async fn replay(config: WorkerConfig) -> anyhow::Result<()> {
 }
 
 async fn stats(config: WorkerConfig) -> anyhow::Result<()> {
-    let pool = common::db::pool(config.database_url.expose(), 2, false)?;
+    let pool = common::db::pool(config.shared.database_url.expose(), 2, false)?;
     common::db::migrate(&pool).await?;
     let views = verify_worker::stats::read(&config, &pool).await?;
     verify_worker::stats::print(&views, &mut std::io::stdout())?;

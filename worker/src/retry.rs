@@ -11,6 +11,7 @@ use backoff::ExponentialBackoff;
 use backoff::backoff::Backoff;
 use common::broker::RETRY_TIERS;
 use common::repo::AttemptOutcome;
+use common::settings::{millis, seconds};
 
 /// What one call to Twilio's create-message endpoint came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,18 +73,35 @@ pub fn classify(outcome: CallOutcome) -> Decision {
     }
 }
 
-/// Exponential delays with jitter between attempts, and the bounds on retrying.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Exponential delays with jitter between attempts, and the bounds on retrying; each field
+/// is a setting of `verify-worker` (flattened into [`crate::config::WorkerConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
 pub struct RetryPolicy {
+    /// first retry delay after a transient Twilio error (each delay gets ±50 % jitter), 1 to 600000 ms
+    #[arg(long = "retry-initial-ms", env = "RETRY_INITIAL_MS", default_value = "2000", value_parser = millis(1..=600_000))]
     pub initial: Duration,
+    /// growth of the retry delay per attempt, 1.0 to 10.0
+    #[arg(long = "retry-multiplier", env = "RETRY_MULTIPLIER", default_value = "4.0", value_parser = multiplier)]
     pub multiplier: f64,
+    /// longest retry delay, 1 to 3600000 ms
+    #[arg(long = "retry-max-delay-ms", env = "RETRY_MAX_DELAY_MS", default_value = "300000", value_parser = millis(1..=3_600_000))]
     pub max_delay: Duration,
-    /// Twilio calls per verification (`SEND_MAX_ATTEMPTS`).
+    /// Twilio calls per verification before its delivery is failed, 1 to 20
+    #[arg(long = "send-max-attempts", env = "SEND_MAX_ATTEMPTS", default_value = "5", value_parser = clap::value_parser!(u32).range(1..=20))]
     pub max_attempts: u32,
-    /// Delays up to this are waited out in the worker; longer ones in a delay queue.
+    /// delays up to this are waited in the worker, longer ones in a delay queue; 0 to 60000 ms
+    #[arg(long = "retry-inprocess-max-ms", env = "RETRY_INPROCESS_MAX_MS", default_value = "1000", value_parser = millis(0..=60_000))]
     pub in_process_max: Duration,
-    /// No call is made when less of the code's lifetime than this is left.
+    /// no SMS is sent when less of the code's lifetime than this is left, 0 to 3600 seconds
+    #[arg(long = "min-useful-lifetime-seconds", env = "MIN_USEFUL_LIFETIME_SECONDS", default_value = "30", value_parser = seconds(0..=3600))]
     pub min_useful_lifetime: Duration,
+}
+
+fn multiplier(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(m) if (1.0..=10.0).contains(&m) => Ok(m),
+        _ => Err(format!("must be a number from 1.0 to 10.0, got {value:?}")),
+    }
 }
 
 /// What to do after a call that may be retried.

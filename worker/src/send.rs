@@ -96,7 +96,7 @@ fn busy(attempts: u32) -> JobOutcome {
 
 impl SendContext {
     fn status_callback(&self) -> String {
-        format!("{}{}", self.config.public_base_url, common::STATUS_CALLBACK_PATH)
+        format!("{}{}", self.config.shared.public_base_url, common::STATUS_CALLBACK_PATH)
     }
 
     fn body(&self, code: &str) -> String {
@@ -122,7 +122,12 @@ impl SendContext {
         holder: &str,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<JobOutcome> {
-        let code = match self.config.sealer.open_text(job.verification_id, &job.sealed_code) {
+        let code = match self
+            .config
+            .shared
+            .sealer
+            .open_text(job.verification_id, &job.sealed_code)
+        {
             Ok(code) => code,
             Err(e) => return Ok(JobOutcome::DeadLetter { reason: e.to_string() }),
         };
@@ -267,7 +272,7 @@ impl SendContext {
             .twilio
             .create_message(&NewMessage {
                 to: &send.phone,
-                sender: &self.config.sender,
+                sender: self.config.sender(),
                 body,
                 status_callback: &self.status_callback(),
                 validity_period: send.remaining().as_secs().clamp(1, 36_000),
@@ -376,7 +381,7 @@ impl SendContext {
 
     /// Releases the send while the job waits `delay` in the delay queues.
     async fn wait_in(&self, send: &ClaimedSend<'_>, delay: Duration) -> anyhow::Result<JobOutcome> {
-        let queue = self.config.topology.retry_queue(tier_for(delay));
+        let queue = self.config.shared.topology.retry_queue(tier_for(delay));
         if !repo::release_claim(&self.pool, send.id(), send.holder, &queue).await? {
             tracing::warn!("the send's lease had run out and was taken over before it was released");
         }

@@ -9,12 +9,12 @@ use crate::config::WorkerConfig;
 
 /// Reads every queue's depth (passive declares) and waiting age (PostgreSQL).
 pub async fn read(config: &WorkerConfig, pool: &PgPool) -> anyhow::Result<Vec<QueueView>> {
-    let conn = common::broker::connect(config.amqp_url.expose(), "verify-worker stats").await?;
+    let conn = common::broker::connect(config.shared.amqp_url.expose(), "verify-worker stats").await?;
     let channel = conn.create_channel().await?;
-    config.topology.declare(&channel).await?;
-    let depths = queue_depths(&channel, &config.topology.queues()).await?;
+    config.shared.topology.declare(&channel).await?;
+    let depths = queue_depths(&channel, &config.shared.topology.queues()).await?;
     conn.close(200, "stats".into()).await?;
-    let topology = &config.topology;
+    let topology = &config.shared.topology;
     let ages = common::repo::oldest_waiting(pool, topology.send_queue(), &topology.dead_letter_queue()).await?;
     Ok(join_ages(depths, &ages))
 }

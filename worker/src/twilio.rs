@@ -20,7 +20,7 @@ pub struct TwilioClient {
 /// One SMS to create.
 pub struct NewMessage<'a> {
     pub to: &'a str,
-    pub sender: &'a Sender,
+    pub sender: Sender<'a>,
     pub body: &'a str,
     pub status_callback: &'a str,
     /// Seconds Twilio may keep it queued (1..=36000).

@@ -13,10 +13,13 @@ fn help_lists_every_setting_with_its_default() {
     let out = worker().arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for setting in verify_worker::SETTINGS {
-        assert!(help.contains(setting.name), "{} missing from --help", setting.name);
+    let names = common::settings::env_names::<verify_worker::WorkerConfig>();
+    assert!(names.len() > 25, "{names:?}");
+    for name in names {
+        assert!(help.contains(&name), "{name} missing from --help");
     }
-    assert!(help.contains("default 64"));
+    assert!(help.contains("[default: 64]"), "{help}");
+    assert!(help.contains("dead-letters") && help.contains("stats"), "{help}");
 }
 
 #[test]
@@ -55,5 +58,15 @@ fn a_missing_or_bad_setting_exits_2_with_one_line_naming_it() {
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(name), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn an_unknown_command_or_argument_exits_2_with_one_line() {
+    for args in [&["dead-letters", "burn"][..], &["--frobnicate"][..], &["dispatch"][..]] {
+        let out = worker().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
     }
 }

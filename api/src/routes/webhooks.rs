@@ -86,14 +86,14 @@ pub async fn twilio_status(
     let params: Vec<(String, String)> =
         serde_urlencoded::from_bytes(&body).map_err(|_| ApiError::InvalidRequest("body is not a valid form".into()))?;
     let url = match uri.query() {
-        Some(q) => format!("{}{}?{q}", state.config.public_base_url, PATH),
-        None => format!("{}{}", state.config.public_base_url, PATH),
+        Some(q) => format!("{}{}?{q}", state.config.shared.public_base_url, PATH),
+        None => format!("{}{}", state.config.shared.public_base_url, PATH),
     };
     let given = headers
         .get("x-twilio-signature")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !signature::is_valid(state.config.twilio_auth_token.expose(), &url, &params, given) {
+    if !signature::is_valid(state.config.shared.twilio_auth_token.expose(), &url, &params, given) {
         tracing::warn!("status callback with a missing or wrong signature refused");
         return Err(ApiError::InvalidSignature);
     }

@@ -120,8 +120,7 @@ pub async fn reserve_checks(pool: &PgPool, phone_numbers: &[&str]) -> sqlx::Resu
     // number), and the rows are then updated by primary key. Not a join with the batch:
     // without table statistics PostgreSQL planned one as a scan of every pending row hashed
     // against the batch, and `status || ''` keeps it from combining the primary key with the
-    // partial index of pending rows, whose size it cannot estimate either (both measured in
-    // the benchmark: a batch of 64 checks read 40,000 rows).
+    // partial index of pending rows, whose size it cannot estimate either (BENCHMARKS.md, "Checks").
     let rows = sqlx::query(
         "UPDATE verifications v SET check_attempts = v.check_attempts + 1, updated_at = now() \
          WHERE v.id = ANY(ARRAY(SELECT (SELECT p.id FROM verifications p \

@@ -7,61 +7,49 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use common::process::{load_config, parse_args, shutdown_on_signals};
-use common::settings::{Env, Setting, SettingError};
+use clap::Parser;
+use common::process::shutdown_on_signals;
 use verify_tests::fake_twilio::{FakeConfig, FakeTwilio};
 
-const SETTINGS: &[Setting] = &[
-    Setting::with_default("FAKE_TWILIO_LISTEN", "127.0.0.1:8081", "listen address"),
-    Setting::with_default(
-        "TWILIO_ACCOUNT_SID",
-        "AC00000000000000000000000000000001",
-        "account sid it accepts",
-    ),
-    Setting::with_default(
-        "TWILIO_AUTH_TOKEN",
-        "fake-auth-token",
-        "auth token it accepts and signs callbacks with",
-    ),
-    Setting::with_default("FAKE_TWILIO_LATENCY_MS", "0", "delay added to every create call"),
-    Setting::with_default(
-        "FAKE_TWILIO_FAULT_RATE",
-        "0",
-        "fraction of create calls answered 500/503 or timed out",
-    ),
-    Setting::with_default("FAKE_TWILIO_CALLBACKS", "true", "post sent/delivered status callbacks"),
-    Setting::with_default("LOG_FORMAT", "auto", "json, text, or auto"),
-];
-
+/// The fake's settings.
+#[derive(Debug, Parser)]
+#[command(name = "fake-twilio", about = "a stand-in for Twilio's Messages API", after_help = common::settings::AFTER_HELP)]
 struct Settings {
+    /// listen address
+    #[arg(long, env = "FAKE_TWILIO_LISTEN", default_value = "127.0.0.1:8081")]
     listen: std::net::SocketAddr,
-    fake: FakeConfig,
+    /// account sid it accepts
+    #[arg(long, env = "TWILIO_ACCOUNT_SID", default_value = "AC00000000000000000000000000000001", value_parser = common::settings::account_sid)]
+    account_sid: String,
+    /// auth token it accepts and signs callbacks with
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", default_value = "fake-auth-token")]
+    auth_token: String,
+    /// delay added to every create call (ms)
+    #[arg(long = "latency-ms", env = "FAKE_TWILIO_LATENCY_MS", default_value = "0", value_parser = common::settings::millis(0..=600_000))]
     latency: Duration,
+    /// fraction of create calls answered 500/503 or timed out, 0 to 1
+    #[arg(long, env = "FAKE_TWILIO_FAULT_RATE", default_value = "0", value_parser = fault_rate)]
     fault_rate: f64,
+    /// post sent/delivered status callbacks
+    #[arg(long, env = "FAKE_TWILIO_CALLBACKS", default_value = "true", value_parser = clap::value_parser!(bool), action = clap::ArgAction::Set)]
+    callbacks: bool,
+    /// json, text, or auto
+    #[arg(long, env = "LOG_FORMAT", default_value = "auto", value_parser = ["auto", "json", "text"])]
     log_format: String,
 }
 
-fn from_env(env: &Env) -> Result<Settings, SettingError> {
-    Ok(Settings {
-        listen: env.parse("FAKE_TWILIO_LISTEN")?,
-        fake: FakeConfig {
-            account_sid: common::settings::account_sid(env)?,
-            auth_token: env.string("TWILIO_AUTH_TOKEN")?,
-            callbacks: env.parse("FAKE_TWILIO_CALLBACKS")?,
-            ..FakeConfig::default()
-        },
-        latency: Duration::from_millis(env.parse("FAKE_TWILIO_LATENCY_MS")?),
-        fault_rate: env.number_in("FAKE_TWILIO_FAULT_RATE", 0.0..=1.0)?,
-        log_format: common::settings::log_format(env)?,
-    })
+impl common::settings::Settings for Settings {}
+
+fn fault_rate(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("must be a number from 0 to 1, got {value:?}")),
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Err(code) = parse_args("fake-twilio", "a stand-in for Twilio's Messages API", SETTINGS, &[]) {
-        return code;
-    }
-    let settings = match load_config("fake-twilio", SETTINGS, from_env) {
+    let settings: Settings = match common::settings::load("fake-twilio") {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -73,7 +61,13 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let fake = FakeTwilio::serve(listener, settings.fake);
+    let config = FakeConfig {
+        account_sid: settings.account_sid,
+        auth_token: settings.auth_token,
+        callbacks: settings.callbacks,
+        ..FakeConfig::default()
+    };
+    let fake = FakeTwilio::serve(listener, config);
     fake.set_latency(settings.latency);
     fake.set_fault_rate(settings.fault_rate);
     tracing::info!(base_url = %fake.base_url, "fake Twilio listening; read codes at /inbox?to=+1…");

@@ -8,7 +8,6 @@
 use std::process::ExitCode;
 
 use common::process::shutdown_on_signals;
-use common::settings::Env;
 use sqlx::{Connection, PgConnection};
 use verify_tests::fake_twilio::{FakeConfig, FakeTwilio};
 
@@ -59,18 +58,18 @@ async fn ensure_database(url: &str) -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let values = settings();
-    let api_config = verify_api::ApiConfig::from_env(&Env::from_map(verify_api::SETTINGS, values.clone()))?;
-    let worker_config = verify_worker::WorkerConfig::from_env(&Env::from_map(verify_worker::SETTINGS, values))?;
-    common::observability::init_logging(&api_config.log_format);
-    ensure_database(api_config.database_url.expose()).await?;
+    let api_config = common::settings::from_vars::<verify_api::ApiConfig>(values.clone())?;
+    let worker_config = common::settings::from_vars::<verify_worker::WorkerConfig>(values)?;
+    common::observability::init_logging(&api_config.shared.log_format);
+    ensure_database(api_config.shared.database_url.expose()).await?;
 
     let fake_addr = worker_config.twilio_api_base.trim_start_matches("http://").to_owned();
     let listener = tokio::net::TcpListener::bind(&fake_addr).await?;
     let fake = FakeTwilio::serve(
         listener,
         FakeConfig {
-            account_sid: worker_config.twilio_account_sid.clone(),
-            auth_token: worker_config.twilio_auth_token.expose().to_owned(),
+            account_sid: worker_config.shared.twilio_account_sid.clone(),
+            auth_token: worker_config.shared.twilio_auth_token.expose().to_owned(),
             ..FakeConfig::default()
         },
     );

@@ -1,0 +1,45 @@
+//! The settings both binaries read, flattened into each one's parser.
+
+use std::time::Duration;
+
+use super::values::{Secret, account_sid, amqp_url, database_url, public_base_url, sealing_keys, seconds, secret};
+use crate::broker::Topology;
+use crate::seal::Sealer;
+
+/// What both binaries read.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Shared {
+    /// PostgreSQL URL
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/verify", value_parser = database_url)]
+    pub database_url: Secret,
+    /// RabbitMQ URL (the vhost is part of it)
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", value_parser = amqp_url)]
+    pub amqp_url: Secret,
+    /// the API's external URL: StatusCallback points at it and Twilio signs callbacks against it
+    #[arg(long, env = "PUBLIC_BASE_URL", default_value = "http://127.0.0.1:8080", value_parser = public_base_url)]
+    pub public_base_url: String,
+    /// AC + 32 hex digits [required]
+    #[arg(long, env = "TWILIO_ACCOUNT_SID", value_parser = account_sid)]
+    pub twilio_account_sid: String,
+    /// Basic-auth password of Twilio's REST API and HMAC key of X-Twilio-Signature; never logged [required]
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", value_parser = secret)]
+    pub twilio_auth_token: Secret,
+    /// comma-separated keys, at least 32 bytes each, that seal codes in the outbox and in send jobs; the first seals, every one opens (rotation: README); never logged [required]
+    #[arg(long = "code-sealing-keys", env = "CODE_SEALING_KEYS", value_parser = sealing_keys)]
+    pub sealer: Sealer,
+    /// name of the send queue; retry and dead-letter queues are named after it
+    #[arg(long = "send-queue", env = "SEND_QUEUE", default_value = "sms.send", value_parser = Topology::new)]
+    pub topology: Topology,
+    /// PostgreSQL connections in the pool, 1 to 1000
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value = "16", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+    /// longest wait for in-flight requests (API) or sends (worker) on SIGTERM, 0 to 3600 seconds
+    #[arg(long = "shutdown-grace-seconds", env = "SHUTDOWN_GRACE_SECONDS", default_value = "30", value_parser = seconds(0..=3600))]
+    pub shutdown_grace: Duration,
+    /// verifications older than this many days are deleted with their send attempts and delivery events, 1 to 3650
+    #[arg(long, env = "RETENTION_DAYS", default_value = "30", value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub retention_days: u32,
+    /// json, text, or auto (json unless stderr is a terminal)
+    #[arg(long, env = "LOG_FORMAT", default_value = "auto", value_parser = ["auto", "json", "text"])]
+    pub log_format: String,
+}
