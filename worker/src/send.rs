@@ -129,7 +129,13 @@ impl SendContext {
             .open_text(job.verification_id, &job.sealed_code)
         {
             Ok(code) => code,
-            Err(e) => return Ok(JobOutcome::DeadLetter { reason: e.to_string() }),
+            // A code that does not open cannot be sent: recorded as a dead letter (its
+            // delivery `failed`, as for a poison job), replayable once the key is back.
+            Err(e) => {
+                let reason = e.to_string();
+                repo::mark_dead_lettered(&self.pool, job.verification_id, &reason).await?;
+                return Ok(JobOutcome::DeadLetter { reason });
+            }
         };
         match self.claim(job, code, holder).await? {
             Ok(send) => self.send(send, shutdown).await,

@@ -200,6 +200,11 @@ async fn a_queued_job_holds_its_code_sealed_for_its_own_verification_only() {
     assert_eq!(sent, code_a.expose());
     app.wait_for_queue_depth(&app.dead_queue(), 1).await;
     assert!(app.fake.messages_to(b).is_empty(), "the forged job was sent");
+    let forged_verification = app.get_verification(id_b).await;
+    assert_eq!(
+        forged_verification["delivery_status"], "failed",
+        "{forged_verification}"
+    );
     let checked: serde_json::Value = app.check(a, &sent).await.json().await.unwrap();
     assert_eq!(checked["status"], "approved");
     app.stop().await;
