@@ -2,6 +2,7 @@
 //! Twilio's REST API, retrying transient failures with exponential backoff and recording
 //! every attempt and the delivery status in PostgreSQL.
 
+pub mod classify;
 pub mod config;
 mod consumer;
 pub mod database;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use common::settings::Secret;
 use serde::Deserialize;
 
+use crate::classify::CallOutcome;
 use crate::config::Sender;
-use crate::retry::CallOutcome;
 
 #[derive(Clone)]
 pub struct TwilioClient {
