@@ -60,6 +60,13 @@ impl Code {
         }
     }
 
+    /// A code of whatever allowed length `input` has (a code carried in a job or sealed,
+    /// whose length was set when it was made).
+    pub fn parse_any_length(input: &str) -> Option<Self> {
+        let len = CodeLength::new(u8::try_from(input.len()).ok()?)?;
+        Self::parse(input, len).ok()
+    }
+
     /// The digits, for the SMS body and nothing else.
     pub fn expose(&self) -> &str {
         &self.0
@@ -108,9 +115,7 @@ impl CodeHasher {
         mac.update(id.as_bytes());
         let stream: [u8; 32] = mac.finalize().into_bytes().into();
         let digits: Vec<u8> = sealed.iter().zip(stream).map(|(b, k)| b ^ k).collect();
-        let text = String::from_utf8(digits).ok()?;
-        let len = CodeLength::new(u8::try_from(text.len()).ok()?)?;
-        Code::parse(&text, len).ok()
+        Code::parse_any_length(&String::from_utf8(digits).ok()?)
     }
 
     /// Whether `code` is the one whose digest is `stored`, compared in constant time.

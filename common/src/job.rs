@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::code::{Code, CodeLength};
+use crate::code::Code;
 use crate::seal::Sealer;
 
 /// The version this build writes. Version 1 (the code in clear) is still read, and sealed
@@ -102,10 +102,7 @@ impl SendJob {
         let sealed_code = match (wire.v, wire.sealed_code, wire.code) {
             (JOB_VERSION, Some(sealed), _) => sealed,
             (1, _, Some(clear)) => {
-                let len = u8::try_from(clear.len()).ok().and_then(CodeLength::new);
-                let code = len
-                    .and_then(|len| Code::parse(&clear, len).ok())
-                    .ok_or(JobError::NoCode(1))?;
+                let code = Code::parse_any_length(&clear).ok_or(JobError::NoCode(1))?;
                 sealer.seal_text(wire.verification_id, &code)
             }
             (v @ (1 | JOB_VERSION), _, _) => return Err(JobError::NoCode(v)),
@@ -143,6 +140,7 @@ impl fmt::Debug for SendJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::code::CodeLength;
 
     fn sealer() -> Sealer {
         Sealer::from_list("a sealing key of at least 32 bytes long").unwrap()

@@ -20,7 +20,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::code::{Code, CodeLength};
+use crate::code::Code;
 use crate::settings::{Secret, SettingError};
 
 /// The setting that holds the keys.
@@ -159,16 +159,12 @@ impl Sealer {
             )
             .map_err(|_| OpenError("changed, or sealed for another verification"))?;
         let text = String::from_utf8(digits).map_err(|_| OpenError("not digits"))?;
-        let len = u8::try_from(text.len())
-            .ok()
-            .and_then(CodeLength::new)
-            .ok_or(OpenError("not a code"))?;
-        Code::parse(&text, len).map_err(|_| OpenError("not a code"))
+        Code::parse_any_length(&text).ok_or(OpenError("not a code"))
     }
 
     /// [`Sealer::seal`] as text, for a JSON job (URL-safe base64 without padding).
     pub fn seal_text(&self, id: Uuid, code: &Code) -> String {
-        URL_SAFE_NO_PAD.encode(self.seal(id, code))
+        to_text(&self.seal(id, code))
     }
 
     /// [`Sealer::open`] of [`Sealer::seal_text`]'s text.
@@ -193,6 +189,7 @@ pub fn to_text(sealed: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::code::CodeLength;
 
     const OLD: &str = "an old sealing key of at least 32 bytes";
     const NEW: &str = "a new sealing key that is also 32 bytes or more";
