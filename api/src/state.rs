@@ -1,13 +1,12 @@
-//! What every handler shares: the settings, the pool, the publisher, the code hasher and
-//! sealer, the limits, the API keys, and the handles to the batch writers. Built from parts
-//! made elsewhere (the background tasks are started by `crate::tasks`); only the routes,
-//! extractors and authentication depend on it.
+//! What every handler shares: the settings (with the code sealer), the pool, the publisher,
+//! the code hasher, the limits, the API keys, and the handles to the batch writers. Built
+//! from parts made elsewhere (the background tasks are started by `crate::tasks`); only the
+//! routes, extractors and authentication depend on it.
 
 use std::sync::Arc;
 
 use common::broker::Publisher;
 use common::code::CodeHasher;
-use common::seal::Sealer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -27,8 +26,6 @@ pub struct Inner {
     pub pool: PgPool,
     pub publisher: Arc<Publisher>,
     pub hasher: CodeHasher,
-    /// Seals each code for its outbox row and its send job (`CODE_SEALING_KEYS`).
-    pub sealer: Sealer,
     pub metrics: PrometheusHandle,
     pub api_keys: ApiKeys,
     /// The abuse rules and rate limits.
@@ -50,7 +47,6 @@ impl AppState {
     ) -> Self {
         Self(Arc::new(Inner {
             api_keys: ApiKeys::new(&config.api_keys),
-            sealer: config.shared.sealer.clone(),
             limits: Limits::new(config.abuse.clone(), pool.clone()),
             config,
             pool,

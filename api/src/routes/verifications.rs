@@ -146,7 +146,7 @@ pub async fn start(
     tracing::Span::current().record("verification_id", tracing::field::display(id));
     let code = Code::generate(state.config.code_length);
     let request_id = request_id(&headers);
-    let sealed = state.sealer.seal(id, &code);
+    let sealed = state.config.shared.sealer.seal(id, &code);
     let row = NewRow {
         id,
         phone_number: phone.as_str().to_owned(),
