@@ -31,7 +31,7 @@ use crate::error::ApiError;
 use crate::extract::BODY_LIMIT;
 use crate::routes::{ops, verifications, webhooks};
 use crate::state::AppState;
-use crate::tasks::{Pipeline, Tasks};
+use crate::tasks::Tasks;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// No request may take longer; a slow dependency gives the client an answer, not a hang.
@@ -157,10 +157,16 @@ impl Application {
         names::register(&[
             names::VERIFICATIONS_STARTED,
             names::PREFIX_PAUSES,
+            names::PUMPING_EVALUATIONS,
+            names::PUMPING_JUDGED_UNTIL,
             names::OUTBOX_RELAYED,
             names::DEAD_LETTER_MESSAGES,
             names::OLDEST_QUEUED_AGE,
         ]);
+        for reason in ["rate_limited", "suspected_pumping", "budget_exhausted"] {
+            metrics::counter!(names::STARTS_REFUSED, "reason" => reason).increment(0);
+        }
+        metrics::counter!(names::PUMPING_SUSPECTED, "mode" => config.pumping.mode.as_str()).increment(0);
         Ok(Self {
             listener,
             config,
@@ -192,12 +198,8 @@ impl Application {
         tracing::info!(addr = %listener.local_addr()?, "verify-api listening");
         let hasher = CodeHasher::new(config.verify_secret.clone());
         let (tasks, pipeline) = Tasks::start(&config, &pool, &publisher, &hasher, shutdown.child_token());
-        let Pipeline {
-            starts,
-            checks,
-            dispatcher,
-        } = pipeline;
-        let state = AppState::new(config, pool, publisher, hasher, metrics, starts, checks);
+        let dispatcher = pipeline.dispatcher.clone();
+        let state = AppState::new(config, pool, publisher, hasher, metrics, pipeline);
         let (served, deadline) = serve(listener, state, &shutdown, grace).await;
         // Publish what the last starts committed; anything left is the relay's.
         let left = dispatcher.drain(DRAIN_WITHIN).await;

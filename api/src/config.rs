@@ -12,6 +12,9 @@ use common::phone::NumberKind;
 use common::settings::{Secret, SettingError, Settings, Shared, millis, seconds};
 use ipnet::IpNet;
 
+use crate::abuse::DailyBudget;
+use crate::pumping::PumpingConfig;
+
 /// Everything `verify-api` reads at start, validated.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -48,6 +51,8 @@ pub struct ApiConfig {
     pub outbox_relay_after: Duration,
     #[command(flatten)]
     pub abuse: AbuseConfig,
+    #[command(flatten)]
+    pub pumping: PumpingConfig,
 }
 
 impl Settings for ApiConfig {
@@ -57,6 +62,12 @@ impl Settings for ApiConfig {
             return Err(SettingError::new(
                 "OUTBOX_RELAY_AFTER_SECONDS",
                 "must be more than twice PUBLISH_TIMEOUT_MS, so the relay never races a start under way",
+            ));
+        }
+        if self.pumping.maturity >= self.pumping.window {
+            return Err(SettingError::new(
+                "PUMPING_MATURITY_SECONDS",
+                "must be shorter than PUMPING_WINDOW_SECONDS, or no start would ever be judged",
             ));
         }
         Ok(())
@@ -88,12 +99,15 @@ pub struct AbuseConfig {
     /// checks per client IP per minute (0: no limit)
     #[arg(long, env = "CHECKS_PER_IP_PER_MINUTE", default_value = "60", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub checks_per_ip_per_minute: u32,
-    /// starts per number prefix (country code + 3 digits) per minute before it is paused (0: no guard)
-    #[arg(long, env = "PREFIX_STARTS_PER_MINUTE", default_value = "60", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    /// a hard ceiling of starts per number prefix (country code + 3 digits) per minute before it is paused (0: off; the conversion-aware guard, PUMPING_GUARD, is the default defence)
+    #[arg(long, env = "PREFIX_STARTS_PER_MINUTE", default_value = "0", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub prefix_starts_per_minute: u32,
-    /// how long a prefix stays paused, 1 to 604800 seconds
+    /// how long a prefix stays paused (doubled for each pause of it within a day, up to 12 h), 1 to 604800 seconds
     #[arg(long = "prefix-pause-seconds", env = "PREFIX_PAUSE_SECONDS", default_value = "900", value_parser = seconds(1..=604_800))]
     pub prefix_pause: Duration,
+    /// SMS per country per UTC day, e.g. US:50000,GB:5000,*:1000 (* for any other country); past it 429 budget_exhausted [default: none]
+    #[arg(long = "daily-sms-budget", env = "DAILY_SMS_BUDGET", default_value = "", hide_default_value = true, value_parser = crate::abuse::daily_budget)]
+    pub daily_sms_budget: DailyBudget,
     /// comma-separated IP addresses or CIDRs whose X-Forwarded-For is believed for the client IP [default: none]
     #[arg(long, env = "TRUSTED_PROXIES", value_parser = ip_net, value_delimiter = ',')]
     pub trusted_proxies: Vec<IpNet>,
@@ -211,9 +225,11 @@ mod tests {
         assert_eq!(a.checks_per_ip_per_minute, 60);
         assert_eq!(
             (a.prefix_starts_per_minute, a.prefix_pause),
-            (60, Duration::from_secs(900))
+            (0, Duration::from_secs(900))
         );
         assert!(a.allowed_countries.is_none() && a.trusted_proxies.is_empty());
+        assert_eq!(a.daily_sms_budget, DailyBudget::default());
+        assert_eq!(c.pumping.mode, crate::pumping::Mode::On);
         assert_eq!(
             a.number_kinds,
             NumberKinds(Some(vec![NumberKind::Mobile, NumberKind::FixedLineOrMobile]))
@@ -228,8 +244,14 @@ mod tests {
             ("ALLOWED_COUNTRIES", "us,GB"),
             ("SMS_NUMBER_TYPES", "any"),
             ("RATE_LIMITS", "off"),
+            ("PUMPING_GUARD", "monitor"),
+            ("PUMPING_SAFE_PREFIXES", "+1415, +4420"),
+            ("DAILY_SMS_BUDGET", "US:50000,*:1000"),
         ])
         .unwrap();
+        assert_eq!(c.pumping.mode, crate::pumping::Mode::Monitor);
+        assert_eq!(c.pumping.safe_prefixes, ["+1415", "+4420"]);
+        assert_eq!(c.abuse.daily_sms_budget.of(Some("FR")), Some(1000));
         assert!(!c.abuse.rate_limits);
         assert_eq!(c.api_keys[1].expose(), "second-key-0123456789");
         assert_eq!(c.abuse.trusted_proxies.len(), 2);
@@ -260,6 +282,12 @@ mod tests {
             ("SMS_NUMBER_TYPES", "landline"),
             ("SENDS_PER_NUMBER", "-1"),
             ("OUTBOX_RELAY_AFTER_SECONDS", "10"),
+            ("PUMPING_GUARD", "yes"),
+            ("PUMPING_SAFE_PREFIXES", "1415"),
+            ("PUMPING_MAX_CONVERSION", "1.5"),
+            ("PUMPING_BASELINE_HOURS", "0"),
+            ("PUMPING_MATURITY_SECONDS", "600"),
+            ("DAILY_SMS_BUDGET", "US:many"),
         ] {
             let err = read(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{name}={value}: {err}");

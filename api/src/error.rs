@@ -45,6 +45,18 @@ pub enum ApiError {
         message: String,
         retry_after: std::time::Duration,
     },
+    /// The number's prefix is paused: SMS pumping is suspected there.
+    #[error("{message}")]
+    SuspectedPumping {
+        message: String,
+        retry_after: std::time::Duration,
+    },
+    /// The country's daily SMS budget is used up.
+    #[error("{message}")]
+    BudgetExhausted {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("request body is larger than 16 KiB")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -68,6 +80,8 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::CountryNotAllowed(_) => (StatusCode::FORBIDDEN, "country_not_allowed"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::SuspectedPumping { .. } => (StatusCode::TOO_MANY_REQUESTS, "suspected_pumping"),
+            Self::BudgetExhausted { .. } => (StatusCode::TOO_MANY_REQUESTS, "budget_exhausted"),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -111,8 +125,12 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let Self::RateLimited { retry_after, .. } = &self {
-            let seconds = retry_after.as_secs().max(1).to_string();
+        if let Self::RateLimited { retry_after, .. }
+        | Self::SuspectedPumping { retry_after, .. }
+        | Self::BudgetExhausted { retry_after, .. } = &self
+        {
+            // Rounded up: a client that waits this long finds room.
+            let seconds = (retry_after.as_secs_f64().ceil() as u64).max(1).to_string();
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_str(&seconds).expect("digits"));

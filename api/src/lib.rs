@@ -12,6 +12,7 @@ mod extract;
 pub mod monitor;
 pub mod openapi;
 pub mod outbox;
+pub mod pumping;
 mod routes;
 mod state;
 mod tasks;

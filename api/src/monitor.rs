@@ -9,6 +9,8 @@ use common::metric_names as names;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::pumping::Guard;
+
 /// Depths from the broker joined with waiting ages from the database.
 pub async fn queue_views(pool: &PgPool, publisher: &Publisher) -> anyhow::Result<Vec<QueueView>> {
     let topology = publisher.topology();
@@ -18,10 +20,25 @@ pub async fn queue_views(pool: &PgPool, publisher: &Publisher) -> anyhow::Result
 }
 
 /// Refreshes the queue gauges every `interval` until `shutdown`.
-pub async fn run(pool: PgPool, publisher: Arc<Publisher>, interval: Duration, shutdown: CancellationToken) {
+/// The send queue's wait also tells the pumping guard how long to wait before judging.
+pub async fn run(
+    pool: PgPool,
+    publisher: Arc<Publisher>,
+    guard: Arc<Guard>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
         match queue_views(&pool, &publisher).await {
-            Ok(views) => record(&publisher, &views),
+            Ok(views) => {
+                record(&publisher, &views);
+                let send = publisher.topology().send_queue();
+                if let Some(wait) = views.iter().find(|v| v.name == send) {
+                    guard.set_send_wait(Duration::from_secs_f64(
+                        wait.oldest_queued_age_seconds.unwrap_or(0.0).max(0.0),
+                    ));
+                }
+            }
             Err(e) => tracing::debug!(error = format!("{e:#}"), "queue gauges not refreshed"),
         }
         tokio::select! {

@@ -17,6 +17,8 @@ use common::settings::Secret;
 use crate::abuse::Limits;
 use crate::batch::{CheckReserver, StartWriter};
 use crate::config::ApiConfig;
+use crate::pumping::{Guard, Snapshot};
+use crate::tasks::Pipeline;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -30,24 +32,37 @@ pub struct Inner {
     pub api_keys: ApiKeys,
     /// The abuse rules and rate limits.
     pub limits: Limits,
+    /// The pumping guard's counts and pauses.
+    pub guard: Arc<Guard>,
+    /// The conversion and budget metrics of the guard's last evaluation.
+    pub guard_metrics: Arc<Snapshot>,
     pub starts: StartWriter,
     pub checks: CheckReserver,
 }
 
 impl AppState {
-    /// `starts` and `checks` are the handles of batch writers started by `crate::tasks`.
+    /// `pipeline` holds the handles of the batch writers and of the guard, started by
+    /// `crate::tasks`.
     pub fn new(
         config: ApiConfig,
         pool: PgPool,
         publisher: Arc<Publisher>,
         hasher: CodeHasher,
         metrics: PrometheusHandle,
-        starts: StartWriter,
-        checks: CheckReserver,
+        pipeline: Pipeline,
     ) -> Self {
+        let Pipeline {
+            starts,
+            checks,
+            guard,
+            guard_metrics,
+            dispatcher: _,
+        } = pipeline;
         Self(Arc::new(Inner {
             api_keys: ApiKeys::new(&config.api_keys),
-            limits: Limits::new(config.abuse.clone(), pool.clone()),
+            limits: Limits::new(config.abuse.clone(), Arc::clone(&guard), pool.clone()),
+            guard,
+            guard_metrics,
             config,
             pool,
             publisher,

@@ -1,7 +1,7 @@
 //! Every background task of the API, started here and only here, on one [`TaskTracker`]: the
 //! pipeline behind the request path (start writers, check reservers, dispatchers, settler)
 //! and the periodic tasks (outbox relay, rate-limit janitor, retention sweeper, queue
-//! monitor); and how they stop ([`Tasks::stop`]).
+//! monitor, the pumping guard's sync and evaluation); and how they stop ([`Tasks::stop`]).
 //!
 //! The pipeline's loops end on their own once the handles that feed them are gone: the batch
 //! writers when the request path's [`StartWriter`] and [`CheckReserver`] are dropped (with
@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::batch::{CheckReserver, StartWriter};
 use crate::config::ApiConfig;
 use crate::outbox::{Dispatcher, Relay, Settler};
+use crate::pumping::{Guard, Snapshot};
 
 /// How often the queue gauges are refreshed.
 const MONITOR_EVERY: Duration = Duration::from_secs(5);
@@ -36,6 +37,10 @@ pub struct Pipeline {
     pub checks: CheckReserver,
     /// For the drain at shutdown: every start writer holds one too.
     pub dispatcher: Dispatcher,
+    /// The pumping guard, whose counts and pauses the tasks keep in step with PostgreSQL.
+    pub guard: Arc<Guard>,
+    /// The guard's last evaluation, for `/metrics`.
+    pub guard_metrics: Arc<Snapshot>,
 }
 
 /// The running background tasks.
@@ -97,10 +102,30 @@ impl Tasks {
             config.shared.retention_days,
             tasks.cancel_periodic.clone(),
         ));
+        let guard = Guard::new(
+            config.pumping.clone(),
+            config.abuse.rate_limits && config.abuse.prefix_starts_per_minute > 0,
+            config.abuse.prefix_pause,
+        );
+        let guard_metrics = Arc::new(Snapshot::default());
         tasks.spawn_periodic(crate::monitor::run(
             pool.clone(),
             Arc::clone(publisher),
+            Arc::clone(&guard),
             MONITOR_EVERY,
+            tasks.cancel_periodic.clone(),
+        ));
+        // Not cut short by the cancellation: it ends on it, after a last flush of its counts.
+        tasks.tracker.spawn(crate::pumping::sync(
+            Arc::clone(&guard),
+            pool.clone(),
+            tasks.cancel_periodic.clone(),
+        ));
+        tasks.spawn_periodic(crate::pumping::evaluate(
+            Arc::clone(&guard),
+            config.abuse.daily_sms_budget.clone(),
+            Arc::clone(&guard_metrics),
+            pool.clone(),
             tasks.cancel_periodic.clone(),
         ));
 
@@ -110,6 +135,8 @@ impl Tasks {
                 starts,
                 checks,
                 dispatcher,
+                guard,
+                guard_metrics,
             },
         )
     }

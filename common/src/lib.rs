@@ -6,6 +6,7 @@
 pub mod broker;
 pub mod code;
 pub mod db;
+pub mod guard;
 pub mod job;
 pub mod limits;
 pub mod metric_names;

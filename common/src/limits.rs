@@ -1,5 +1,5 @@
 //! The SQL of the abuse limits: sliding-window counters shared by every API replica, and
-//! paused number prefixes. Which limits apply, and their messages, is the API's policy.
+//! paused number prefixes, the daily SMS budget. Which limits apply, and their messages, is the API's policy.
 
 use std::time::Duration;
 
@@ -39,10 +39,11 @@ pub async fn give_back(pool: &PgPool, key: &str) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// How long `prefix` stays paused, if it is.
+/// How long `prefix` stays paused (an enforced pause), if it is.
 pub async fn prefix_paused(pool: &PgPool, prefix: &str) -> sqlx::Result<Option<Duration>> {
     let left: Option<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM until - now())::float8 FROM prefix_pauses WHERE prefix = $1 AND until > now()",
+        "SELECT extract(epoch FROM until - now())::float8 FROM prefix_pauses \
+         WHERE prefix = $1 AND until > now() AND enforced",
     )
     .bind(prefix)
     .fetch_optional(pool)
@@ -50,30 +51,50 @@ pub async fn prefix_paused(pool: &PgPool, prefix: &str) -> sqlx::Result<Option<D
     Ok(left.map(|s| Duration::from_secs_f64(s.max(1.0))))
 }
 
-/// Pauses `prefix` for `pause` (extends a pause under way). Returns whether it was not
-/// paused before (so the alert is raised once per pause).
-pub async fn pause_prefix(pool: &PgPool, prefix: &str, pause: Duration) -> sqlx::Result<bool> {
-    let fresh: bool = sqlx::query_scalar(
-        "INSERT INTO prefix_pauses (prefix, until) VALUES ($1, now() + make_interval(secs => $2)) \
-         ON CONFLICT (prefix) DO UPDATE SET until = EXCLUDED.until, \
-           paused_at = CASE WHEN prefix_pauses.until > now() THEN prefix_pauses.paused_at ELSE now() END \
-         RETURNING paused_at = now()",
-    )
-    .bind(prefix)
-    .bind(pause.as_secs_f64())
-    .fetch_one(pool)
-    .await?;
-    Ok(fresh)
+/// Why a start was not admitted by [`take_start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartRefusal {
+    /// The limit at this index (into the limits given) is full, and has room again after this.
+    Limit(usize, Duration),
+    /// The country's daily SMS budget is used up, until the next UTC day (this long).
+    Budget(Duration),
+}
+
+/// Takes one event under every limit and, with `budget` (a country and its daily budget),
+/// one SMS of that country's budget for today: all of it or nothing (`start_take` in
+/// PostgreSQL, atomic across replicas). `Ok(None)` when admitted.
+pub async fn take_start(
+    pool: &PgPool,
+    limits: &[Limit],
+    budget: Option<(&str, u32)>,
+) -> sqlx::Result<Option<StartRefusal>> {
+    let keys: Vec<&str> = limits.iter().map(|l| l.key.as_str()).collect();
+    let counts: Vec<i32> = limits.iter().map(|l| l.limit as i32).collect();
+    let windows: Vec<f64> = limits.iter().map(|l| l.window.as_secs_f64()).collect();
+    let row = sqlx::query("SELECT refused, retry_after FROM start_take($1, $2, $3, $4, $5)")
+        .bind(&keys)
+        .bind(&counts)
+        .bind(&windows)
+        .bind(budget.map(|(country, _)| country))
+        .bind(budget.map(|(_, n)| n.min(i32::MAX as u32) as i32))
+        .fetch_one(pool)
+        .await?;
+    let refused: i32 = row.try_get(0)?;
+    let retry_after = Duration::from_secs_f64(row.try_get::<f64, _>(1)?.max(1.0));
+    Ok(match refused {
+        0 => None,
+        -1 => Some(StartRefusal::Budget(retry_after)),
+        i => Some(StartRefusal::Limit(i as usize - 1, retry_after)),
+    })
 }
 
 /// Rows deleted by one statement of [`forget_expired`].
 const FORGET_BATCH: i64 = 5_000;
 
-/// Deletes the bookkeeping of keys whose newest event left its window, and prefix pauses
-/// that ended, in statements of [`FORGET_BATCH`] rows (short locks, short transactions)
+/// Deletes the bookkeeping of keys whose newest event left its window, in statements of [`FORGET_BATCH`] rows (short locks, short transactions)
 /// until none is left. The table then holds the keys active within their windows: its size
 /// follows the number of numbers, addresses and prefixes in use, not the events. Returns the
-/// rows deleted.
+/// rows deleted, with what [`crate::guard::forget_old`] deleted.
 pub async fn forget_expired(pool: &PgPool) -> sqlx::Result<u64> {
     let mut total = 0;
     loop {
@@ -92,9 +113,6 @@ pub async fn forget_expired(pool: &PgPool) -> sqlx::Result<u64> {
             break;
         }
     }
-    total += sqlx::query("DELETE FROM prefix_pauses WHERE until < now()")
-        .execute(pool)
-        .await?
-        .rows_affected();
+    total += crate::guard::forget_old(pool).await?;
     Ok(total)
 }

@@ -9,6 +9,17 @@ pub const HTTP_DURATION: &str = "verify_http_request_duration_seconds";
 pub const CALLBACKS: &str = "verify_delivery_callbacks_total";
 pub const TIME_TO_DELIVERED: &str = "verify_time_to_delivered_seconds";
 pub const PREFIX_PAUSES: &str = "verify_prefix_pauses_total";
+pub const STARTS_REFUSED: &str = "verify_starts_refused_total";
+pub const PUMPING_SUSPECTED: &str = "verify_pumping_suspected_total";
+pub const PUMPING_EVALUATIONS: &str = "verify_pumping_evaluations_total";
+pub const PUMPING_JUDGED_UNTIL: &str = "verify_pumping_judged_until_seconds";
+// Rendered from the guard's last evaluation (a bounded label set), not kept by the recorder.
+pub const CONVERSION_RATIO: &str = "verify_conversion_ratio";
+pub const CONVERSION_MATURED: &str = "verify_conversion_matured_starts";
+pub const PREFIX_RECENT_STARTS: &str = "verify_prefix_recent_starts";
+pub const PREFIX_CONVERSION_RATIO: &str = "verify_prefix_conversion_ratio";
+pub const SMS_BUDGET_USED: &str = "verify_sms_budget_used";
+pub const SMS_BUDGET_LIMIT: &str = "verify_sms_budget_limit";
 pub const OUTBOX_RELAYED: &str = "verify_outbox_relayed_total";
 pub const QUEUE_READY: &str = "verify_queue_messages_ready";
 pub const QUEUE_CONSUMERS: &str = "verify_queue_consumers";
@@ -41,7 +52,24 @@ pub fn describe() {
     describe_histogram!(TIME_TO_DELIVERED, Unit::Seconds, "From start to the delivered callback");
     describe_counter!(
         PREFIX_PAUSES,
-        "Number prefixes paused for a burst of starts (SMS pumping)"
+        "Number prefixes paused (SMS pumping suspected, or PREFIX_STARTS_PER_MINUTE reached)"
+    );
+    describe_counter!(
+        STARTS_REFUSED,
+        "Starts refused with 429, by reason (rate_limited, suspected_pumping, budget_exhausted)"
+    );
+    describe_counter!(
+        PUMPING_SUSPECTED,
+        "Prefixes the pumping guard suspected, by mode (on: paused; monitor: only alerted)"
+    );
+    describe_counter!(
+        PUMPING_EVALUATIONS,
+        "Evaluations of the pumping guard run by this replica"
+    );
+    describe_gauge!(
+        PUMPING_JUDGED_UNTIL,
+        Unit::Seconds,
+        "Unix time before which every start has been judged by the pumping guard's last evaluation"
     );
     describe_counter!(
         OUTBOX_RELAYED,

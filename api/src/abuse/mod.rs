@@ -3,40 +3,64 @@
 //! Every limit is a sliding window kept in PostgreSQL ([`common::limits`]), so it holds across
 //! any number of API replicas. A refused request answers 429 `rate_limited` with
 //! `Retry-After` and a message naming the limit; it uses up nothing. `0` switches one limit
-//! off, `RATE_LIMITS=off` all of them (the country and number-type rules stay).
+//! off, `RATE_LIMITS=off` all of them (the country and number-type rules stay, and so do the
+//! pumping guard, [`crate::pumping`], and the daily SMS budget, [`budget`], which are not
+//! rate limits).
 
 use common::metric_names as names;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::limits::{self, Limit};
+use common::guard;
+use common::limits::{self, Limit, StartRefusal};
 use common::phone::PhoneNumber;
 use sqlx::PgPool;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
+use crate::pumping::Guard;
 
 pub use crate::config::AbuseConfig;
 
+mod budget;
 mod kinds;
+
+pub use budget::{DailyBudget, daily_budget};
 
 use kinds::{CheckLimit, MINUTE, StartLimit};
 
-/// The abuse rules and rate limits as the request path applies them: the settings, and the
-/// pool of the database that keeps the windows.
+/// The abuse rules and rate limits as the request path applies them: the settings, the
+/// pumping guard, and the pool of the database that keeps the windows.
 pub struct Limits {
     abuse: AbuseConfig,
+    guard: Arc<Guard>,
     pool: PgPool,
 }
 
 impl Limits {
-    pub fn new(abuse: AbuseConfig, pool: PgPool) -> Self {
-        Self { abuse, pool }
+    pub fn new(abuse: AbuseConfig, guard: Arc<Guard>, pool: PgPool) -> Self {
+        Self { abuse, guard, pool }
     }
 
     /// Whether a start for `phone` from `ip` may go ahead: the country and number-type rules,
-    /// then (when on) the paused prefixes and every start limit, all at once.
+    /// the paused prefixes, then (when on) every start limit and (when set) the country's
+    /// daily budget, all at once. A refusal is counted by reason.
     pub async fn admit_start(&self, phone: &PhoneNumber, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        let refused = self.refuse_start(phone, ip).await;
+        if let Err(e) = &refused {
+            let reason = match e {
+                ApiError::RateLimited { .. } => "rate_limited",
+                ApiError::SuspectedPumping { .. } => "suspected_pumping",
+                ApiError::BudgetExhausted { .. } => "budget_exhausted",
+                _ => return refused,
+            };
+            metrics::counter!(names::STARTS_REFUSED, "reason" => reason).increment(1);
+        }
+        refused
+    }
+
+    async fn refuse_start(&self, phone: &PhoneNumber, ip: Option<IpAddr>) -> Result<(), ApiError> {
         let (abuse, pool) = (&self.abuse, &self.pool);
         if let Some(allowed) = &abuse.allowed_countries
             && !phone.country().is_some_and(|c| allowed.contains(c))
@@ -53,43 +77,74 @@ impl Limits {
                 phone.kind().as_str().replace('_', " ")
             )));
         }
-        if !abuse.rate_limits {
-            return Ok(());
-        }
         let prefix = phone.prefix();
-        if abuse.prefix_starts_per_minute > 0
-            && let Some(left) = limits::prefix_paused(pool, prefix).await?
-        {
-            return Err(prefix_refusal(prefix, left));
+        if let Some(left) = self.guard.paused_for(phone) {
+            return Err(pumping_refusal(prefix, left));
         }
         let number = phone.as_str();
-        let wanted: Vec<(StartLimit, Limit)> = StartLimit::ALL
-            .into_iter()
-            .map(|kind| (kind, kind.limit(abuse, number, prefix, ip)))
-            .filter(|(_, l)| l.limit > 0 && !l.window.is_zero())
-            .collect();
-        let limits: Vec<Limit> = wanted.iter().map(|(_, l)| l.clone()).collect();
-        let Some((index, retry_after)) = limits::take(pool, &limits).await? else {
+        let safe = self.guard.is_safe(number);
+        let wanted: Vec<(StartLimit, Limit)> = if abuse.rate_limits {
+            StartLimit::ALL
+                .into_iter()
+                .filter(|kind| !(safe && *kind == StartLimit::Prefix))
+                .map(|kind| (kind, kind.limit(abuse, number, prefix, ip)))
+                .filter(|(_, l)| l.limit > 0 && !l.window.is_zero())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let country = phone.country().unwrap_or("unknown");
+        let budget = abuse.daily_sms_budget.of(phone.country()).map(|n| (country, n));
+        if wanted.is_empty() && budget.is_none() {
             return Ok(());
+        }
+        let limits: Vec<Limit> = wanted.iter().map(|(_, l)| l.clone()).collect();
+        let (index, retry_after) = match limits::take_start(pool, &limits, budget).await? {
+            None => return Ok(()),
+            Some(StartRefusal::Budget(retry_after)) => {
+                return Err(ApiError::BudgetExhausted {
+                    message: format!(
+                        "the daily SMS budget for {country} numbers ({}) is used up; it renews at 00:00 UTC",
+                        budget.map_or(0, |(_, n)| n)
+                    ),
+                    retry_after,
+                });
+            }
+            Some(StartRefusal::Limit(index, retry_after)) => (index, retry_after),
         };
         let refused = wanted[index].0;
         if refused == StartLimit::Prefix {
-            if limits::pause_prefix(pool, prefix, abuse.prefix_pause).await? {
-                tracing::error!(
-                    alert = "sms_pumping",
-                    prefix,
-                    limit = abuse.prefix_starts_per_minute,
-                    pause_seconds = abuse.prefix_pause.as_secs(),
-                    "ALERT: starts to one number prefix exceeded the limit; the prefix is paused"
-                );
-                metrics::counter!(names::PREFIX_PAUSES).increment(1);
-            }
-            return Err(prefix_refusal(prefix, abuse.prefix_pause));
+            return Err(self.ceiling_reached(prefix).await?);
         }
         Err(ApiError::RateLimited {
             message: refused.message(abuse, retry_after),
             retry_after,
         })
+    }
+
+    /// The hard ceiling of starts per prefix was reached: the prefix is paused, for every
+    /// replica, and the refusal says for how long.
+    async fn ceiling_reached(&self, prefix: &str) -> Result<ApiError, ApiError> {
+        let abuse = &self.abuse;
+        let left = match guard::pause(&self.pool, prefix, abuse.prefix_pause, true, "ceiling").await? {
+            Some(paused) => {
+                tracing::error!(
+                    alert = "sms_pumping",
+                    prefix,
+                    limit = abuse.prefix_starts_per_minute,
+                    pause_seconds = paused.lasts.as_secs(),
+                    strikes = paused.strikes,
+                    "ALERT: starts to one number prefix exceeded PREFIX_STARTS_PER_MINUTE; the prefix is paused"
+                );
+                metrics::counter!(names::PREFIX_PAUSES).increment(1);
+                paused.lasts
+            }
+            None => limits::prefix_paused(&self.pool, prefix)
+                .await?
+                .unwrap_or(abuse.prefix_pause),
+        };
+        self.guard.mark_paused(prefix, left);
+        Ok(pumping_refusal(prefix, left))
     }
 
     /// Whether a check for `phone` from `ip` may go ahead. Counts it as a wrong code up front
@@ -133,9 +188,11 @@ pub async fn forget_expired(pool: PgPool, shutdown: CancellationToken) {
     }
 }
 
-fn prefix_refusal(prefix: &str, left: Duration) -> ApiError {
-    ApiError::RateLimited {
-        message: format!("too many verifications to numbers starting {prefix}; that prefix is paused"),
+fn pumping_refusal(prefix: &str, left: Duration) -> ApiError {
+    ApiError::SuspectedPumping {
+        message: format!(
+            "SMS pumping is suspected on numbers starting {prefix}; that prefix is paused, try again later"
+        ),
         retry_after: left,
     }
 }

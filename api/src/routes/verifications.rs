@@ -128,7 +128,7 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
         (status = 403, description = "`country_not_allowed`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))),
+        (status = 429, description = "`rate_limited`; `suspected_pumping` (the number's prefix is paused by the pumping guard); `budget_exhausted` (the country's daily SMS budget is used up). Nothing stored, nothing sent", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))),
         (status = 503, description = "`unavailable`: nothing stored, nothing sent", body = ErrorBody),
     )
 )]
@@ -161,6 +161,7 @@ pub async fn start(
     if superseded > 0 {
         tracing::info!(canceled = superseded, "superseded older verifications");
     }
+    state.guard.record_start(&phone);
     metrics::counter!(names::VERIFICATIONS_STARTED).increment(1);
     tracing::info!(phone = %phone.masked(), "verification started");
     let body = Started {
@@ -217,6 +218,7 @@ pub async fn check(
         let v = repo::approve(&state.pool, reserved.id).await?;
         // None: it expired, or a new start superseded it, between the two statements.
         let v = v.ok_or(ApiError::VerificationNotFound)?;
+        state.guard.record_approval(&phone, v.created_at);
         (v.status, v.delivery_status)
     } else if remaining == 0 {
         let v = repo::exhaust(&state.pool, reserved.id).await?;

@@ -257,8 +257,8 @@ async fn a_burst_to_one_prefix_pauses_that_prefix_only() {
     for n in 0..5 {
         app.start_ok(&format!("+1415555200{n}")).await;
     }
-    let (status, _, retry_after, message) = refusal(app.start("+14155552005").await).await;
-    assert_eq!(status, 429);
+    let (status, code, retry_after, message) = refusal(app.start("+14155552005").await).await;
+    assert_eq!((status, code.as_str()), (429, "suspected_pumping"));
     assert_eq!(retry_after, Some(120));
     assert!(
         message.contains("numbers starting +1415; that prefix is paused"),

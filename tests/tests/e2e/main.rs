@@ -8,6 +8,7 @@ mod delivery;
 mod operations;
 mod ops;
 mod pool;
+mod pumping;
 mod retry_timing;
 mod safety;
 mod secrets;
