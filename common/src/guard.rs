@@ -162,7 +162,8 @@ pub async fn enforced_pauses(pool: &PgPool) -> sqlx::Result<Vec<(String, Duratio
 /// Folds the buckets that started before `before` (unix seconds) into their prefixes'
 /// baselines (an exponentially weighted average of starts per minute with time constant
 /// `time_constant`) and deletes them. Runs in one replica at a time (the others find the
-/// lock taken and return `false` at once), so no bucket is folded twice.
+/// lock taken and return `false` at once), so no bucket is folded twice. A bucket written
+/// again after it was folded (a late approval) is deleted without moving the baseline.
 pub async fn fold_into_baselines(pool: &PgPool, before: f64, time_constant: Duration) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7042)")
@@ -178,7 +179,8 @@ pub async fn fold_into_baselines(pool: &PgPool, before: f64, time_constant: Dura
                    FROM aged GROUP BY prefix), \
          span AS (SELECT per.prefix, per.n, per.through, coalesce(b.per_minute, 0) AS old, \
                          GREATEST($3 / 60.0, extract(epoch FROM per.through - coalesce(b.through, per.first)) / 60.0) AS minutes \
-                    FROM per LEFT JOIN prefix_baselines b ON b.prefix = per.prefix) \
+                    FROM per LEFT JOIN prefix_baselines b ON b.prefix = per.prefix \
+                   WHERE b.through IS NULL OR per.through > b.through) \
          INSERT INTO prefix_baselines AS b (prefix, per_minute, through) \
          SELECT prefix, old * exp(-minutes / $2) + (1 - exp(-minutes / $2)) * n / minutes, through \
            FROM span ORDER BY prefix \

@@ -203,3 +203,40 @@ fn render(stats: &[PrefixStats], used: &[(String, i64)], budget: &DailyBudget) -
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(prefix: &str, country: &str, recent: i64, matured: i64, approved: i64) -> PrefixStats {
+        PrefixStats {
+            prefix: prefix.into(),
+            country: country.into(),
+            recent,
+            matured,
+            approved,
+            baseline_per_minute: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_metrics_name_countries_and_only_the_busiest_prefixes() {
+        let mut all: Vec<PrefixStats> = (0..30)
+            .map(|i| stats(&format!("+1{}", 200 + i), "US", i, i, i / 2))
+            .collect();
+        all.push(stats("+4420", "GB", 100, 80, 60));
+        let budget = crate::abuse::daily_budget("US:50,*:5").unwrap();
+        let text = render(&all, &[("US".into(), 7)], &budget);
+        let lines = |name: &str| text.lines().filter(|l| l.starts_with(&format!("{name}{{"))).count();
+        assert_eq!(lines(names::PREFIX_RECENT_STARTS), BUSIEST, "{text}");
+        assert!(text.contains("verify_prefix_recent_starts{prefix=\"+4420\",country=\"GB\"} 100"));
+        assert!(!text.contains("prefix=\"+1200\""), "the quietest prefix is not shown");
+        assert!(text.contains("verify_conversion_ratio{country=\"GB\"} 0.75"), "{text}");
+        assert_eq!(lines(names::CONVERSION_RATIO), 2);
+        assert!(text.contains("verify_sms_budget_used{country=\"US\"} 7"));
+        assert!(text.contains("verify_sms_budget_limit{country=\"*\"} 5"));
+        for family in [names::CONVERSION_RATIO, names::SMS_BUDGET_LIMIT] {
+            assert!(text.contains(&format!("# TYPE {family} gauge")));
+        }
+    }
+}

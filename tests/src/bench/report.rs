@@ -52,6 +52,8 @@ pub struct Report {
     pub sms_sent: usize,
     pub numbers_texted_twice: usize,
     pub numbers_never_texted: usize,
+    /// Prefixes the pumping guard (on, with its defaults) paused during the run.
+    pub paused_prefixes: Vec<String>,
 }
 
 fn ms(d: Duration) -> String {
@@ -104,7 +106,7 @@ impl Report {
         let _ = writeln!(out, "Machine: {}\n\nCommand: `{}`\n", self.machine, self.command);
         let _ = writeln!(
             out,
-            "Settings: N = {} starts per burst, concurrency C = {}, fake Twilio latency {} ms, WORKER_CONCURRENCY = {}, rate limits off.\n",
+            "Settings: N = {} starts per burst, concurrency C = {}, fake Twilio latency {} ms, WORKER_CONCURRENCY = {}, rate limits off, pumping guard on (its defaults).\n",
             self.n,
             self.concurrency,
             self.twilio_latency.as_millis(),
@@ -157,6 +159,16 @@ impl Report {
             out,
             "Outcome: {} of {} verifications texted; {} numbers texted twice; {} never texted.\n",
             self.sms_sent, self.sms_expected, self.numbers_texted_twice, self.numbers_never_texted
+        );
+        let _ = writeln!(
+            out,
+            "Pumping guard: prefixes paused during the run: {} ({}). The bench never checks a right code, so a burst's prefixes are paused once its starts are old enough to judge; each burst goes to area codes of its own, and every start above counts as an error unless answered 202.\n",
+            self.paused_prefixes.len(),
+            if self.paused_prefixes.is_empty() {
+                "none".to_owned()
+            } else {
+                self.paused_prefixes.join(", ")
+            }
         );
         out.push_str(&self.targets());
         out

@@ -352,6 +352,9 @@ async fn run(a: Args) -> anyhow::Result<Report> {
     report.starts_during_sweep = starts;
     report.swept = (swept?.verifications, took);
     report.api_peak_rss_kib = api.peak_rss_kib();
+    report.paused_prefixes = sqlx::query_scalar("SELECT prefix FROM prefix_pauses WHERE until > now() ORDER BY prefix")
+        .fetch_all(&pool)
+        .await?;
     drop(api);
 
     let messages = fake.messages();
