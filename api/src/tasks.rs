@@ -107,7 +107,7 @@ impl Tasks {
             config.abuse.rate_limits && config.abuse.prefix_starts_per_minute > 0,
             config.abuse.prefix_pause,
         );
-        let guard_metrics = Arc::new(Snapshot::default());
+        let guard_metrics = Arc::new(Snapshot::new(&config.abuse.daily_sms_budget));
         tasks.spawn_periodic(crate::monitor::run(
             pool.clone(),
             Arc::clone(publisher),

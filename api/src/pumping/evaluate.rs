@@ -21,10 +21,15 @@ const BUSIEST: usize = 10;
 
 /// The metrics of the last evaluation, rendered into `/metrics` as they are: a prefix that
 /// left the busiest, or a country without traffic in the window, leaves the scrape.
-#[derive(Default)]
 pub struct Snapshot(RwLock<String>);
 
 impl Snapshot {
+    /// The families, without samples, until the first evaluation: a scrape shows every
+    /// metric from the start.
+    pub fn new(budget: &DailyBudget) -> Self {
+        Self(RwLock::new(render(&[], &[], budget)))
+    }
+
     pub fn render(&self) -> String {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
