@@ -145,6 +145,22 @@ impl FakeTwilio {
         self.memory().messages.clone()
     }
 
+    /// The messages accepted after the first `seen`, oldest first: a reader that keeps count
+    /// of what it has read copies each message once, however many the fake holds.
+    pub fn messages_after(&self, seen: usize) -> Vec<SentMessage> {
+        self.memory()
+            .messages
+            .get(seen..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Resolves when a message is next accepted or a callback delivered. Created before
+    /// reading the state, it also resolves for one that arrives in between.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.changed.notified()
+    }
+
     pub fn messages_to(&self, to: &str) -> Vec<SentMessage> {
         self.memory().messages.iter().filter(|m| m.to == to).cloned().collect()
     }
