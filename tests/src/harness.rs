@@ -750,6 +750,17 @@ pub struct Scrape {
 }
 
 impl Scrape {
+    /// Scrapes `{base}/metrics`.
+    pub async fn fetch(http: &reqwest::Client, base: &str) -> Self {
+        let response = http.get(format!("{base}/metrics")).send().await;
+        let text = response
+            .expect("scraping /metrics")
+            .text()
+            .await
+            .expect("the scrape's body");
+        Self::parse(text)
+    }
+
     pub fn parse(text: String) -> Self {
         let samples = text
             .lines()

@@ -8,18 +8,6 @@ use serde_json::{Value, json};
 use verify_tests::fake_twilio::Fault;
 use verify_tests::harness::{API_KEY, Options, Scrape, spawn_app, spawn_app_with};
 
-async fn scrape(http: &reqwest::Client, base: &str) -> Scrape {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    Scrape::parse(text)
-}
-
 /// Every `verify_…` metric name the deploy files (alert rules, dashboard) use.
 fn metric_names_in_deploy_files() -> Vec<String> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
@@ -81,7 +69,7 @@ async fn metrics_scraped_during_a_burst_show_every_metric_with_sensible_values()
         .collect::<Vec<_>>()
         .await;
     assert!(starts.iter().all(|s| *s == 202));
-    let during = scrape(&http, &worker_base).await;
+    let during = Scrape::fetch(&http, &worker_base).await;
     assert!(
         during.value("verify_sends_in_flight", &[]).is_some_and(|n| n > 0.0),
         "sends in flight during the burst"
@@ -110,8 +98,8 @@ async fn metrics_scraped_during_a_burst_show_every_metric_with_sensible_values()
     let send_queue = [("queue", app.queue.as_str())];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let (a, w) = loop {
-        let a = scrape(&http, &api_base).await;
-        let w = scrape(&http, &worker_base).await;
+        let a = Scrape::fetch(&http, &api_base).await;
+        let w = Scrape::fetch(&http, &worker_base).await;
         let worker_done = w.value("verify_sends_in_flight", &[]) == Some(0.0)
             && w.value("verify_jobs_total", &[("outcome", "submitted")]) >= Some(120.0);
         let gauges_drained = a.value("verify_queue_messages_ready", &send_queue) == Some(0.0)

@@ -40,16 +40,7 @@ async fn wait_for_pause(app: &TestApp, prefix: &str, limit: Duration) -> bool {
 }
 
 async fn scrape(app: &TestApp) -> Scrape {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.api_base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    Scrape::parse(text)
+    Scrape::fetch(&app.http, &app.api_base).await
 }
 
 async fn error_code(response: reqwest::Response) -> (u16, Option<u64>, String) {

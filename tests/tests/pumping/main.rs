@@ -199,13 +199,7 @@ impl Service {
 
     /// The API process's metrics.
     pub async fn scrape(&self) -> Scrape {
-        let response = self
-            .http
-            .get(format!("{}/metrics", self.processes.api_base))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("scraping the API's metrics (log {}): {e}", self.api_log()));
-        Scrape::parse(response.text().await.expect("the metrics' text"))
+        Scrape::fetch(&self.http, &self.processes.api_base).await
     }
 
     /// Every row of `prefix_pauses`.
