@@ -28,6 +28,8 @@ pub enum ApiError {
     InvalidPhoneNumber(String),
     #[error("{0}")]
     InvalidCode(String),
+    #[error("locale {0:?} is not supported; supported: {supported}", supported = common::texts::supported().collect::<Vec<_>>().join(", "))]
+    UnsupportedLocale(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
     #[error("the request signature is missing or wrong")]
@@ -73,6 +75,7 @@ impl ApiError {
             Self::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             Self::InvalidPhoneNumber(_) => (StatusCode::BAD_REQUEST, "invalid_phone_number"),
             Self::InvalidCode(_) => (StatusCode::BAD_REQUEST, "invalid_code"),
+            Self::UnsupportedLocale(_) => (StatusCode::BAD_REQUEST, "unsupported_locale"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::InvalidSignature => (StatusCode::FORBIDDEN, "invalid_signature"),
             Self::VerificationNotFound => (StatusCode::NOT_FOUND, "verification_not_found"),

@@ -20,6 +20,7 @@ pub mod seal;
 pub mod settings;
 pub mod signature;
 pub mod status;
+pub mod texts;
 pub mod twilio_sid;
 
 /// Where Twilio's message status callbacks arrive at `verify-api`: the API routes it, the

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use common::phone::PhoneNumber;
 use common::settings::{SettingError, Settings, Shared, millis, seconds};
+use common::texts::{Channel, Texts};
 use common::twilio_sid::is_sid;
 
 use crate::retry::RetryPolicy;
@@ -47,8 +48,8 @@ pub struct WorkerConfig {
     /// sends in flight per worker (RabbitMQ prefetch), 1 to 1000
     #[arg(long = "worker-concurrency", env = "WORKER_CONCURRENCY", default_value = "64", value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub concurrency: u16,
-    /// message body; must contain {code}
-    #[arg(long, env = "SMS_TEMPLATE", default_value = "Your verification code is {code}", value_parser = sms_template)]
+    /// the English SMS text; must contain {code} (TEMPLATES_DIR holds the other languages' texts)
+    #[arg(long, env = "SMS_TEMPLATE", default_value = DEFAULT_SMS_TEMPLATE, value_parser = sms_template)]
     pub sms_template: String,
     /// when set (example.com), adds the last line '@example.com #123456' that WebOTP and phones' autofill read
     #[arg(long, env = "WEBOTP_DOMAIN", value_parser = webotp_domain)]
@@ -63,11 +64,26 @@ pub struct WorkerConfig {
     pub send_lease: Duration,
 }
 
+/// The English SMS text unless SMS_TEMPLATE or `en.sms.txt` says otherwise.
+const DEFAULT_SMS_TEMPLATE: &str = "Your verification code is {code}";
+
 /// What a lease must cover beyond a Twilio call and an in-process wait: the database writes
 /// around them, and clocks that differ between PostgreSQL and the worker.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 impl WorkerConfig {
+    /// Every locale's texts: TEMPLATES_DIR's over the built-in ones, and SMS_TEMPLATE as the
+    /// English SMS (unless en.sms.txt sets it).
+    pub fn texts(&self) -> Texts {
+        let mut texts = self.shared.texts.clone();
+        if !texts.is_overridden("en", Channel::Sms) {
+            texts
+                .set("en", Channel::Sms, &self.sms_template)
+                .expect("SMS_TEMPLATE was checked for {code} and length");
+        }
+        texts
+    }
+
     /// Who the SMS is from: the messaging service when set, else the number.
     pub fn sender(&self) -> Sender<'_> {
         match (&self.twilio_messaging_service, &self.twilio_from) {
@@ -84,6 +100,12 @@ impl Settings for WorkerConfig {
     /// (at most `RETRY_INPROCESS_MAX_MS`). A lease shorter than that could run out while the
     /// worker still works on the send, and a second worker could call Twilio for it too.
     fn check(&self) -> Result<(), SettingError> {
+        if self.sms_template != DEFAULT_SMS_TEMPLATE && self.shared.texts.is_overridden("en", Channel::Sms) {
+            return Err(SettingError::new(
+                "SMS_TEMPLATE",
+                "is set and so is en.sms.txt in TEMPLATES_DIR: set the English SMS in one place",
+            ));
+        }
         if self.twilio_from.is_none() && self.twilio_messaging_service.is_none() {
             return Err(SettingError::new(
                 "TWILIO_FROM",
@@ -233,5 +255,26 @@ mod tests {
             .filter(|(k, _)| *k != "TWILIO_FROM")
             .map(|(k, v)| (k.to_string(), v.to_string()));
         assert_eq!(from_vars::<WorkerConfig>(vars).unwrap_err().name, "TWILIO_FROM");
+    }
+
+    #[test]
+    fn the_english_sms_is_set_in_one_place() {
+        let custom = read(&[("SMS_TEMPLATE", "Acme code: {code}")]).unwrap();
+        assert_eq!(custom.texts().get("en").text(Channel::Sms), "Acme code: {code}");
+        assert_eq!(custom.texts().get("es"), Texts::default().get("es"));
+        let dir = std::env::temp_dir().join(format!("worker-texts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("en.sms.txt"), "From the folder: {code}").unwrap();
+        let folder = dir.display().to_string();
+        let from_folder = read(&[("TEMPLATES_DIR", &folder)]).unwrap();
+        assert_eq!(
+            from_folder.texts().get("en").text(Channel::Sms),
+            "From the folder: {code}"
+        );
+        let both = read(&[("TEMPLATES_DIR", &folder), ("SMS_TEMPLATE", "Acme code: {code}")]);
+        assert_eq!(both.unwrap_err().name, "SMS_TEMPLATE");
+        std::fs::write(dir.join("en.fax.txt"), "{code}").unwrap();
+        assert_eq!(read(&[("TEMPLATES_DIR", &folder)]).unwrap_err().name, "TEMPLATES_DIR");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -56,6 +56,7 @@ impl Worker {
                 database: database::DatabaseGate::new(pool.clone()),
                 pool,
                 twilio,
+                texts: config.texts(),
                 config,
             }),
         })

@@ -10,6 +10,7 @@ use common::metric_names as names;
 use common::phone::PhoneNumber;
 use common::repo::{self, NewRow, Verification};
 use common::status::{DeliveryStatus, VerificationStatus};
+use common::texts;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -26,6 +27,11 @@ pub struct StartRequest {
     /// E.164: `+` and 8 to 15 digits.
     #[schema(example = "+14155552671", pattern = r"^\+[1-9][0-9]{7,14}$")]
     phone_number: String,
+    /// BCP 47 tag of the language the code is sent in (`es`, `pt-BR`; `es-MX` is served
+    /// in `es`). Without it, the number's country picks; else English.
+    #[schema(example = "es")]
+    #[serde(default)]
+    locale: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -45,6 +51,9 @@ pub struct Started {
     phone_number: String,
     status: VerificationStatus,
     delivery_status: DeliveryStatus,
+    /// The locale the code is sent in.
+    #[schema(example = "en")]
+    locale: String,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -73,6 +82,9 @@ pub struct VerificationView {
     send_attempts: i32,
     provider_message_sid: Option<String>,
     delivery_error_code: Option<i32>,
+    /// The locale the code is sent in.
+    #[schema(example = "en")]
+    locale: String,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -92,6 +104,7 @@ impl From<Verification> for VerificationView {
             send_attempts: v.send_attempts,
             provider_message_sid: v.provider_message_sid,
             delivery_error_code: v.delivery_error_code,
+            locale: v.locale,
             created_at: v.created_at,
             updated_at: v.updated_at,
             expires_at: v.expires_at,
@@ -123,7 +136,7 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Stored, with its SMS job committed in the same transaction", body = Started),
-        (status = 400, description = "`invalid_phone_number` or `invalid_request`", body = ErrorBody),
+        (status = 400, description = "`invalid_phone_number`, `unsupported_locale` or `invalid_request`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`country_not_allowed`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
@@ -140,6 +153,10 @@ pub async fn start(
     StrictJson(req): StrictJson<StartRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let phone = parse_phone(&req.phone_number)?;
+    let locale = match req.locale.as_deref() {
+        Some(tag) => texts::parse_locale(tag).ok_or_else(|| ApiError::UnsupportedLocale(tag.to_owned()))?,
+        None => texts::locale_for_country(phone.country()),
+    };
     state.limits.admit_start(&phone, ip).await?;
     state.publisher.channel().await.map_err(ApiError::Unavailable)?;
     let id = Uuid::new_v4();
@@ -155,6 +172,7 @@ pub async fn start(
         ttl_seconds: state.config.code_ttl.as_secs_f64(),
         request_id: request_id.clone(),
         sealed_code: sealed.clone(),
+        locale: locale.to_owned(),
     };
     let job = SendJob::new(id, common::seal::to_text(&sealed), request_id);
     let (verification, superseded) = state.starts.insert(row, job).await?;
@@ -169,6 +187,7 @@ pub async fn start(
         phone_number: verification.phone_number,
         status: verification.status,
         delivery_status: verification.delivery_status,
+        locale: verification.locale,
         created_at: verification.created_at,
         expires_at: verification.expires_at,
     };

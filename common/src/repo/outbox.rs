@@ -16,6 +16,8 @@ pub struct NewRow {
     pub ttl_seconds: f64,
     pub request_id: Option<String>,
     pub sealed_code: Vec<u8>,
+    /// The locale the code is sent in ([`crate::texts`]).
+    pub locale: String,
 }
 
 // The statements over many rows are planned at every execution (`persistent(false)`): they
@@ -54,8 +56,8 @@ pub async fn insert_batch_with_outbox(
 ) -> sqlx::Result<Vec<(Verification, i64)>> {
     let stored = sqlx::query(concat!(
         "WITH input AS ( \
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[], $5::float8[], $6::text[], $7::bytea[]) \
-             WITH ORDINALITY AS t(id, phone_number, code_hmac, max_check_attempts, ttl, request_id, sealed_code, n)), \
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[], $5::float8[], $6::text[], $7::bytea[], $9::text[]) \
+             WITH ORDINALITY AS t(id, phone_number, code_hmac, max_check_attempts, ttl, request_id, sealed_code, locale, n)), \
          superseded AS ( \
            UPDATE verifications SET \
              status = CASE WHEN expires_at <= now() THEN 'expired' ELSE 'canceled' END, \
@@ -69,8 +71,8 @@ pub async fn insert_batch_with_outbox(
            INSERT INTO outbox (verification_id, sealed_code, request_id, relay_after) \
            SELECT id, sealed_code, request_id, now() + make_interval(secs => $8) FROM input), \
          stored AS ( \
-           INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, expires_at) \
-           SELECT id, phone_number, code_hmac, max_check_attempts, request_id, now() + make_interval(secs => ttl) \
+           INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, locale, expires_at) \
+           SELECT id, phone_number, code_hmac, max_check_attempts, request_id, locale, now() + make_interval(secs => ttl) \
            FROM input WHERE (SELECT count(*) FROM superseded) >= 0 ORDER BY phone_number RETURNING ",
         columns!(),
         ") \
@@ -85,6 +87,7 @@ pub async fn insert_batch_with_outbox(
     .bind(rows.iter().map(|r| r.request_id.as_deref()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.sealed_code.as_slice()).collect::<Vec<_>>())
     .bind(relay_after_seconds as f64)
+    .bind(rows.iter().map(|r| r.locale.as_str()).collect::<Vec<_>>())
     .persistent(false)
     .fetch_all(pool)
     .await?;

@@ -14,6 +14,8 @@ pub enum Claim {
     /// The send is ours until the lease runs out: the row is now `sending`.
     Claimed {
         phone_number: String,
+        /// The locale the code is sent in.
+        locale: String,
         created_at: OffsetDateTime,
         expires_at: OffsetDateTime,
         send_attempts: i32,
@@ -82,7 +84,7 @@ async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f
            WHERE v.id = $1 AND v.status = 'pending' AND v.expires_at > now() \
              AND v.delivery_status IN ('queued', 'sending') \
              AND (v.claimed_until IS NULL OR v.claimed_until < now() OR v.claimed_by = $5) \
-           RETURNING v.phone_number, v.created_at, v.expires_at, v.send_attempts, e.needs_lookup, e.submitted_sid, \
+           RETURNING v.phone_number, v.locale, v.created_at, v.expires_at, v.send_attempts, e.needs_lookup, e.submitted_sid, \
              $3::text IS NOT NULL AND NOT e.needs_lookup AND e.submitted_sid IS NULL \
                AND v.expires_at > now() + make_interval(secs => $4) AS begins), \
          first AS ( \
@@ -103,6 +105,7 @@ async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f
     if let Some(row) = row {
         return Ok(Claim::Claimed {
             phone_number: row.try_get("phone_number")?,
+            locale: row.try_get("locale")?,
             created_at: row.try_get("created_at")?,
             expires_at: row.try_get("expires_at")?,
             send_attempts: row.try_get("send_attempts")?,

@@ -21,6 +21,8 @@ pub struct Verification {
     pub provider_message_sid: Option<String>,
     pub delivery_error_code: Option<i32>,
     pub request_id: Option<String>,
+    /// The locale the code is sent in.
+    pub locale: String,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
@@ -40,6 +42,7 @@ impl Verification {
             provider_message_sid: row.try_get("provider_message_sid")?,
             delivery_error_code: row.try_get("delivery_error_code")?,
             request_id: row.try_get("request_id")?,
+            locale: row.try_get("locale")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             expires_at: row.try_get("expires_at")?,

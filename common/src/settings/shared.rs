@@ -5,6 +5,15 @@ use std::time::Duration;
 use super::values::{Secret, account_sid, amqp_url, database_url, public_base_url, sealing_keys, seconds, secret};
 use crate::broker::Topology;
 use crate::seal::Sealer;
+use crate::texts::Texts;
+
+/// `TEMPLATES_DIR`: the built-in texts with the folder's files over them (none when empty).
+fn texts(dir: &str) -> Result<Texts, String> {
+    if dir.trim().is_empty() {
+        return Ok(Texts::default());
+    }
+    Texts::load(std::path::Path::new(dir.trim()))
+}
 
 /// What both binaries read.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,6 +48,9 @@ pub struct Shared {
     /// verifications older than this many days are deleted with their send attempts and delivery events, 1 to 3650
     #[arg(long, env = "RETENTION_DAYS", default_value = "30", value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub retention_days: u32,
+    /// folder of files that override the built-in texts, one per locale and channel: es.sms.txt, pt-BR.call.txt (each with {code}) [default: none]
+    #[arg(long = "templates-dir", env = "TEMPLATES_DIR", default_value = "", hide_default_value = true, value_parser = texts)]
+    pub texts: Texts,
     /// json, text, or auto (json unless stderr is a terminal)
     #[arg(long, env = "LOG_FORMAT", default_value = "auto", value_parser = ["auto", "json", "text"])]
     pub log_format: String,

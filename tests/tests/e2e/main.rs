@@ -5,6 +5,7 @@ mod abuse;
 mod bad_input;
 mod checks;
 mod delivery;
+mod locales;
 mod operations;
 mod ops;
 mod pool;

@@ -286,6 +286,7 @@ fn outbox_row(app: &TestApp, phone: &str) -> (repo::NewRow, Code) {
         ttl_seconds: 600.0,
         request_id: None,
         sealed_code: app.sealer().seal(id, &code),
+        locale: "en".into(),
     };
     (row, code)
 }

@@ -22,7 +22,7 @@ impl SendContext {
         let min_lifetime = self.config.retry.min_useful_lifetime.as_secs_f64();
         let worker = &self.config.worker_id;
         let claim = repo::claim_send_and_begin(&self.pool, id, self.lease(holder), worker, min_lifetime).await?;
-        let (phone_number, created_at, expires_at, send_attempts, needs_lookup, attempt_row) = match claim {
+        let (phone_number, locale, created_at, expires_at, send_attempts, needs_lookup, attempt_row) = match claim {
             Claim::Claimed {
                 submitted_sid: Some(sid),
                 ..
@@ -32,6 +32,7 @@ impl SendContext {
             }
             Claim::Claimed {
                 phone_number,
+                locale,
                 created_at,
                 expires_at,
                 send_attempts,
@@ -40,6 +41,7 @@ impl SendContext {
                 attempt_row,
             } => (
                 phone_number,
+                locale,
                 created_at,
                 expires_at,
                 send_attempts,
@@ -55,6 +57,7 @@ impl SendContext {
             code,
             holder,
             phone: phone_number,
+            locale,
             created_at,
             expires_at,
             made: job.attempt,

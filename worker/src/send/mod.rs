@@ -9,6 +9,7 @@ use common::code::Code;
 use common::job::SendJob;
 use common::metric_names as names;
 use common::repo::{self, AttemptOutcome};
+use common::texts::{Channel, Texts};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +60,8 @@ pub struct SendContext {
     pub database: crate::database::DatabaseGate,
     pub twilio: TwilioClient,
     pub config: WorkerConfig,
+    /// Every locale's texts, with the operator's overrides ([`WorkerConfig::texts`]).
+    pub texts: Texts,
 }
 
 /// A claimed send.
@@ -69,6 +72,8 @@ struct ClaimedSend<'a> {
     /// This run's lease token ([`repo::Lease`]).
     holder: &'a str,
     phone: String,
+    /// The locale its code is sent in.
+    locale: String,
     created_at: OffsetDateTime,
     expires_at: OffsetDateTime,
     /// Calls made for this job (travels in the job; the budget of `SEND_MAX_ATTEMPTS`).
@@ -95,8 +100,10 @@ impl SendContext {
         format!("{}{}", self.config.shared.public_base_url, common::STATUS_CALLBACK_PATH)
     }
 
-    fn body(&self, code: &str) -> String {
-        crate::sms::compose(&self.config.sms_template, code, self.config.webotp_domain.as_deref())
+    /// The SMS of `send`: its locale's text with its code.
+    fn body(&self, send: &ClaimedSend<'_>) -> String {
+        let template = self.texts.get(&send.locale).text(Channel::Sms);
+        crate::sms::compose(template, send.code.expose(), self.config.webotp_domain.as_deref())
     }
 
     fn lease<'a>(&self, holder: &'a str) -> repo::Lease<'a> {
@@ -142,7 +149,7 @@ impl SendContext {
     /// Calls Twilio until the send has an outcome, retrying in process or handing the job to
     /// the delay queues as the policy says.
     async fn send(&self, mut send: ClaimedSend<'_>, shutdown: &CancellationToken) -> anyhow::Result<JobOutcome> {
-        let (id, body) = (send.id(), self.body(send.code.expose()));
+        let (id, body) = (send.id(), self.body(&send));
         loop {
             // A call begun with the claim was found worth making by the database's clock.
             if send.begun.is_none() && !self.config.retry.worth_sending(send.remaining()) {

@@ -21,7 +21,7 @@ impl SendContext {
         if decision != Decision::Ambiguous {
             return (decision, result.sid.clone(), decision.outcome());
         }
-        match self.find_sent(&send.phone, send.code.expose()).await {
+        match self.find_sent(send).await {
             Ok(Some(found)) => (Decision::Success, Some(found), AttemptOutcome::Submitted),
             Ok(None) => (decision, result.sid.clone(), AttemptOutcome::NotAtTwilio),
             Err(_) => (decision, result.sid.clone(), AttemptOutcome::Ambiguous),

@@ -17,7 +17,7 @@ impl SendContext {
     /// asks Twilio. `Some`: the job is settled (found, or cannot tell yet and must wait).
     pub(super) async fn settle_earlier_call(&self, send: &ClaimedSend<'_>) -> anyhow::Result<Option<JobOutcome>> {
         let id = send.id();
-        match self.find_sent(&send.phone, send.code.expose()).await {
+        match self.find_sent(send).await {
             Ok(Some(sid)) => {
                 repo::settle_unknown_attempts(&self.pool, id, true).await?;
                 repo::mark_submitted(&self.pool, id, &sid).await?;
@@ -80,9 +80,10 @@ impl SendContext {
 
     /// Looks for a message with this job's code sent to `phone` since yesterday (UTC): the
     /// answer to "did the ambiguous call go out?". `Err`: Twilio could not be asked.
-    pub(super) async fn find_sent(&self, phone: &str, code: &str) -> anyhow::Result<Option<String>> {
+    pub(super) async fn find_sent(&self, send: &ClaimedSend<'_>) -> anyhow::Result<Option<String>> {
+        let phone = send.phone.as_str();
         let since = (OffsetDateTime::now_utc() - time::Duration::days(1)).date().to_string();
-        let body = self.body(code);
+        let body = self.body(send);
         let started = std::time::Instant::now();
         let listed = self.twilio.list_messages(phone, &since).await;
         metrics::histogram!(names::TWILIO_DURATION, "operation" => "list").record(started.elapsed().as_secs_f64());
