@@ -1,19 +1,21 @@
-//! `fake-twilio`: runs the fake Twilio Messages API for local use.
+//! `fake-twilio`: runs the fake Twilio Messages and Calls APIs for local use.
 //!
 //! Settings: `FAKE_TWILIO_LISTEN` (default 127.0.0.1:8081), `TWILIO_ACCOUNT_SID`,
 //! `TWILIO_AUTH_TOKEN` (what it accepts and signs callbacks with), `FAKE_TWILIO_LATENCY_MS`,
-//! `FAKE_TWILIO_FAULT_RATE` (0..1), `FAKE_TWILIO_CALLBACKS` (true/false).
+//! `FAKE_TWILIO_FAULT_RATE` (0..1), `FAKE_TWILIO_CALLBACKS` (true/false),
+//! `FAKE_TWILIO_WHATSAPP_FREE_FORM` (`outside-window`: a WhatsApp `Body` without
+//! `ContentSid` fails with 63016, as Twilio does; `inside-window`: it is delivered).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use common::process::shutdown_on_signals;
-use verify_tests::fake_twilio::{FakeConfig, FakeTwilio};
+use verify_tests::fake_twilio::{FakeConfig, FakeTwilio, WhatsAppFreeForm};
 
 /// The fake's settings.
 #[derive(Debug, Parser)]
-#[command(name = "fake-twilio", about = "a stand-in for Twilio's Messages API", after_help = common::settings::AFTER_HELP)]
+#[command(name = "fake-twilio", about = "a stand-in for Twilio's Messages and Calls APIs", after_help = common::settings::AFTER_HELP)]
 struct Settings {
     /// listen address
     #[arg(long, env = "FAKE_TWILIO_LISTEN", default_value = "127.0.0.1:8081")]
@@ -33,6 +35,9 @@ struct Settings {
     /// post sent/delivered status callbacks
     #[arg(long, env = "FAKE_TWILIO_CALLBACKS", default_value = "true", value_parser = clap::value_parser!(bool), action = clap::ArgAction::Set)]
     callbacks: bool,
+    /// what a WhatsApp Body without ContentSid does: outside-window (fails, 63016) or inside-window (delivered)
+    #[arg(long, env = "FAKE_TWILIO_WHATSAPP_FREE_FORM", default_value = "outside-window", value_parser = ["outside-window", "inside-window"])]
+    whatsapp_free_form: String,
     /// json, text, or auto
     #[arg(long, env = "LOG_FORMAT", default_value = "auto", value_parser = ["auto", "json", "text"])]
     log_format: String,
@@ -65,6 +70,11 @@ async fn main() -> ExitCode {
         account_sid: settings.account_sid,
         auth_token: settings.auth_token,
         callbacks: settings.callbacks,
+        whatsapp_free_form: if settings.whatsapp_free_form == "inside-window" {
+            WhatsAppFreeForm::InsideWindow
+        } else {
+            WhatsAppFreeForm::OutsideWindow
+        },
         ..FakeConfig::default()
     };
     let fake = FakeTwilio::serve(listener, config);

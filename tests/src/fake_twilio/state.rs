@@ -1,4 +1,4 @@
-//! The fake's memory: messages received, faults to inject, how callbacks end.
+//! The fake's memory: messages and calls received, faults to inject, how callbacks end.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -8,7 +8,9 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// One fault to inject into the next create call (or drawn at random, see `fault_rate`).
+/// One fault to inject into the next create call (or drawn at random, see `fault_rate`). The
+/// queue and the rate are shared by `Messages.json` and `Calls.json`: whichever create comes
+/// next takes the next fault, so a test of one channel queues faults as before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
@@ -20,11 +22,12 @@ pub enum Fault {
     Unavailable,
     /// 500 / 20500 without creating the message.
     InternalError,
-    /// 500 / 20500 after the message was created (and will be delivered).
+    /// 500 / 20500 after the message or call was created (and will be delivered / placed).
     InternalErrorAfterCreate,
-    /// No answer until the client gives up, without creating the message.
+    /// No answer until the client gives up, without creating anything.
     Timeout,
-    /// No answer until the client gives up, after the message was created.
+    /// No answer until the client gives up, after the message or call was created: it goes
+    /// on (callbacks, inbox, list) as if the answer had arrived.
     TimeoutAfterCreate,
 }
 
@@ -35,18 +38,38 @@ pub struct FinalStatus {
     pub error_code: Option<i32>,
 }
 
-/// A message the fake accepted.
+/// A message the fake accepted (SMS or WhatsApp).
 #[derive(Debug, Clone, Serialize)]
 pub struct SentMessage {
     pub sid: String,
+    /// As given, with its channel prefix (`whatsapp:+1…`) if any.
     pub to: String,
     pub from: Option<String>,
     pub messaging_service_sid: Option<String>,
+    /// The text sent: `Body`, or the content template rendered with `ContentVariables`.
     pub body: String,
     pub status_callback: Option<String>,
     pub validity_period: Option<u32>,
     #[serde(with = "time::serde::rfc3339")]
     pub date_created: time::OffsetDateTime,
+    /// `sms` or `whatsapp`.
+    pub channel: String,
+    pub content_sid: Option<String>,
+    pub content_variables: Option<String>,
+    /// The resource's status now (`queued`/`accepted`, `sent`, `delivered`, `read`, …).
+    pub status: String,
+    pub error_code: Option<i32>,
+}
+
+/// What a business-initiated WhatsApp message with a free-form `Body` (no `ContentSid`) does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhatsAppFreeForm {
+    /// As Twilio does outside the 24-hour window: accepted (201), then `failed` with 63016.
+    #[default]
+    OutsideWindow,
+    /// As if the user had written within 24 hours: delivered like a template.
+    InsideWindow,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +82,8 @@ pub struct FakeConfig {
     pub callback_delay: Duration,
     /// How long an injected timeout holds the request.
     pub timeout_hold: Duration,
+    /// What a WhatsApp `Body` without `ContentSid` does (changeable at run time).
+    pub whatsapp_free_form: WhatsAppFreeForm,
 }
 
 impl Default for FakeConfig {
@@ -69,6 +94,7 @@ impl Default for FakeConfig {
             callbacks: true,
             callback_delay: Duration::from_millis(20),
             timeout_hold: Duration::from_secs(30),
+            whatsapp_free_form: WhatsAppFreeForm::OutsideWindow,
         }
     }
 }
@@ -76,13 +102,17 @@ impl Default for FakeConfig {
 #[derive(Default)]
 pub(crate) struct Memory {
     pub messages: Vec<SentMessage>,
+    pub calls: Vec<super::voice::SentCall>,
+    /// Create requests received (`Messages.json` and `Calls.json`), whatever their answer.
     pub create_calls: u64,
-    /// When each create call with a `To` arrived, and that `To`.
+    /// When each create request with a `To` arrived, and that `To`.
     pub create_call_log: Vec<(std::time::Instant, String)>,
     pub faults: VecDeque<Fault>,
     pub fault_rate: f64,
     pub latency: Duration,
     pub final_status: HashMap<String, FinalStatus>,
+    pub call_outcomes: HashMap<String, super::voice::CallEnd>,
+    pub whatsapp_free_form: WhatsAppFreeForm,
     pub callbacks_sent: u64,
 }
 
@@ -111,9 +141,13 @@ impl FakeTwilio {
     /// Serves on `listener` in the background.
     pub fn serve(listener: TcpListener, config: FakeConfig) -> Self {
         let base_url = format!("http://{}", listener.local_addr().expect("bound address"));
+        let memory = Memory {
+            whatsapp_free_form: config.whatsapp_free_form,
+            ..Memory::default()
+        };
         let shared = Arc::new(Shared {
             config,
-            memory: Mutex::new(Memory::default()),
+            memory: Mutex::new(memory),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .build()
@@ -136,7 +170,7 @@ impl FakeTwilio {
         &self.shared.config
     }
 
-    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+    pub(crate) fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         self.shared.memory.lock().expect("fake Twilio memory")
     }
 
@@ -165,7 +199,7 @@ impl FakeTwilio {
         self.memory().messages.iter().filter(|m| m.to == to).cloned().collect()
     }
 
-    /// Create calls received, whatever their answer.
+    /// Create requests received (messages and voice calls), whatever their answer.
     pub fn create_calls(&self) -> u64 {
         self.memory().create_calls
     }
@@ -213,11 +247,17 @@ impl FakeTwilio {
             status_callback: None,
             validity_period: None,
             date_created: time::OffsetDateTime::now_utc(),
+            channel: if to.starts_with("whatsapp:") { "whatsapp" } else { "sms" }.to_owned(),
+            content_sid: None,
+            content_variables: None,
+            status: "delivered".to_owned(),
+            error_code: None,
         });
         sid
     }
 
-    /// Makes messages to `to` end in `status` (e.g. `undelivered` with 30003).
+    /// Makes messages to `to` end in `status` (e.g. `undelivered` with 30003; for WhatsApp
+    /// give the prefixed address, e.g. `whatsapp:+1…` with `failed` and 63024).
     pub fn set_final_status(&self, to: &str, status: &str, error_code: Option<i32>) {
         self.memory().final_status.insert(
             to.to_owned(),

@@ -5,6 +5,7 @@ mod abuse;
 mod bad_input;
 mod checks;
 mod delivery;
+mod fake_twilio_calls;
 mod locales;
 mod operations;
 mod ops;
