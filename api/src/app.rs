@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(authenticated)
         .route(webhooks::PATH, post(webhooks::twilio_status))
+        .route(webhooks::CALL_PATH, post(webhooks::call_status))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

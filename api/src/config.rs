@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::code::CodeLength;
-use common::phone::NumberKind;
 use common::settings::{Secret, SettingError, Settings, Shared, millis, seconds};
 use ipnet::IpNet;
 
-use crate::abuse::DailyBudget;
+use crate::abuse::{DailyBudget, NumberKinds};
+use crate::channels::ChannelConfig;
 use crate::pumping::PumpingConfig;
 
 /// Everything `verify-api` reads at start, validated.
@@ -53,6 +53,8 @@ pub struct ApiConfig {
     pub abuse: AbuseConfig,
     #[command(flatten)]
     pub pumping: PumpingConfig,
+    #[command(flatten)]
+    pub channels: ChannelConfig,
 }
 
 impl Settings for ApiConfig {
@@ -64,6 +66,7 @@ impl Settings for ApiConfig {
                 "must be more than twice PUBLISH_TIMEOUT_MS, so the relay never races a start under way",
             ));
         }
+        self.channels.check(&self.shared.channels)?;
         if self.pumping.maturity >= self.pumping.window {
             return Err(SettingError::new(
                 "PUMPING_MATURITY_SECONDS",
@@ -115,13 +118,9 @@ pub struct AbuseConfig {
     #[arg(long = "allowed-countries", env = "ALLOWED_COUNTRIES", value_parser = countries)]
     pub allowed_countries: Option<HashSet<String>>,
     /// number types accepted, comma-separated (libphonenumber's names), or any
-    #[arg(long = "sms-number-types", env = "SMS_NUMBER_TYPES", default_value = "mobile,fixed_line_or_mobile", value_parser = number_kinds)]
+    #[arg(long = "sms-number-types", env = "SMS_NUMBER_TYPES", default_value = "mobile,fixed_line_or_mobile", value_parser = crate::abuse::number_kinds)]
     pub number_kinds: NumberKinds,
 }
-
-/// `SMS_NUMBER_TYPES`: the number types accepted; `None` means any.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NumberKinds(pub Option<Vec<NumberKind>>);
 
 fn api_key(value: &str) -> Result<Secret, String> {
     let key = value.trim();
@@ -177,21 +176,10 @@ fn countries(value: &str) -> Result<HashSet<String>, String> {
     Ok(codes.iter().map(|c| c.to_ascii_uppercase()).collect())
 }
 
-fn number_kinds(value: &str) -> Result<NumberKinds, String> {
-    let names = common::settings::list(value);
-    if names.is_empty() || names.iter().any(|n| n == "any") {
-        return Ok(NumberKinds(None));
-    }
-    let kinds = names
-        .iter()
-        .map(|n| n.parse::<NumberKind>())
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(NumberKinds(Some(kinds)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::phone::NumberKind;
     use common::settings::from_vars;
 
     fn read(extra: &[(&str, &str)]) -> Result<ApiConfig, SettingError> {

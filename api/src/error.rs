@@ -30,6 +30,8 @@ pub enum ApiError {
     InvalidCode(String),
     #[error("locale {0:?} is not supported; supported: {supported}", supported = common::texts::supported().collect::<Vec<_>>().join(", "))]
     UnsupportedLocale(String),
+    #[error("{0}")]
+    ChannelUnavailable(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
     #[error("the request signature is missing or wrong")]
@@ -76,6 +78,7 @@ impl ApiError {
             Self::InvalidPhoneNumber(_) => (StatusCode::BAD_REQUEST, "invalid_phone_number"),
             Self::InvalidCode(_) => (StatusCode::BAD_REQUEST, "invalid_code"),
             Self::UnsupportedLocale(_) => (StatusCode::BAD_REQUEST, "unsupported_locale"),
+            Self::ChannelUnavailable(_) => (StatusCode::BAD_REQUEST, "channel_unavailable"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::InvalidSignature => (StatusCode::FORBIDDEN, "invalid_signature"),
             Self::VerificationNotFound => (StatusCode::NOT_FOUND, "verification_not_found"),

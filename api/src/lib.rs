@@ -5,6 +5,7 @@ pub mod abuse;
 pub mod app;
 mod auth;
 mod batch;
+mod channels;
 mod client_ip;
 pub mod config;
 mod error;

@@ -16,6 +16,7 @@ use crate::routes::{ops, verifications, webhooks};
         verifications::check,
         verifications::get,
         webhooks::twilio_status,
+        webhooks::call_status,
         ops::queues,
         ops::healthz,
         ops::readyz,

@@ -26,6 +26,8 @@ pub mod twilio_sid;
 /// Where Twilio's message status callbacks arrive at `verify-api`: the API routes it, the
 /// worker names it in every message's `StatusCallback`.
 pub const STATUS_CALLBACK_PATH: &str = "/v1/webhooks/twilio/status";
+/// Where Twilio posts a verification call's progress.
+pub const CALL_STATUS_CALLBACK_PATH: &str = "/v1/webhooks/twilio/call-status";
 
 /// The SQL migrations in `migrations/`, embedded so that each binary applies them at start.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

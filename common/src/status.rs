@@ -130,6 +130,28 @@ impl DeliveryStatus {
         }
     }
 
+    /// The delivery status a call's progress (`CallStatus`) means: ringing is `sent`, an
+    /// answered call has spoken the code (`delivered`), `busy` and `no-answer` are
+    /// `undelivered`, `failed` is `failed`; `queued` and `canceled` change nothing.
+    pub fn from_call(call_status: &str) -> Option<Self> {
+        match call_status {
+            "initiated" | "ringing" => Some(Self::Sent),
+            "in-progress" | "completed" => Some(Self::Delivered),
+            "busy" | "no-answer" => Some(Self::Undelivered),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+
+    /// The delivery status a stored callback means: a call's (`CA…` sid) or a message's.
+    pub fn from_callback(sid: &str, status: &str) -> Option<Self> {
+        if sid.starts_with("CA") {
+            Self::from_call(status)
+        } else {
+            Self::from_twilio(status)
+        }
+    }
+
     /// Whether this status means the SMS will never reach the phone.
     pub fn is_failure(self) -> bool {
         matches!(self, Self::Undelivered | Self::Failed)
@@ -187,6 +209,15 @@ mod tests {
         assert_eq!(DeliveryStatus::from_twilio("undelivered"), Some(Undelivered));
         assert_eq!(DeliveryStatus::from_twilio("failed"), Some(Failed));
         assert_eq!(DeliveryStatus::from_twilio("queued"), None);
+        assert_eq!(DeliveryStatus::from_call("ringing"), Some(Sent));
+        assert_eq!(DeliveryStatus::from_call("completed"), Some(Delivered));
+        assert_eq!(DeliveryStatus::from_call("busy"), Some(Undelivered));
+        assert_eq!(DeliveryStatus::from_call("no-answer"), Some(Undelivered));
+        assert_eq!(DeliveryStatus::from_call("failed"), Some(Failed));
+        assert_eq!(DeliveryStatus::from_call("queued"), None);
+        let call = "CA0123456789abcdef0123456789abcdef";
+        assert_eq!(DeliveryStatus::from_callback(call, "completed"), Some(Delivered));
+        assert_eq!(DeliveryStatus::from_callback("SM01", "completed"), None);
         assert_eq!(DeliveryStatus::from_twilio("sending"), None);
     }
 

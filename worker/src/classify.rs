@@ -17,6 +17,8 @@ pub enum CallOutcome {
     /// No HTTP answer. `written`: the request may have reached Twilio (a timeout, a reset
     /// mid-response) as opposed to a connection that was never made.
     NoAnswer { written: bool },
+    /// Not called: this worker has no sender for the send's channel.
+    NotConfigured,
 }
 
 /// What to do about it.
@@ -49,6 +51,7 @@ const RETRYABLE_CODES: &[i32] = &[20429, 20503, 21611];
 pub fn classify(outcome: CallOutcome) -> Decision {
     match outcome {
         CallOutcome::Created => Decision::Success,
+        CallOutcome::NotConfigured => Decision::Permanent,
         CallOutcome::NoAnswer { written: false } => Decision::Retry,
         CallOutcome::NoAnswer { written: true } => Decision::Ambiguous,
         CallOutcome::Answered {

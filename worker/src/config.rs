@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use common::phone::PhoneNumber;
 use common::settings::{SettingError, Settings, Shared, millis, seconds};
 use common::texts::{Channel, Texts};
 use common::twilio_sid::is_sid;
@@ -33,9 +32,6 @@ pub struct WorkerConfig {
     /// address of the worker's /healthz, /readyz and /metrics
     #[arg(long = "worker-listen", env = "WORKER_LISTEN", default_value = "127.0.0.1:9091")]
     pub listen: SocketAddr,
-    /// sender number (E.164); this or TWILIO_MESSAGING_SERVICE_SID is required
-    #[arg(long = "twilio-from", env = "TWILIO_FROM", value_parser = from_number)]
-    pub twilio_from: Option<String>,
     /// MG + 32 hex digits; used instead of TWILIO_FROM when set
     #[arg(long = "twilio-messaging-service-sid", env = "TWILIO_MESSAGING_SERVICE_SID", value_parser = messaging_service)]
     pub twilio_messaging_service: Option<String>,
@@ -86,7 +82,7 @@ impl WorkerConfig {
 
     /// Who the SMS is from: the messaging service when set, else the number.
     pub fn sender(&self) -> Sender<'_> {
-        match (&self.twilio_messaging_service, &self.twilio_from) {
+        match (&self.twilio_messaging_service, &self.shared.channels.twilio_from) {
             (Some(sid), _) => Sender::MessagingService(sid),
             (None, Some(from)) => Sender::From(from),
             (None, None) => unreachable!("checked when the settings were read"),
@@ -106,7 +102,7 @@ impl Settings for WorkerConfig {
                 "is set and so is en.sms.txt in TEMPLATES_DIR: set the English SMS in one place",
             ));
         }
-        if self.twilio_from.is_none() && self.twilio_messaging_service.is_none() {
+        if self.shared.channels.twilio_from.is_none() && self.twilio_messaging_service.is_none() {
             return Err(SettingError::new(
                 "TWILIO_FROM",
                 "is required when TWILIO_MESSAGING_SERVICE_SID is not set",
@@ -125,12 +121,6 @@ impl Settings for WorkerConfig {
         }
         Ok(())
     }
-}
-
-fn from_number(value: &str) -> Result<String, String> {
-    PhoneNumber::parse(value)
-        .map(|p| p.as_str().to_owned())
-        .map_err(|e| e.to_string())
 }
 
 fn messaging_service(sid: &str) -> Result<String, String> {

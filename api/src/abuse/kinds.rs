@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::limits::Limit;
+use common::phone::NumberKind;
 
 use super::AbuseConfig;
 
@@ -70,6 +71,23 @@ impl StartLimit {
             ),
         }
     }
+}
+
+/// `SMS_NUMBER_TYPES`: the number types accepted; `None` means any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberKinds(pub Option<Vec<NumberKind>>);
+
+/// Parses `SMS_NUMBER_TYPES`: libphonenumber's type names, or `any`.
+pub fn number_kinds(value: &str) -> Result<NumberKinds, String> {
+    let names = common::settings::list(value);
+    if names.is_empty() || names.iter().any(|n| n == "any") {
+        return Ok(NumberKinds(None));
+    }
+    let kinds = names
+        .iter()
+        .map(|n| n.parse::<NumberKind>())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(NumberKinds(Some(kinds)))
 }
 
 pub(super) const MINUTE: Duration = Duration::from_secs(60);

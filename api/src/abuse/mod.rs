@@ -29,6 +29,7 @@ mod kinds;
 pub use budget::{DailyBudget, daily_budget};
 
 use kinds::{CheckLimit, MINUTE, StartLimit};
+pub use kinds::{NumberKinds, number_kinds};
 
 /// The abuse rules and rate limits as the request path applies them: the settings, the
 /// pumping guard, and the pool of the database that keeps the windows.

@@ -2,4 +2,5 @@
 
 pub mod ops;
 pub mod verifications;
+pub mod views;
 pub mod webhooks;

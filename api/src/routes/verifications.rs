@@ -8,11 +8,10 @@ use common::code::Code;
 use common::job::SendJob;
 use common::metric_names as names;
 use common::phone::PhoneNumber;
-use common::repo::{self, NewRow, Verification};
-use common::status::{DeliveryStatus, VerificationStatus};
+use common::repo::{self, NewRow};
+use common::status::VerificationStatus;
 use common::texts;
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -20,6 +19,8 @@ use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::StrictJson;
 use crate::state::AppState;
+
+pub use super::views::{Checked, Started, VerificationView};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +33,11 @@ pub struct StartRequest {
     #[schema(example = "es")]
     #[serde(default)]
     locale: Option<String>,
+    /// The channels to send the code on (`sms`, `whatsapp`, `call`); default `DEFAULT_CHANNELS`.
+    /// One channel for now: moving on to the next one of a list is not available yet.
+    #[schema(example = json!(["sms"]))]
+    #[serde(default)]
+    channels: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -42,74 +48,6 @@ pub struct CheckRequest {
     /// `CODE_LENGTH` digits.
     #[schema(example = "123456", pattern = "^[0-9]{4,10}$")]
     code: String,
-}
-
-/// The answer to a start.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Started {
-    id: Uuid,
-    phone_number: String,
-    status: VerificationStatus,
-    delivery_status: DeliveryStatus,
-    /// The locale the code is sent in.
-    #[schema(example = "en")]
-    locale: String,
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    expires_at: OffsetDateTime,
-}
-
-/// The answer to a check.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Checked {
-    id: Uuid,
-    phone_number: String,
-    status: VerificationStatus,
-    valid: bool,
-    attempts_remaining: i32,
-    delivery_status: DeliveryStatus,
-}
-
-/// A verification as `GET /v1/verifications/{id}` shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VerificationView {
-    id: Uuid,
-    phone_number: String,
-    status: VerificationStatus,
-    delivery_status: DeliveryStatus,
-    check_attempts: i32,
-    send_attempts: i32,
-    provider_message_sid: Option<String>,
-    delivery_error_code: Option<i32>,
-    /// The locale the code is sent in.
-    #[schema(example = "en")]
-    locale: String,
-    #[serde(with = "time::serde::rfc3339")]
-    created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    updated_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    expires_at: OffsetDateTime,
-}
-
-impl From<Verification> for VerificationView {
-    fn from(v: Verification) -> Self {
-        Self {
-            id: v.id,
-            phone_number: v.phone_number,
-            status: v.status,
-            delivery_status: v.delivery_status,
-            check_attempts: v.check_attempts,
-            send_attempts: v.send_attempts,
-            provider_message_sid: v.provider_message_sid,
-            delivery_error_code: v.delivery_error_code,
-            locale: v.locale,
-            created_at: v.created_at,
-            updated_at: v.updated_at,
-            expires_at: v.expires_at,
-        }
-    }
 }
 
 fn parse_phone(raw: &str) -> Result<PhoneNumber, ApiError> {
@@ -136,7 +74,7 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Stored, with its SMS job committed in the same transaction", body = Started),
-        (status = 400, description = "`invalid_phone_number`, `unsupported_locale` or `invalid_request`", body = ErrorBody),
+        (status = 400, description = "`invalid_phone_number`, `unsupported_locale`, `channel_unavailable` or `invalid_request`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`country_not_allowed`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
@@ -157,6 +95,10 @@ pub async fn start(
         Some(tag) => texts::parse_locale(tag).ok_or_else(|| ApiError::UnsupportedLocale(tag.to_owned()))?,
         None => texts::locale_for_country(phone.country()),
     };
+    let channels = state
+        .config
+        .channels
+        .choose(req.channels.as_deref(), &state.config.shared.channels)?;
     state.limits.admit_start(&phone, ip).await?;
     state.publisher.channel().await.map_err(ApiError::Unavailable)?;
     let id = Uuid::new_v4();
@@ -173,6 +115,7 @@ pub async fn start(
         request_id: request_id.clone(),
         sealed_code: sealed.clone(),
         locale: locale.to_owned(),
+        channels: channels.iter().map(|c| c.as_str().to_owned()).collect(),
     };
     let job = SendJob::new(id, common::seal::to_text(&sealed), request_id);
     let (verification, superseded) = state.starts.insert(row, job).await?;
@@ -182,16 +125,7 @@ pub async fn start(
     state.guard.record_start(&phone);
     metrics::counter!(names::VERIFICATIONS_STARTED).increment(1);
     tracing::info!(phone = %phone.masked(), "verification started");
-    let body = Started {
-        id,
-        phone_number: verification.phone_number,
-        status: verification.status,
-        delivery_status: verification.delivery_status,
-        locale: verification.locale,
-        created_at: verification.created_at,
-        expires_at: verification.expires_at,
-    };
-    Ok((StatusCode::ACCEPTED, Json(body)))
+    Ok((StatusCode::ACCEPTED, Json(Started::from(verification))))
 }
 
 /// `POST /v1/verifications/check`: one attempt is counted before the comparison (see

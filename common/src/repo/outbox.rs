@@ -18,6 +18,8 @@ pub struct NewRow {
     pub sealed_code: Vec<u8>,
     /// The locale the code is sent in ([`crate::texts`]).
     pub locale: String,
+    /// The channels, in order ([`crate::texts::Channel`] names).
+    pub channels: Vec<String>,
 }
 
 // The statements over many rows are planned at every execution (`persistent(false)`): they
@@ -56,8 +58,8 @@ pub async fn insert_batch_with_outbox(
 ) -> sqlx::Result<Vec<(Verification, i64)>> {
     let stored = sqlx::query(concat!(
         "WITH input AS ( \
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[], $5::float8[], $6::text[], $7::bytea[], $9::text[]) \
-             WITH ORDINALITY AS t(id, phone_number, code_hmac, max_check_attempts, ttl, request_id, sealed_code, locale, n)), \
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[], $5::float8[], $6::text[], $7::bytea[], $9::text[], $10::text[]) \
+             WITH ORDINALITY AS t(id, phone_number, code_hmac, max_check_attempts, ttl, request_id, sealed_code, locale, channels, n)), \
          superseded AS ( \
            UPDATE verifications SET \
              status = CASE WHEN expires_at <= now() THEN 'expired' ELSE 'canceled' END, \
@@ -71,8 +73,9 @@ pub async fn insert_batch_with_outbox(
            INSERT INTO outbox (verification_id, sealed_code, request_id, relay_after) \
            SELECT id, sealed_code, request_id, now() + make_interval(secs => $8) FROM input), \
          stored AS ( \
-           INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, locale, expires_at) \
-           SELECT id, phone_number, code_hmac, max_check_attempts, request_id, locale, now() + make_interval(secs => ttl) \
+           INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, locale, channels, expires_at) \
+           SELECT id, phone_number, code_hmac, max_check_attempts, request_id, locale, string_to_array(channels, ','), \
+                  now() + make_interval(secs => ttl) \
            FROM input WHERE (SELECT count(*) FROM superseded) >= 0 ORDER BY phone_number RETURNING ",
         columns!(),
         ") \
@@ -88,6 +91,7 @@ pub async fn insert_batch_with_outbox(
     .bind(rows.iter().map(|r| r.sealed_code.as_slice()).collect::<Vec<_>>())
     .bind(relay_after_seconds as f64)
     .bind(rows.iter().map(|r| r.locale.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.channels.join(",")).collect::<Vec<_>>())
     .persistent(false)
     .fetch_all(pool)
     .await?;

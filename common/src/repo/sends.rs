@@ -16,6 +16,8 @@ pub enum Claim {
         phone_number: String,
         /// The locale the code is sent in.
         locale: String,
+        /// The channel of the verification's step in use.
+        channel: String,
         created_at: OffsetDateTime,
         expires_at: OffsetDateTime,
         send_attempts: i32,
@@ -84,7 +86,7 @@ async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f
            WHERE v.id = $1 AND v.status = 'pending' AND v.expires_at > now() \
              AND v.delivery_status IN ('queued', 'sending') \
              AND (v.claimed_until IS NULL OR v.claimed_until < now() OR v.claimed_by = $5) \
-           RETURNING v.phone_number, v.locale, v.created_at, v.expires_at, v.send_attempts, e.needs_lookup, e.submitted_sid, \
+           RETURNING v.phone_number, v.locale, coalesce(v.channels[v.step + 1], 'sms') AS channel, v.created_at, v.expires_at, v.send_attempts, e.needs_lookup, e.submitted_sid, \
              $3::text IS NOT NULL AND NOT e.needs_lookup AND e.submitted_sid IS NULL \
                AND v.expires_at > now() + make_interval(secs => $4) AS begins), \
          first AS ( \
@@ -106,6 +108,7 @@ async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f
         return Ok(Claim::Claimed {
             phone_number: row.try_get("phone_number")?,
             locale: row.try_get("locale")?,
+            channel: row.try_get("channel")?,
             created_at: row.try_get("created_at")?,
             expires_at: row.try_get("expires_at")?,
             send_attempts: row.try_get("send_attempts")?,
@@ -187,7 +190,7 @@ pub async fn finish_submitted(pool: &PgPool, sends: &[Submitted]) -> sqlx::Resul
     // read must come after the commit above: a callback recorded later finds the sid itself.
     let sids: Vec<&str> = sends.iter().map(|s| s.message_sid.as_str()).collect();
     for (sid, status, error_code) in events_for_many(pool, &sids).await? {
-        if let Some(next) = DeliveryStatus::from_twilio(&status) {
+        if let Some(next) = DeliveryStatus::from_callback(&sid, &status) {
             advance_delivery(pool, DeliveryTarget::MessageSid(&sid), next, error_code).await?;
         }
     }

@@ -23,12 +23,23 @@ pub struct Verification {
     pub request_id: Option<String>,
     /// The locale the code is sent in.
     pub locale: String,
+    /// The channels, in order, and the index of the one in use.
+    pub channels: Vec<String>,
+    pub step: i32,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
 }
 
 impl Verification {
+    /// The channel in use.
+    pub fn channel(&self) -> &str {
+        usize::try_from(self.step)
+            .ok()
+            .and_then(|i| self.channels.get(i))
+            .map_or("sms", String::as_str)
+    }
+
     pub(super) fn from_row(row: &PgRow) -> sqlx::Result<Self> {
         Ok(Self {
             id: row.try_get("id")?,
@@ -43,6 +54,8 @@ impl Verification {
             delivery_error_code: row.try_get("delivery_error_code")?,
             request_id: row.try_get("request_id")?,
             locale: row.try_get("locale")?,
+            channels: row.try_get("channels")?,
+            step: row.try_get("step")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             expires_at: row.try_get("expires_at")?,

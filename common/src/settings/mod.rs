@@ -19,7 +19,7 @@ use clap::{Command, CommandFactory, Parser};
 mod shared;
 mod values;
 
-pub use shared::Shared;
+pub use shared::{ChannelSenders, Shared};
 pub use values::{Secret, account_sid, amqp_url, database_url, list, millis, public_base_url, seconds, secret};
 
 /// The last lines of both binaries' `--help`.

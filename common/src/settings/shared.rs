@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::values::{Secret, account_sid, amqp_url, database_url, public_base_url, sealing_keys, seconds, secret};
 use crate::broker::Topology;
 use crate::seal::Sealer;
-use crate::texts::Texts;
+use crate::texts::{Channel, Texts};
 
 /// `TEMPLATES_DIR`: the built-in texts with the folder's files over them (none when empty).
 fn texts(dir: &str) -> Result<Texts, String> {
@@ -13,6 +13,54 @@ fn texts(dir: &str) -> Result<Texts, String> {
         return Ok(Texts::default());
     }
     Texts::load(std::path::Path::new(dir.trim()))
+}
+
+/// Who sends on each channel: the worker sends with them, the API refuses a channel that has
+/// none.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChannelSenders {
+    /// SMS sender number (E.164); this or TWILIO_MESSAGING_SERVICE_SID (worker) is required by the worker
+    #[arg(long = "twilio-from", env = "TWILIO_FROM", value_parser = e164)]
+    pub twilio_from: Option<String>,
+    /// the WhatsApp sender (E.164; `whatsapp:` is added) [default: none, no WhatsApp]
+    #[arg(long = "twilio-whatsapp-from", env = "TWILIO_WHATSAPP_FROM", value_parser = e164)]
+    pub whatsapp_from: Option<String>,
+    /// HX + 32 hex digits: an approved WhatsApp authentication template whose variable 1 is the code [default: none, a plain body]
+    #[arg(long = "twilio-whatsapp-content-sid", env = "TWILIO_WHATSAPP_CONTENT_SID", value_parser = content_sid)]
+    pub whatsapp_content_sid: Option<String>,
+    /// voice-capable number (E.164) calls come from [default: TWILIO_FROM]
+    #[arg(long = "twilio-voice-from", env = "TWILIO_VOICE_FROM", value_parser = e164)]
+    pub voice_from: Option<String>,
+}
+
+impl ChannelSenders {
+    /// The number calls come from, if calls can be made.
+    pub fn voice_from(&self) -> Option<&str> {
+        self.voice_from.as_deref().or(self.twilio_from.as_deref())
+    }
+
+    /// Whether `channel` can be sent (SMS always can: the worker refuses to start without a sender).
+    pub fn offers(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Sms => true,
+            Channel::Whatsapp => self.whatsapp_from.is_some(),
+            Channel::Call => self.voice_from().is_some(),
+        }
+    }
+}
+
+fn e164(value: &str) -> Result<String, String> {
+    crate::phone::PhoneNumber::parse(value)
+        .map(|p| p.as_str().to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn content_sid(value: &str) -> Result<String, String> {
+    if crate::twilio_sid::is_sid(value, "HX") {
+        Ok(value.to_owned())
+    } else {
+        Err("must be HX followed by 32 hex digits".into())
+    }
 }
 
 /// What both binaries read.
@@ -48,6 +96,8 @@ pub struct Shared {
     /// verifications older than this many days are deleted with their send attempts and delivery events, 1 to 3650
     #[arg(long, env = "RETENTION_DAYS", default_value = "30", value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub retention_days: u32,
+    #[command(flatten)]
+    pub channels: ChannelSenders,
     /// folder of files that override the built-in texts, one per locale and channel: es.sms.txt, pt-BR.call.txt (each with {code}) [default: none]
     #[arg(long = "templates-dir", env = "TEMPLATES_DIR", default_value = "", hide_default_value = true, value_parser = texts)]
     pub texts: Texts,

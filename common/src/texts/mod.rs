@@ -31,6 +31,27 @@ impl Channel {
             Self::Call => "call",
         }
     }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
+
+/// An ordered list of channels as a start gives it: known names, no repeats, 1 to 3.
+pub fn parse_channels<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<Channel>, String> {
+    let mut channels = Vec::new();
+    for name in names {
+        let channel =
+            Channel::parse(name.trim()).ok_or_else(|| format!("{name:?} is not a channel: sms, whatsapp or call"))?;
+        if channels.contains(&channel) {
+            return Err(format!("{name} is listed twice"));
+        }
+        channels.push(channel);
+    }
+    if channels.is_empty() || channels.len() > 3 {
+        return Err("must list 1 to 3 channels".into());
+    }
+    Ok(channels)
 }
 
 /// The placeholder every text must hold.

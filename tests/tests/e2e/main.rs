@@ -3,6 +3,7 @@
 
 mod abuse;
 mod bad_input;
+mod channels;
 mod checks;
 mod delivery;
 mod fake_twilio_calls;

@@ -287,6 +287,7 @@ fn outbox_row(app: &TestApp, phone: &str) -> (repo::NewRow, Code) {
         request_id: None,
         sealed_code: app.sealer().seal(id, &code),
         locale: "en".into(),
+        channels: vec!["sms".into()],
     };
     (row, code)
 }

@@ -18,8 +18,9 @@ use uuid::Uuid;
 use crate::classify::{CallOutcome, Decision};
 use crate::config::WorkerConfig;
 use crate::retry::Next;
-use crate::twilio::{CallResult, NewMessage, TwilioClient};
+use crate::twilio::{CallResult, TwilioClient};
 
+mod channel;
 mod claim;
 mod record;
 mod settle;
@@ -74,6 +75,8 @@ struct ClaimedSend<'a> {
     phone: String,
     /// The locale its code is sent in.
     locale: String,
+    /// The channel it is sent on.
+    channel: Channel,
     created_at: OffsetDateTime,
     expires_at: OffsetDateTime,
     /// Calls made for this job (travels in the job; the budget of `SEND_MAX_ATTEMPTS`).
@@ -96,16 +99,6 @@ impl ClaimedSend<'_> {
 }
 
 impl SendContext {
-    fn status_callback(&self) -> String {
-        format!("{}{}", self.config.shared.public_base_url, common::STATUS_CALLBACK_PATH)
-    }
-
-    /// The SMS of `send`: its locale's text with its code.
-    fn body(&self, send: &ClaimedSend<'_>) -> String {
-        let template = self.texts.get(&send.locale).text(Channel::Sms);
-        crate::sms::compose(template, send.code.expose(), self.config.webotp_domain.as_deref())
-    }
-
     fn lease<'a>(&self, holder: &'a str) -> repo::Lease<'a> {
         repo::Lease {
             holder,
@@ -186,7 +179,7 @@ impl SendContext {
             send.made -= 1;
             return Ok(Called::Done(busy(send.made)));
         };
-        let result = self.create_message(send, body).await;
+        let result = self.create(send, body).await;
         let (decision, sid, outcome) = self.settle(send, &result).await;
         self.record_call(send, row, &result, decision, sid.as_deref(), outcome)
             .await?;
@@ -216,22 +209,6 @@ impl SendContext {
         let lease = self.lease(send.holder);
         repo::begin_attempt(&self.pool, send.id(), send.recorded, lease, &self.config.worker_id).await
     }
-
-    async fn create_message(&self, send: &ClaimedSend<'_>, body: &str) -> CallResult {
-        let started = std::time::Instant::now();
-        let result = self
-            .twilio
-            .create_message(&NewMessage {
-                to: &send.phone,
-                sender: self.config.sender(),
-                body,
-                status_callback: &self.status_callback(),
-                validity_period: send.remaining().as_secs().clamp(1, 36_000),
-            })
-            .await;
-        metrics::histogram!(names::TWILIO_DURATION, "operation" => "create").record(started.elapsed().as_secs_f64());
-        result
-    }
 }
 
 /// The result of one call for the loop.
@@ -255,7 +232,9 @@ fn describe(result: &CallResult) -> String {
             http_status,
             twilio_code: None,
         } => format!("HTTP {http_status}"),
-        CallOutcome::NoAnswer { .. } => result.error_message.clone().unwrap_or_else(|| "no answer".into()),
+        CallOutcome::NoAnswer { .. } | CallOutcome::NotConfigured => {
+            result.error_message.clone().unwrap_or_else(|| "no answer".into())
+        }
         CallOutcome::Created => "HTTP 201".into(),
     }
 }

@@ -57,8 +57,10 @@ impl SendContext {
         }
         let code = twilio_code(result).map_or_else(|| "none".to_owned(), |c| c.to_string());
         let label = outcome.as_str();
-        metrics::counter!(names::SEND_ATTEMPTS, "outcome" => label, "twilio_code" => code).increment(1);
-        tracing::info!(attempt = send.recorded, outcome = label, to = %mask(&send.phone), "twilio call");
+        let channel = send.channel.as_str();
+        metrics::counter!(names::SEND_ATTEMPTS, "outcome" => label, "twilio_code" => code, "channel" => channel)
+            .increment(1);
+        tracing::info!(attempt = send.recorded, outcome = label, channel, to = %mask(&send.phone), "twilio call");
         Ok(())
     }
 
@@ -72,7 +74,7 @@ impl SendContext {
         let http_status = match result.outcome {
             CallOutcome::Answered { http_status, .. } => Some(i32::from(http_status)),
             CallOutcome::Created => Some(201),
-            CallOutcome::NoAnswer { .. } => None,
+            CallOutcome::NoAnswer { .. } | CallOutcome::NotConfigured => None,
         };
         let r = AttemptResult {
             outcome,

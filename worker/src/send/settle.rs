@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use common::metric_names as names;
 use common::repo::{self, DeliveryTarget};
 use common::status::{DeliveryStatus, VerificationStatus};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{ClaimedSend, JobOutcome, SendContext};
@@ -76,23 +74,5 @@ impl SendContext {
         };
         repo::advance_delivery(&self.pool, DeliveryTarget::Id(id), status, None).await?;
         Ok(JobOutcome::Skipped(reason))
-    }
-
-    /// Looks for a message with this job's code sent to `phone` since yesterday (UTC): the
-    /// answer to "did the ambiguous call go out?". `Err`: Twilio could not be asked.
-    pub(super) async fn find_sent(&self, send: &ClaimedSend<'_>) -> anyhow::Result<Option<String>> {
-        let phone = send.phone.as_str();
-        let since = (OffsetDateTime::now_utc() - time::Duration::days(1)).date().to_string();
-        let body = self.body(send);
-        let started = std::time::Instant::now();
-        let listed = self.twilio.list_messages(phone, &since).await;
-        metrics::histogram!(names::TWILIO_DURATION, "operation" => "list").record(started.elapsed().as_secs_f64());
-        let messages = listed.inspect_err(|e| {
-            tracing::warn!(error = %e, "could not list messages to settle an ambiguous send");
-        })?;
-        Ok(messages
-            .into_iter()
-            .find(|m| m.body.as_deref() == Some(body.as_str()) && m.to.as_deref().is_none_or(|to| to == phone))
-            .map(|m| m.sid))
     }
 }

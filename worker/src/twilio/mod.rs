@@ -1,5 +1,9 @@
-//! A small client for Twilio's Messages API: create a message, and list messages to learn
-//! whether an ambiguous create went out.
+//! A small client for Twilio's Messages API (SMS and WhatsApp) and Calls API ([`calls`]):
+//! create, and list to learn whether an ambiguous create went out.
+
+mod calls;
+
+pub use calls::{ListedCall, NewCall};
 
 use std::time::Duration;
 
@@ -17,25 +21,44 @@ pub struct TwilioClient {
     auth_token: Secret,
 }
 
-/// One SMS to create.
+/// One message to create: an SMS, or a WhatsApp message (`whatsapp:` addresses).
 pub struct NewMessage<'a> {
     pub to: &'a str,
     pub sender: Sender<'a>,
-    pub body: &'a str,
+    /// The text, or an approved template and its variables (a JSON object as a string).
+    pub content: Content<'a>,
     pub status_callback: &'a str,
     /// Seconds Twilio may keep it queued (1..=36000).
     pub validity_period: u64,
+}
+
+/// What a message says.
+pub enum Content<'a> {
+    Body(&'a str),
+    Template { sid: &'a str, variables: String },
 }
 
 /// What a create call returned.
 #[derive(Debug, Clone)]
 pub struct CallResult {
     pub outcome: CallOutcome,
-    /// The `SM…` sid on success.
+    /// The `SM…` (message) or `CA…` (call) sid on success.
     pub sid: Option<String>,
     pub error_message: Option<String>,
     /// How long Twilio asked us to wait (`Retry-After` on a 429 or 503, in seconds).
     pub retry_after: Option<Duration>,
+}
+
+impl CallResult {
+    /// A send this worker has no sender for: final, like a permanent refusal.
+    pub fn not_configured(setting: &str) -> Self {
+        Self {
+            outcome: CallOutcome::NotConfigured,
+            sid: None,
+            error_message: Some(format!("{setting} is not set on this worker")),
+            retry_after: None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -86,19 +109,30 @@ impl TwilioClient {
         let validity = msg.validity_period.to_string();
         let mut form = vec![
             ("To", msg.to),
-            ("Body", msg.body),
             ("StatusCallback", msg.status_callback),
             ("ValidityPeriod", validity.as_str()),
         ];
+        match &msg.content {
+            Content::Body(body) => form.push(("Body", body)),
+            Content::Template { sid, variables } => {
+                form.push(("ContentSid", sid));
+                form.push(("ContentVariables", variables));
+            }
+        }
         match msg.sender {
             Sender::From(from) => form.push(("From", from)),
             Sender::MessagingService(sid) => form.push(("MessagingServiceSid", sid)),
         }
+        self.create(&self.messages_url(), &form).await
+    }
+
+    /// Posts a create (message or call) and reads its answer as a [`CallResult`].
+    async fn create(&self, url: &str, form: &[(&str, &str)]) -> CallResult {
         let response = self
             .http
-            .post(self.messages_url())
+            .post(url)
             .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
-            .form(&form)
+            .form(form)
             .send()
             .await;
         let response = match response {
