@@ -63,21 +63,8 @@ impl ChannelConfig {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::ApiConfig;
-    use common::settings::{SettingError, from_vars};
+    use crate::config::tests::read;
     use common::texts::Channel;
-
-    fn read(extra: &[(&str, &str)]) -> Result<ApiConfig, SettingError> {
-        let mut pairs = vec![
-            ("API_KEYS", "key-0123456789abcdef"),
-            ("VERIFY_SECRET", "0123456789abcdef0123456789abcdef"),
-            ("CODE_SEALING_KEYS", "a sealing key of at least 32 bytes long"),
-            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
-            ("TWILIO_AUTH_TOKEN", "token"),
-        ];
-        pairs.extend_from_slice(extra);
-        from_vars(pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())))
-    }
 
     #[test]
     fn default_channels_need_a_sender_and_are_one_for_now() {

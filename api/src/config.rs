@@ -177,12 +177,13 @@ fn countries(value: &str) -> Result<HashSet<String>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use common::phone::NumberKind;
     use common::settings::from_vars;
 
-    fn read(extra: &[(&str, &str)]) -> Result<ApiConfig, SettingError> {
+    /// The settings of the required variables plus `extra`.
+    pub(crate) fn read(extra: &[(&str, &str)]) -> Result<ApiConfig, SettingError> {
         let mut pairs = vec![
             ("API_KEYS", "key-0123456789abcdef"),
             ("VERIFY_SECRET", "0123456789abcdef0123456789abcdef"),

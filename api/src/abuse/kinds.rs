@@ -141,16 +141,7 @@ mod tests {
     use std::collections::HashSet;
 
     fn defaults() -> AbuseConfig {
-        let vars = [
-            ("API_KEYS", "key-0123456789abcdef"),
-            ("VERIFY_SECRET", "0123456789abcdef0123456789abcdef"),
-            ("CODE_SEALING_KEYS", "a sealing key of at least 32 bytes long"),
-            ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
-            ("TWILIO_AUTH_TOKEN", "token"),
-        ];
-        common::settings::from_vars::<crate::config::ApiConfig>(vars.map(|(k, v)| (k.to_owned(), v.to_owned())))
-            .unwrap()
-            .abuse
+        crate::config::tests::read(&[]).unwrap().abuse
     }
 
     #[test]

@@ -24,52 +24,44 @@ impl SendContext {
         let min_lifetime = self.config.retry.min_useful_lifetime.as_secs_f64();
         let worker = &self.config.worker_id;
         let claim = repo::claim_send_and_begin(&self.pool, id, self.lease(holder), worker, min_lifetime).await?;
-        let (phone_number, locale, channel, created_at, expires_at, send_attempts, needs_lookup, attempt_row) =
-            match claim {
-                Claim::Claimed {
-                    submitted_sid: Some(sid),
-                    ..
-                } => {
-                    repo::mark_submitted(&self.pool, id, &sid).await?;
-                    return Ok(Err(JobOutcome::Submitted { sid }));
-                }
-                Claim::Claimed {
-                    phone_number,
+        let (send, needs_lookup) = match claim {
+            Claim::Claimed {
+                submitted_sid: Some(sid),
+                ..
+            } => {
+                repo::mark_submitted(&self.pool, id, &sid).await?;
+                return Ok(Err(JobOutcome::Submitted { sid }));
+            }
+            Claim::Claimed {
+                phone_number,
+                locale,
+                channel,
+                created_at,
+                expires_at,
+                send_attempts,
+                needs_lookup,
+                submitted_sid: None,
+                attempt_row,
+            } => (
+                ClaimedSend {
+                    job,
+                    code,
+                    holder,
+                    phone: phone_number,
                     locale,
-                    channel,
+                    // A channel this build does not know (written by a newer one) is sent as SMS.
+                    channel: Channel::parse(&channel).unwrap_or(Channel::Sms),
                     created_at,
                     expires_at,
-                    send_attempts,
-                    needs_lookup,
-                    submitted_sid: None,
-                    attempt_row,
-                } => (
-                    phone_number,
-                    locale,
-                    channel,
-                    created_at,
-                    expires_at,
-                    send_attempts,
-                    needs_lookup,
-                    attempt_row,
-                ),
-                // Another worker holds the send (or held it and died: its lease runs out).
-                Claim::Busy => return Ok(Err(busy(job.attempt))),
-                Claim::Skip(found) => return Ok(Err(self.skip(id, found).await?)),
-            };
-        let send = ClaimedSend {
-            job,
-            code,
-            holder,
-            phone: phone_number,
-            locale,
-            // A channel this build does not know (written by a newer one) is sent as SMS.
-            channel: Channel::parse(&channel).unwrap_or(Channel::Sms),
-            created_at,
-            expires_at,
-            made: job.attempt,
-            recorded: send_attempts,
-            begun: attempt_row,
+                    made: job.attempt,
+                    recorded: send_attempts,
+                    begun: attempt_row,
+                },
+                needs_lookup,
+            ),
+            // Another worker holds the send (or held it and died: its lease runs out).
+            Claim::Busy => return Ok(Err(busy(job.attempt))),
+            Claim::Skip(found) => return Ok(Err(self.skip(id, found).await?)),
         };
         if needs_lookup && let Some(outcome) = self.settle_earlier_call(&send).await? {
             return Ok(Err(outcome));
