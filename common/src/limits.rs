@@ -19,18 +19,27 @@ pub async fn take(pool: &PgPool, limits: &[Limit]) -> sqlx::Result<Option<(usize
     if limits.is_empty() {
         return Ok(None);
     }
-    let keys: Vec<&str> = limits.iter().map(|l| l.key.as_str()).collect();
-    let counts: Vec<i32> = limits.iter().map(|l| l.limit as i32).collect();
-    let windows: Vec<f64> = limits.iter().map(|l| l.window.as_secs_f64()).collect();
-    let row = sqlx::query("SELECT refused, retry_after FROM rate_take($1, $2, $3)")
-        .bind(&keys)
-        .bind(&counts)
-        .bind(&windows)
-        .fetch_one(pool)
-        .await?;
+    let row = bind_limits(
+        sqlx::query("SELECT refused, retry_after FROM rate_take($1, $2, $3)"),
+        limits,
+    )
+    .fetch_one(pool)
+    .await?;
     let refused: i32 = row.try_get(0)?;
     let retry_after: f64 = row.try_get(1)?;
     Ok((refused > 0).then(|| (refused as usize - 1, Duration::from_secs_f64(retry_after.max(1.0)))))
+}
+
+/// Binds `limits` as the first three parameters of `rate_take` and `start_take`: their keys,
+/// counts and windows (seconds).
+fn bind_limits<'q>(
+    statement: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    limits: &[Limit],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let keys: Vec<String> = limits.iter().map(|l| l.key.clone()).collect();
+    let counts: Vec<i32> = limits.iter().map(|l| l.limit as i32).collect();
+    let windows: Vec<f64> = limits.iter().map(|l| l.window.as_secs_f64()).collect();
+    statement.bind(keys).bind(counts).bind(windows)
 }
 
 /// Gives back the newest event under `key` (a check that turned out not to be a wrong code).
@@ -68,13 +77,8 @@ pub async fn take_start(
     limits: &[Limit],
     budget: Option<(&str, u32)>,
 ) -> sqlx::Result<Option<StartRefusal>> {
-    let keys: Vec<&str> = limits.iter().map(|l| l.key.as_str()).collect();
-    let counts: Vec<i32> = limits.iter().map(|l| l.limit as i32).collect();
-    let windows: Vec<f64> = limits.iter().map(|l| l.window.as_secs_f64()).collect();
-    let row = sqlx::query("SELECT refused, retry_after FROM start_take($1, $2, $3, $4, $5)")
-        .bind(&keys)
-        .bind(&counts)
-        .bind(&windows)
+    let statement = sqlx::query("SELECT refused, retry_after FROM start_take($1, $2, $3, $4, $5)");
+    let row = bind_limits(statement, limits)
         .bind(budget.map(|(country, _)| country))
         .bind(budget.map(|(_, n)| n.min(i32::MAX as u32) as i32))
         .fetch_one(pool)

@@ -19,33 +19,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::guard::{self, Activity, BUCKET_SECONDS};
+use common::guard::{self, BUCKET_SECONDS};
 use common::phone::PhoneNumber;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+use pending::Pending;
+
 mod config;
 mod evaluate;
 mod judge;
+mod pending;
 
 pub use config::{Mode, PumpingConfig};
 pub use evaluate::{Snapshot, run as evaluate};
 
 /// How often a replica adds its counts and reads the pauses.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
-/// Most (prefix, bucket) counts a replica keeps while PostgreSQL cannot take them; past it,
-/// new counts wait for the next flush that works and older failed ones are dropped.
-const MOST_KEPT: usize = 50_000;
-
-/// Counts of one prefix in one bucket, not yet added to PostgreSQL.
-#[derive(Debug, Default)]
-struct Counts {
-    country: String,
-    started: i32,
-    approved: i32,
-}
-
 /// The guard as one replica holds it: its settings, its counts not yet flushed, its copy of
 /// the enforced pauses, and the send queue's wait (from the queue monitor).
 pub struct Guard {
@@ -55,7 +46,7 @@ pub struct Guard {
     ceiling: bool,
     /// `PREFIX_PAUSE_SECONDS`: how long a first pause lasts.
     pause: Duration,
-    counts: Mutex<HashMap<(String, i64), Counts>>,
+    counts: Mutex<Pending>,
     paused: RwLock<HashMap<String, Instant>>,
     /// Age of the oldest start still waiting for its SMS, in milliseconds.
     send_wait_ms: AtomicU64,
@@ -119,16 +110,9 @@ impl Guard {
 
     fn add(&self, phone: &PhoneNumber, at: i64, started: i32, approved: i32) {
         let bucket = at - at.rem_euclid(BUCKET_SECONDS);
+        let country = phone.country().unwrap_or("unknown");
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if counts.len() >= MOST_KEPT && !counts.contains_key(&(phone.prefix().to_owned(), bucket)) {
-            return;
-        }
-        let entry = counts.entry((phone.prefix().to_owned(), bucket)).or_default();
-        if entry.country.is_empty() {
-            entry.country = phone.country().unwrap_or("unknown").to_owned();
-        }
-        entry.started += started;
-        entry.approved += approved;
+        counts.add(phone.prefix(), country, bucket, started, approved);
     }
 
     /// Sets the send queue's wait, as the queue monitor last measured it.
@@ -146,27 +130,12 @@ impl Guard {
         if taken.is_empty() {
             return;
         }
-        let rows: Vec<Activity> = taken
-            .into_iter()
-            .map(|((prefix, bucket), c)| Activity {
-                prefix,
-                bucket,
-                country: c.country,
-                started: c.started,
-                approved: c.approved,
-            })
-            .collect();
+        let rows = taken.into_rows();
         if let Err(e) = guard::add_activity(pool, &rows).await {
             tracing::warn!(error = %e, rows = rows.len(), "could not store the pumping guard's counts; keeping them");
             let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
             for row in rows {
-                if counts.len() >= MOST_KEPT {
-                    break;
-                }
-                let entry = counts.entry((row.prefix, row.bucket)).or_default();
-                entry.country = row.country;
-                entry.started += row.started;
-                entry.approved += row.approved;
+                counts.add(&row.prefix, &row.country, row.bucket, row.started, row.approved);
             }
         }
     }
