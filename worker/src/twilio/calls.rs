@@ -65,19 +65,7 @@ impl TwilioClient {
     /// `GET …/Calls.json?To=…`: the newest calls to `to` (a queued call has no start time
     /// yet, so no date filter: the caller compares `date_created`). Errors carry no URL.
     pub async fn list_calls(&self, to: &str) -> anyhow::Result<Vec<ListedCall>> {
-        let page: CallPage = async {
-            self.http
-                .get(self.calls_url())
-                .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
-                .query(&[("To", to), ("PageSize", "50")])
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await
-        }
-        .await
-        .map_err(reqwest::Error::without_url)?;
+        let page: CallPage = self.list(&self.calls_url(), &[("To", to), ("PageSize", "50")]).await?;
         Ok(page.calls)
     }
 }

@@ -177,11 +177,18 @@ impl TwilioClient {
     /// `GET …/Messages.json?To=…&DateSent>=…`: messages sent to `to` since `date` (YYYY-MM-DD).
     /// Errors carry no URL (it holds the phone number).
     pub async fn list_messages(&self, to: &str, date: &str) -> anyhow::Result<Vec<ListedMessage>> {
-        let page: MessagePage = async {
+        let query = [("To", to), ("DateSent>", date), ("PageSize", "100")];
+        let page: MessagePage = self.list(&self.messages_url(), &query).await?;
+        Ok(page.messages)
+    }
+
+    /// `GET url?query` read as `T`. Errors carry no URL (it holds a phone number).
+    async fn list<T: serde::de::DeserializeOwned>(&self, url: &str, query: &[(&str, &str)]) -> anyhow::Result<T> {
+        let page = async {
             self.http
-                .get(self.messages_url())
+                .get(url)
                 .basic_auth(&self.account_sid, Some(self.auth_token.expose()))
-                .query(&[("To", to), ("DateSent>", date), ("PageSize", "100")])
+                .query(query)
                 .send()
                 .await?
                 .error_for_status()?
@@ -190,7 +197,7 @@ impl TwilioClient {
         }
         .await
         .map_err(reqwest::Error::without_url)?;
-        Ok(page.messages)
+        Ok(page)
     }
 }
 
