@@ -168,6 +168,7 @@ impl Application {
             metrics::counter!(names::STARTS_REFUSED, "reason" => reason).increment(0);
         }
         metrics::counter!(names::PUMPING_SUSPECTED, "mode" => config.pumping.mode.as_str()).increment(0);
+        crate::fallback::register_metrics();
         Ok(Self {
             listener,
             config,

@@ -1,11 +1,12 @@
 //! Which channels carry a start's code: the start's `channels`, else `DEFAULT_CHANNELS`; each
 //! must be one the service can send on (`TWILIO_WHATSAPP_FROM` for WhatsApp, a voice number
-//! for calls), else 400 `channel_unavailable`.
-//!
-//! One channel per verification for now: moving on to the next channel of a list (the
-//! fallback) is not built yet, so a list of two or three is refused rather than half-served.
+//! for calls), else 400 `channel_unavailable`. The next channel of a list is used when the
+//! one in use fails for good or goes `FALLBACK_AFTER_SECONDS` without approval
+//! ([`crate::fallback`]).
 
-use common::settings::{ChannelSenders, SettingError};
+use std::time::Duration;
+
+use common::settings::{ChannelSenders, SettingError, seconds};
 use common::texts::{self, Channel};
 
 use crate::error::ApiError;
@@ -13,9 +14,12 @@ use crate::error::ApiError;
 /// `DEFAULT_CHANNELS`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChannelConfig {
-    /// the channels of a start that names none: sms, whatsapp or call
+    /// the channels of a start that names none, in order: sms, whatsapp, call (e.g. sms,call)
     #[arg(long = "default-channels", env = "DEFAULT_CHANNELS", default_value = "sms", value_parser = channels)]
     pub default_channels: Channels,
+    /// how long a step handed to Twilio waits for approval before the next channel is used, 1 to 3600 seconds
+    #[arg(long = "fallback-after-seconds", env = "FALLBACK_AFTER_SECONDS", default_value = "60", value_parser = seconds(1..=3600))]
+    pub fallback_after: Duration,
 }
 
 /// An ordered list of channels.
@@ -27,16 +31,15 @@ fn channels(value: &str) -> Result<Channels, String> {
 }
 
 impl ChannelConfig {
-    /// Every default channel must be offered, and (until the fallback is built) be one.
+    /// Every default channel must be offered.
     pub fn check(&self, senders: &ChannelSenders) -> Result<(), SettingError> {
-        let refuse = |why: String| Err(SettingError::new("DEFAULT_CHANNELS", why));
-        if let Some(missing) = self.default_channels.0.iter().find(|c| !senders.offers(**c)) {
-            return refuse(format!("lists {}, which has no sender configured", missing.as_str()));
+        match self.default_channels.0.iter().find(|c| !senders.offers(**c)) {
+            Some(missing) => Err(SettingError::new(
+                "DEFAULT_CHANNELS",
+                format!("lists {}, which has no sender configured", missing.as_str()),
+            )),
+            None => Ok(()),
         }
-        if self.default_channels.0.len() > 1 {
-            return refuse("must be one channel: moving on to the next channel is not available yet".into());
-        }
-        Ok(())
     }
 
     /// The channels of a start: `requested`, else the defaults.
@@ -52,11 +55,6 @@ impl ChannelConfig {
                 missing.as_str()
             )));
         }
-        if chosen.len() > 1 {
-            return Err(ApiError::ChannelUnavailable(
-                "one channel per verification: moving on to the next channel of a list is not available yet".into(),
-            ));
-        }
         Ok(chosen)
     }
 }
@@ -67,15 +65,21 @@ mod tests {
     use common::texts::Channel;
 
     #[test]
-    fn default_channels_need_a_sender_and_are_one_for_now() {
+    fn default_channels_need_a_sender() {
         assert_eq!(read(&[]).unwrap().channels.default_channels.0, [Channel::Sms]);
         let from = ("TWILIO_FROM", "+14155550100");
         let call = read(&[from, ("DEFAULT_CHANNELS", "call")]).unwrap();
         assert_eq!(call.channels.default_channels.0, [Channel::Call]);
+        let fallback = read(&[from, ("DEFAULT_CHANNELS", "sms,call"), ("FALLBACK_AFTER_SECONDS", "30")]).unwrap();
+        assert_eq!(fallback.channels.default_channels.0, [Channel::Sms, Channel::Call]);
+        assert_eq!(fallback.channels.fallback_after.as_secs(), 30);
+        assert_eq!(call.channels.fallback_after.as_secs(), 60);
         for bad in [
             vec![("DEFAULT_CHANNELS", "call")],
             vec![("DEFAULT_CHANNELS", "whatsapp"), from],
-            vec![("DEFAULT_CHANNELS", "sms,call"), from],
+            vec![("DEFAULT_CHANNELS", "sms,call")],
+            vec![("DEFAULT_CHANNELS", "sms,sms"), from],
+            vec![("FALLBACK_AFTER_SECONDS", "0")],
             vec![("DEFAULT_CHANNELS", "fax")],
             vec![("TWILIO_WHATSAPP_CONTENT_SID", "HX123")],
         ] {

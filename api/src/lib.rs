@@ -10,6 +10,7 @@ mod client_ip;
 pub mod config;
 mod error;
 mod extract;
+pub mod fallback;
 pub mod monitor;
 pub mod openapi;
 pub mod outbox;

@@ -1,7 +1,8 @@
 //! Every background task of the API, started here and only here, on one [`TaskTracker`]: the
 //! pipeline behind the request path (start writers, check reservers, dispatchers, settler)
-//! and the periodic tasks (outbox relay, rate-limit janitor, retention sweeper, queue
-//! monitor, the pumping guard's sync and evaluation); and how they stop ([`Tasks::stop`]).
+//! and the periodic tasks (outbox relay, fallback sweeper, rate-limit janitor, retention
+//! sweeper, queue monitor, the pumping guard's sync and evaluation); and how they stop
+//! ([`Tasks::stop`]).
 //!
 //! The pipeline's loops end on their own once the handles that feed them are gone: the batch
 //! writers when the request path's [`StartWriter`] and [`CheckReserver`] are dropped (with
@@ -27,6 +28,8 @@ use crate::pumping::{Guard, Snapshot};
 
 /// How often the queue gauges are refreshed.
 const MONITOR_EVERY: Duration = Duration::from_secs(5);
+/// How often the due fallbacks are looked for (a step moves on at most this late).
+const FALLBACK_EVERY: Duration = Duration::from_secs(1);
 /// The least time the tasks get to end, even when the requests used up the grace period:
 /// the settler's last statement deletes the rows of the jobs the drain just published.
 const LEAST_WAIT: Duration = Duration::from_secs(1);
@@ -93,6 +96,12 @@ impl Tasks {
             hasher.clone(),
         );
         tasks.spawn_periodic(relay.run(relay_every, tasks.cancel_periodic.clone()));
+        tasks.spawn_periodic(crate::fallback::run(
+            pool.clone(),
+            dispatcher.clone(),
+            config.outbox_relay_after.as_secs() as i64,
+            FALLBACK_EVERY,
+        ));
         tasks.spawn_periodic(crate::abuse::forget_expired(
             pool.clone(),
             tasks.cancel_periodic.clone(),

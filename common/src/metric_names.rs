@@ -21,6 +21,7 @@ pub const PREFIX_CONVERSION_RATIO: &str = "verify_prefix_conversion_ratio";
 pub const SMS_BUDGET_USED: &str = "verify_sms_budget_used";
 pub const SMS_BUDGET_LIMIT: &str = "verify_sms_budget_limit";
 pub const OUTBOX_RELAYED: &str = "verify_outbox_relayed_total";
+pub const FALLBACKS: &str = "verify_fallbacks_total";
 pub const QUEUE_READY: &str = "verify_queue_messages_ready";
 pub const QUEUE_CONSUMERS: &str = "verify_queue_consumers";
 pub const OLDEST_QUEUED_AGE: &str = "verify_oldest_queued_age_seconds";
@@ -70,6 +71,10 @@ pub fn describe() {
         PUMPING_JUDGED_UNTIL,
         Unit::Seconds,
         "Unix time before which every start has been judged by the pumping guard's last evaluation"
+    );
+    describe_counter!(
+        FALLBACKS,
+        "Verifications moved on to their next channel, by that channel and why (failed, no_approval)"
     );
     describe_counter!(
         OUTBOX_RELAYED,

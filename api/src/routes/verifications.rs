@@ -116,6 +116,7 @@ pub async fn start(
         sealed_code: sealed.clone(),
         locale: locale.to_owned(),
         channels: channels.iter().map(|c| c.as_str().to_owned()).collect(),
+        fallback_after_seconds: state.config.channels.fallback_after.as_secs() as i32,
     };
     let job = SendJob::new(id, common::seal::to_text(&sealed), request_id);
     let (verification, superseded) = state.starts.insert(row, job).await?;
@@ -224,5 +225,11 @@ pub async fn get(
     let verification = repo::find(&state.pool, id)
         .await?
         .ok_or(ApiError::VerificationNotFound)?;
-    Ok(Json(verification.into()))
+    // The steps that ended are kept apart; a verification on its first step has none.
+    let ended = if verification.step > 0 {
+        repo::ended_steps(&state.pool, id).await?
+    } else {
+        Vec::new()
+    };
+    Ok(Json(VerificationView::new(verification, ended)))
 }

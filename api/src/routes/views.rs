@@ -1,6 +1,6 @@
 //! The JSON shapes of the answers about verifications.
 
-use common::repo::Verification;
+use common::repo::{EndedStep, Verification};
 use common::status::{DeliveryStatus, VerificationStatus};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -102,16 +102,27 @@ pub struct VerificationView {
     expires_at: OffsetDateTime,
 }
 
-impl From<Verification> for VerificationView {
-    fn from(v: Verification) -> Self {
-        // One step per verification so far: the one in use, described by the row itself.
-        let steps = vec![Step {
+impl VerificationView {
+    /// The verification with the steps that ended before the one in use (oldest first).
+    pub fn new(v: Verification, ended: Vec<EndedStep>) -> Self {
+        let mut steps: Vec<Step> = ended
+            .into_iter()
+            .map(|s| Step {
+                channel: s.channel,
+                delivery_status: s.delivery_status,
+                provider_sid: s.provider_sid,
+                error_code: s.error_code,
+                started_at: s.started_at,
+            })
+            .collect();
+        // The step in use is described by the row itself.
+        steps.push(Step {
             channel: v.channel().to_owned(),
             delivery_status: v.delivery_status,
             provider_sid: v.provider_message_sid.clone(),
             error_code: v.delivery_error_code,
-            started_at: v.created_at,
-        }];
+            started_at: v.step_started_at,
+        });
         Self {
             id: v.id,
             channel: v.channel().to_owned(),

@@ -62,9 +62,9 @@ pub async fn begin_attempt(
         "WITH renewed AS ( \
            UPDATE verifications SET send_attempts = GREATEST(send_attempts, $2), \
              claimed_until = now() + make_interval(secs => $3), updated_at = now() \
-           WHERE id = $1 AND claimed_by = $5 RETURNING id) \
-         INSERT INTO send_attempts (verification_id, attempt, started_at, outcome, worker_id) \
-         SELECT id, $2, now(), $6, $4 FROM renewed RETURNING id",
+           WHERE id = $1 AND claimed_by = $5 RETURNING id, step) \
+         INSERT INTO send_attempts (verification_id, step, attempt, started_at, outcome, worker_id) \
+         SELECT id, step, $2, now(), $6, $4 FROM renewed RETURNING id",
     )
     .bind(id)
     .bind(attempt)
@@ -103,22 +103,25 @@ pub async fn finish_attempt(pool: &PgPool, attempt_id: i64, r: &AttemptResult<'_
     Ok(())
 }
 
-/// Marks earlier in-flight or ambiguous calls as settled by a lookup at Twilio (`found`
+/// Marks earlier in-flight or ambiguous calls of the step in use as settled by a lookup at Twilio (`found`
 /// tells whether the message was there), so they do not trigger another lookup.
 pub async fn settle_unknown_attempts(pool: &PgPool, id: Uuid, found: bool) -> sqlx::Result<()> {
-    sqlx::query("UPDATE send_attempts SET outcome = $2 WHERE verification_id = $1 AND outcome = ANY($3)")
-        .bind(id)
-        .bind(
-            if found {
-                AttemptOutcome::FoundAtTwilio
-            } else {
-                AttemptOutcome::NotAtTwilio
-            }
-            .as_str(),
-        )
-        .bind(AttemptOutcome::unknown())
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE send_attempts SET outcome = $2 WHERE verification_id = $1 AND outcome = ANY($3) \
+         AND step = (SELECT step FROM verifications WHERE id = $1)",
+    )
+    .bind(id)
+    .bind(
+        if found {
+            AttemptOutcome::FoundAtTwilio
+        } else {
+            AttemptOutcome::NotAtTwilio
+        }
+        .as_str(),
+    )
+    .bind(AttemptOutcome::unknown())
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

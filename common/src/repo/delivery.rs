@@ -31,8 +31,10 @@ pub struct Advanced {
 }
 
 /// Moves a verification's delivery status forwards (never backwards, never out of a final
-/// status), keeping the Twilio error code, and applies [`verification_effect`].
-/// Returns the row if anything changed.
+/// status), keeping the Twilio error code, and applies [`verification_effect`]; except that a
+/// failure of a step with a next channel makes that channel due at once (the fallback,
+/// [`super::advance_due_steps`]) instead of failing the verification. A callback for the sid
+/// of a step that already ended updates that step. Returns the row if the step in use changed.
 pub async fn advance_delivery(
     pool: &PgPool,
     target: DeliveryTarget<'_>,
@@ -45,7 +47,9 @@ pub async fn advance_delivery(
         DeliveryTarget::Id(_) => sqlx::query(
             "UPDATE verifications SET delivery_status = $2, \
                delivery_error_code = COALESCE($3, delivery_error_code), \
-               status = CASE WHEN status = 'pending' AND $4::text IS NOT NULL THEN $4 ELSE status END, \
+               status = CASE WHEN status = 'pending' AND $4::text IS NOT NULL \
+                             AND NOT ($6 AND fallback_due_at IS NOT NULL) THEN $4 ELSE status END, \
+               fallback_due_at = CASE WHEN $6 AND fallback_due_at IS NOT NULL THEN now() ELSE fallback_due_at END, \
                updated_at = now() \
              WHERE id = $1::text::uuid AND delivery_status = ANY($5) \
              RETURNING id, request_id, created_at",
@@ -53,7 +57,9 @@ pub async fn advance_delivery(
         DeliveryTarget::MessageSid(_) => sqlx::query(
             "UPDATE verifications SET delivery_status = $2, \
                delivery_error_code = COALESCE($3, delivery_error_code), \
-               status = CASE WHEN status = 'pending' AND $4::text IS NOT NULL THEN $4 ELSE status END, \
+               status = CASE WHEN status = 'pending' AND $4::text IS NOT NULL \
+                             AND NOT ($6 AND fallback_due_at IS NOT NULL) THEN $4 ELSE status END, \
+               fallback_due_at = CASE WHEN $6 AND fallback_due_at IS NOT NULL THEN now() ELSE fallback_due_at END, \
                updated_at = now() \
              WHERE provider_message_sid = $1 AND delivery_status = ANY($5) \
              RETURNING id, request_id, created_at",
@@ -69,8 +75,15 @@ pub async fn advance_delivery(
         .bind(error_code)
         .bind(effect)
         .bind(&predecessors)
+        .bind(next.is_failure())
         .fetch_optional(pool)
         .await?;
+    if row.is_none()
+        && let DeliveryTarget::MessageSid(sid) = target
+        && let Some(id) = super::advance_ended_step(pool, sid, next, error_code).await?
+    {
+        tracing::info!(verification_id = %id, status = next.as_str(), "delivery of an earlier channel step recorded");
+    }
     row.map(|r| {
         Ok(Advanced {
             id: r.try_get(0)?,

@@ -12,7 +12,7 @@ macro_rules! columns {
         "id, phone_number, \
          CASE WHEN status = 'pending' AND expires_at <= now() THEN 'expired' ELSE status END AS status, \
          delivery_status, check_attempts, max_check_attempts, send_attempts, provider_message_sid, \
-         delivery_error_code, request_id, locale, channels, step, created_at, updated_at, expires_at, seq"
+         delivery_error_code, request_id, locale, channels, step, coalesce(step_started_at, created_at) AS step_started_at, created_at, updated_at, expires_at, seq"
     };
 }
 
@@ -22,6 +22,7 @@ mod health;
 mod outbox;
 mod retention;
 mod sends;
+mod steps;
 mod verifications;
 
 pub use attempts::*;
@@ -30,4 +31,5 @@ pub use health::*;
 pub use outbox::*;
 pub use retention::*;
 pub use sends::*;
+pub use steps::*;
 pub use verifications::*;

@@ -20,6 +20,9 @@ pub struct NewRow {
     pub locale: String,
     /// The channels, in order ([`crate::texts::Channel`] names).
     pub channels: Vec<String>,
+    /// `FALLBACK_AFTER_SECONDS`: how long a step handed to Twilio waits for approval before
+    /// the next channel is used (unused with one channel).
+    pub fallback_after_seconds: i32,
 }
 
 // The statements over many rows are planned at every execution (`persistent(false)`): they
@@ -36,6 +39,10 @@ pub struct NewRow {
 /// be distinct (the caller splits duplicates over successive calls): the update sees the
 /// table as it was before the statement, so it cannot see rows inserted by the same call.
 /// Returns each stored verification with how many older ones it superseded.
+///
+/// A verification with more than one channel also keeps its sealed code, for the later
+/// steps, and the code's expiry as its fallback time until its first step is handed to
+/// Twilio (see [`super::advance_due_steps`]).
 ///
 /// At most one verification of a number is pending, whatever the number of API replicas:
 /// the unique index `verifications_one_pending_per_number` refuses a second one. The
@@ -58,8 +65,8 @@ pub async fn insert_batch_with_outbox(
 ) -> sqlx::Result<Vec<(Verification, i64)>> {
     let stored = sqlx::query(concat!(
         "WITH input AS ( \
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[], $5::float8[], $6::text[], $7::bytea[], $9::text[], $10::text[]) \
-             WITH ORDINALITY AS t(id, phone_number, code_hmac, max_check_attempts, ttl, request_id, sealed_code, locale, channels, n)), \
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[], $5::float8[], $6::text[], $7::bytea[], $9::text[], $10::text[], $11::int[]) \
+             WITH ORDINALITY AS t(id, phone_number, code_hmac, max_check_attempts, ttl, request_id, sealed_code, locale, channels, fallback_after, n)), \
          superseded AS ( \
            UPDATE verifications SET \
              status = CASE WHEN expires_at <= now() THEN 'expired' ELSE 'canceled' END, \
@@ -73,9 +80,13 @@ pub async fn insert_batch_with_outbox(
            INSERT INTO outbox (verification_id, sealed_code, request_id, relay_after) \
            SELECT id, sealed_code, request_id, now() + make_interval(secs => $8) FROM input), \
          stored AS ( \
-           INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, locale, channels, expires_at) \
+           INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, locale, channels, expires_at, \
+                                      sealed_code, fallback_after_seconds, fallback_due_at) \
            SELECT id, phone_number, code_hmac, max_check_attempts, request_id, locale, string_to_array(channels, ','), \
-                  now() + make_interval(secs => ttl) \
+                  now() + make_interval(secs => ttl), \
+                  CASE WHEN strpos(channels, ',') > 0 THEN sealed_code END, \
+                  CASE WHEN strpos(channels, ',') > 0 THEN fallback_after END, \
+                  CASE WHEN strpos(channels, ',') > 0 THEN now() + make_interval(secs => ttl) END \
            FROM input WHERE (SELECT count(*) FROM superseded) >= 0 ORDER BY phone_number RETURNING ",
         columns!(),
         ") \
@@ -92,6 +103,7 @@ pub async fn insert_batch_with_outbox(
     .bind(relay_after_seconds as f64)
     .bind(rows.iter().map(|r| r.locale.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.channels.join(",")).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.fallback_after_seconds).collect::<Vec<_>>())
     .persistent(false)
     .fetch_all(pool)
     .await?;

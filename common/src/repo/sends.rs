@@ -72,11 +72,13 @@ pub async fn claim_send_and_begin(
 
 async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f64)>) -> sqlx::Result<Claim> {
     let row = sqlx::query(
-        "WITH earlier AS ( \
+        "WITH current AS (SELECT step FROM verifications WHERE id = $1), \
+         earlier AS ( \
            SELECT EXISTS (SELECT 1 FROM send_attempts a WHERE a.verification_id = $1 \
-                          AND a.outcome = ANY($6)) AS needs_lookup, \
+                          AND a.step = (SELECT step FROM current) AND a.outcome = ANY($6)) AS needs_lookup, \
                   (SELECT a.provider_message_sid FROM send_attempts a WHERE a.verification_id = $1 \
-                   AND a.outcome = $7 AND a.provider_message_sid IS NOT NULL LIMIT 1) AS submitted_sid), \
+                   AND a.step = (SELECT step FROM current) AND a.outcome = $7 \
+                   AND a.provider_message_sid IS NOT NULL LIMIT 1) AS submitted_sid), \
          claimed AS ( \
            UPDATE verifications v SET delivery_status = 'sending', waiting_in = NULL, \
              claimed_until = now() + make_interval(secs => $2), claimed_by = $5, updated_at = now(), \
@@ -86,12 +88,12 @@ async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f
            WHERE v.id = $1 AND v.status = 'pending' AND v.expires_at > now() \
              AND v.delivery_status IN ('queued', 'sending') \
              AND (v.claimed_until IS NULL OR v.claimed_until < now() OR v.claimed_by = $5) \
-           RETURNING v.phone_number, v.locale, coalesce(v.channels[v.step + 1], 'sms') AS channel, v.created_at, v.expires_at, v.send_attempts, e.needs_lookup, e.submitted_sid, \
+           RETURNING v.step, v.phone_number, v.locale, coalesce(v.channels[v.step + 1], 'sms') AS channel, v.created_at, v.expires_at, v.send_attempts, e.needs_lookup, e.submitted_sid, \
              $3::text IS NOT NULL AND NOT e.needs_lookup AND e.submitted_sid IS NULL \
                AND v.expires_at > now() + make_interval(secs => $4) AS begins), \
          first AS ( \
-           INSERT INTO send_attempts (verification_id, attempt, started_at, outcome, worker_id) \
-           SELECT $1, send_attempts, now(), $8, $3 FROM claimed WHERE begins RETURNING id) \
+           INSERT INTO send_attempts (verification_id, step, attempt, started_at, outcome, worker_id) \
+           SELECT $1, step, send_attempts, now(), $8, $3 FROM claimed WHERE begins RETURNING id) \
          SELECT claimed.*, (SELECT id FROM first) AS attempt_row FROM claimed",
     )
     .bind(id)
@@ -163,7 +165,8 @@ pub struct Submitted {
 
 /// [`mark_submitted`] and the end of the call that got the 201 (outcome `submitted`), for
 /// many sends in one statement (one commit), then one read of callbacks that came before
-/// their sids were stored. The verifications must be distinct.
+/// their sids were stored. The verifications must be distinct. A step with a next channel
+/// waits for approval from here on, `FALLBACK_AFTER_SECONDS` as its start saw it.
 pub async fn finish_submitted(pool: &PgPool, sends: &[Submitted]) -> sqlx::Result<()> {
     sqlx::query(
         "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[]) AS t(id, sid, attempt_id)), \
@@ -172,7 +175,9 @@ pub async fn finish_submitted(pool: &PgPool, sends: &[Submitted]) -> sqlx::Resul
              provider_message_sid = input.sid \
            FROM input WHERE a.id = input.attempt_id AND a.id = ANY($3)) \
          UPDATE verifications v SET delivery_status = 'submitted', provider_message_sid = input.sid, \
-           claimed_until = NULL, claimed_by = NULL, updated_at = now() \
+           claimed_until = NULL, claimed_by = NULL, updated_at = now(), \
+           fallback_due_at = CASE WHEN v.fallback_due_at IS NOT NULL THEN \
+             LEAST(now() + make_interval(secs => v.fallback_after_seconds), v.expires_at) END \
          FROM input WHERE v.id = input.id AND v.id = ANY($1) AND v.delivery_status = ANY($4)",
     )
     .bind(sends.iter().map(|s| s.id).collect::<Vec<_>>())
@@ -198,11 +203,13 @@ pub async fn finish_submitted(pool: &PgPool, sends: &[Submitted]) -> sqlx::Resul
 }
 
 /// Records that a job was dead-lettered: its delivery is `failed` with the reason, while
-/// the verification stays `pending` so that an operator can replay the job.
+/// the verification stays `pending` so that an operator can replay the job; with a next
+/// channel, that channel is due at once (a replay of this job then sends the step in use).
 pub async fn mark_dead_lettered(pool: &PgPool, id: Uuid, reason: &str) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "UPDATE verifications SET delivery_status = 'failed', dead_letter_reason = $2, \
-           claimed_until = NULL, claimed_by = NULL, updated_at = now() \
+           claimed_until = NULL, claimed_by = NULL, updated_at = now(), \
+           fallback_due_at = CASE WHEN fallback_due_at IS NOT NULL THEN now() END \
          WHERE id = $1 AND delivery_status = ANY($3)",
     )
     .bind(id)

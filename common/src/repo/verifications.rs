@@ -26,6 +26,8 @@ pub struct Verification {
     /// The channels, in order, and the index of the one in use.
     pub channels: Vec<String>,
     pub step: i32,
+    /// When the step in use started.
+    pub step_started_at: OffsetDateTime,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
@@ -56,6 +58,7 @@ impl Verification {
             locale: row.try_get("locale")?,
             channels: row.try_get("channels")?,
             step: row.try_get("step")?,
+            step_started_at: row.try_get("step_started_at")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             expires_at: row.try_get("expires_at")?,
@@ -63,7 +66,7 @@ impl Verification {
     }
 }
 
-fn parse_column<T: std::str::FromStr>(row: &PgRow, column: &str) -> sqlx::Result<T>
+pub(super) fn parse_column<T: std::str::FromStr>(row: &PgRow, column: &str) -> sqlx::Result<T>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {

@@ -31,7 +31,7 @@ async fn channels_without_a_sender_or_badly_listed_are_refused_and_nothing_is_st
     let app = spawn_app_with(Options::default().without_worker()).await;
     for (channels, code) in [
         (json!(["whatsapp"]), "channel_unavailable"),
-        (json!(["sms", "call"]), "channel_unavailable"),
+        (json!(["sms", "whatsapp"]), "channel_unavailable"),
         (json!(["fax"]), "invalid_request"),
         (json!([]), "invalid_request"),
         (json!(["sms", "sms"]), "invalid_request"),

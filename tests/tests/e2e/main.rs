@@ -7,6 +7,7 @@ mod channels;
 mod checks;
 mod delivery;
 mod fake_twilio_calls;
+mod fallback;
 mod locales;
 mod operations;
 mod ops;

@@ -288,6 +288,7 @@ fn outbox_row(app: &TestApp, phone: &str) -> (repo::NewRow, Code) {
         sealed_code: app.sealer().seal(id, &code),
         locale: "en".into(),
         channels: vec!["sms".into()],
+        fallback_after_seconds: 60,
     };
     (row, code)
 }
