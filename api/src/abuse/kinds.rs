@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::limits::Limit;
 use common::phone::NumberKind;
+use common::texts::Channel;
 
 use super::AbuseConfig;
 
@@ -76,6 +77,23 @@ impl StartLimit {
 /// `SMS_NUMBER_TYPES`: the number types accepted; `None` means any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NumberKinds(pub Option<Vec<NumberKind>>);
+
+impl NumberKinds {
+    /// Whether a number of `kind` may get the code on `channel`. Messages (SMS, WhatsApp) go
+    /// to the types of `SMS_NUMBER_TYPES`. A call can also reach a fixed line, but never a
+    /// premium-rate or shared-cost number (the callee's operator is paid for the call:
+    /// international revenue share fraud), whatever the setting says.
+    pub fn accept(&self, kind: NumberKind, channel: Channel) -> bool {
+        let listed = self.0.as_ref().is_none_or(|kinds| kinds.contains(&kind));
+        match channel {
+            Channel::Sms | Channel::Whatsapp => listed,
+            Channel::Call => {
+                !matches!(kind, NumberKind::PremiumRate | NumberKind::SharedCost)
+                    && (listed || kind == NumberKind::FixedLine)
+            }
+        }
+    }
+}
 
 /// Parses `SMS_NUMBER_TYPES`: libphonenumber's type names, or `any`.
 pub fn number_kinds(value: &str) -> Result<NumberKinds, String> {
@@ -165,5 +183,22 @@ mod tests {
         for (kind, limit) in CheckLimit::ALL.iter().zip(&checks) {
             assert!(kind.message(&abuse).contains(&limit.limit.to_string()), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn calls_reach_fixed_lines_but_never_premium_rate_or_shared_cost_numbers() {
+        use NumberKind::*;
+        let defaults = defaults().number_kinds;
+        let any = number_kinds("any").unwrap();
+        for kinds in [&defaults, &any] {
+            assert!(kinds.accept(Mobile, Channel::Call) && kinds.accept(FixedLine, Channel::Call));
+            assert!(!kinds.accept(PremiumRate, Channel::Call) && !kinds.accept(SharedCost, Channel::Call));
+        }
+        assert!(!defaults.accept(FixedLine, Channel::Sms) && !defaults.accept(FixedLine, Channel::Whatsapp));
+        assert!(!defaults.accept(PremiumRate, Channel::Sms) && any.accept(PremiumRate, Channel::Sms));
+        assert!(
+            !defaults.accept(TollFree, Channel::Call),
+            "a call takes the listed types and fixed lines only"
+        );
     }
 }

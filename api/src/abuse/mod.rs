@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::guard;
 use common::limits::{self, Limit, StartRefusal};
 use common::phone::PhoneNumber;
+use common::texts::Channel;
 use sqlx::PgPool;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -44,11 +45,17 @@ impl Limits {
         Self { abuse, guard, pool }
     }
 
-    /// Whether a start for `phone` from `ip` may go ahead: the country and number-type rules,
+    /// Whether a start for `phone` on `channels` from `ip` may go ahead: the country and
+    /// number-type rules (per channel: [`NumberKinds::accept`]),
     /// the paused prefixes, then (when on) every start limit and (when set) the country's
     /// daily budget, all at once. A refusal is counted by reason.
-    pub async fn admit_start(&self, phone: &PhoneNumber, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        let refused = self.refuse_start(phone, ip).await;
+    pub async fn admit_start(
+        &self,
+        phone: &PhoneNumber,
+        channels: &[Channel],
+        ip: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
+        let refused = self.refuse_start(phone, channels, ip).await;
         if let Err(e) = &refused {
             let reason = match e {
                 ApiError::RateLimited { .. } => "rate_limited",
@@ -61,7 +68,12 @@ impl Limits {
         refused
     }
 
-    async fn refuse_start(&self, phone: &PhoneNumber, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    async fn refuse_start(
+        &self,
+        phone: &PhoneNumber,
+        channels: &[Channel],
+        ip: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
         let (abuse, pool) = (&self.abuse, &self.pool);
         if let Some(allowed) = &abuse.allowed_countries
             && !phone.country().is_some_and(|c| allowed.contains(c))
@@ -70,11 +82,15 @@ impl Limits {
                 phone.country().unwrap_or("unknown").to_owned(),
             ));
         }
-        if let Some(kinds) = &abuse.number_kinds.0
-            && !kinds.contains(&phone.kind())
-        {
+        // Every channel of the list must suit the number (a fallback may come to any of them).
+        if let Some(refusing) = channels.iter().find(|c| !abuse.number_kinds.accept(phone.kind(), **c)) {
+            let channel = match refusing {
+                Channel::Sms => "SMS",
+                Channel::Whatsapp => "WhatsApp",
+                Channel::Call => "calls",
+            };
             return Err(ApiError::InvalidPhoneNumber(format!(
-                "phone_number is a {} number, which is not accepted for SMS",
+                "phone_number is a {} number, which is not accepted for {channel}",
                 phone.kind().as_str().replace('_', " ")
             )));
         }

@@ -99,7 +99,7 @@ pub async fn start(
         .config
         .channels
         .choose(req.channels.as_deref(), &state.config.shared.channels)?;
-    state.limits.admit_start(&phone, ip).await?;
+    state.limits.admit_start(&phone, &channels, ip).await?;
     state.publisher.channel().await.map_err(ApiError::Unavailable)?;
     let id = Uuid::new_v4();
     tracing::Span::current().record("verification_id", tracing::field::display(id));

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod bad_input;
+mod channel_rules;
 mod channels;
 mod checks;
 mod delivery;

@@ -25,11 +25,19 @@ async fn wait_for_rows(app: &TestApp, ids: &[Uuid], condition: &str, what: &str)
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let sql = format!("SELECT count(*) FROM verifications WHERE id = ANY($1) AND {condition}");
     loop {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).bind(ids).fetch_one(&app.pool).await.unwrap();
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(ids)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
         if n == ids.len() as i64 {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "only {n} of {} {what}", ids.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {n} of {} {what}",
+            ids.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -47,7 +55,10 @@ async fn workers_killed_between_and_during_fallback_steps_leave_one_sms_and_one_
     let mut ids = Vec::new();
     for phone in &phones {
         let response = app
-            .post_json("/v1/verifications", &json!({"phone_number": phone, "channels": ["sms", "call"]}))
+            .post_json(
+                "/v1/verifications",
+                &json!({"phone_number": phone, "channels": ["sms", "call"]}),
+            )
             .await;
         assert_eq!(response.status(), 202);
         let body: Value = response.json().await.unwrap();
@@ -56,13 +67,25 @@ async fn workers_killed_between_and_during_fallback_steps_leave_one_sms_and_one_
 
     // The first step: every SMS out; then the worker dies before any call is due.
     let mut first = app.spawn_worker_process();
-    wait_for_rows(&app, &ids, "step = 0 AND delivery_status IN ('submitted', 'sent', 'delivered')", "texted").await;
+    wait_for_rows(
+        &app,
+        &ids,
+        "step = 0 AND delivery_status IN ('submitted', 'sent', 'delivered')",
+        "texted",
+    )
+    .await;
     kill(&mut first);
     assert!(app.fake.calls().is_empty(), "the worker died before the second step");
 
     // With no worker running, each verification moves on when its time comes (PostgreSQL's
     // clock, an API sweep) and its call job waits in RabbitMQ.
-    wait_for_rows(&app, &ids, "step = 1 AND delivery_status = 'queued'", "moved on to the call").await;
+    wait_for_rows(
+        &app,
+        &ids,
+        "step = 1 AND delivery_status = 'queued'",
+        "moved on to the call",
+    )
+    .await;
 
     // The second step, with a worker killed while calls are in flight.
     app.fake.set_latency(Duration::from_millis(400));
@@ -72,7 +95,10 @@ async fn workers_killed_between_and_during_fallback_steps_leave_one_sms_and_one_
         .await;
     kill(&mut second);
     let placed = app.fake.calls().len();
-    assert!(placed < phones.len(), "killed while calls were still to be placed ({placed})");
+    assert!(
+        placed < phones.len(),
+        "killed while calls were still to be placed ({placed})"
+    );
     app.fake.set_latency(Duration::ZERO);
     let mut third = app.spawn_worker_process();
     wait_for_rows(&app, &ids, "step = 1 AND delivery_status = 'delivered'", "called").await;
@@ -83,7 +109,12 @@ async fn workers_killed_between_and_during_fallback_steps_leave_one_sms_and_one_
         assert_eq!((sms, calls), (1, 1), "{phone}: one SMS and one call");
     }
     let view = app.get_verification(ids[0]).await;
-    let channels: Vec<&str> = view["steps"].as_array().unwrap().iter().map(|s| s["channel"].as_str().unwrap()).collect();
+    let channels: Vec<&str> = view["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["channel"].as_str().unwrap())
+        .collect();
     assert_eq!(channels, ["sms", "call"], "{view}");
     kill(&mut third);
     app.stop().await;
