@@ -33,9 +33,10 @@ pub struct StartRequest {
     #[schema(example = "es")]
     #[serde(default)]
     locale: Option<String>,
-    /// The channels to send the code on (`sms`, `whatsapp`, `call`); default `DEFAULT_CHANNELS`.
-    /// One channel for now: moving on to the next one of a list is not available yet.
-    #[schema(example = json!(["sms"]))]
+    /// The channels to send the code on, in order (`sms`, `whatsapp`, `call`; 1 to 3, no
+    /// repeats); default `DEFAULT_CHANNELS`. The first is used at once, the next when the one
+    /// in use fails for good or goes `FALLBACK_AFTER_SECONDS` without approval.
+    #[schema(example = json!(["sms", "call"]))]
     #[serde(default)]
     channels: Option<Vec<String>>,
 }

@@ -18,7 +18,8 @@ pub enum Claim {
         locale: String,
         /// The channel of the verification's step in use.
         channel: String,
-        created_at: OffsetDateTime,
+        /// When the step in use began (a look-up for its call starts here).
+        step_started_at: OffsetDateTime,
         expires_at: OffsetDateTime,
         send_attempts: i32,
         /// An earlier call may have reached Twilio without its result being recorded (it was
@@ -88,7 +89,8 @@ async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f
            WHERE v.id = $1 AND v.status = 'pending' AND v.expires_at > now() \
              AND v.delivery_status IN ('queued', 'sending') \
              AND (v.claimed_until IS NULL OR v.claimed_until < now() OR v.claimed_by = $5) \
-           RETURNING v.step, v.phone_number, v.locale, coalesce(v.channels[v.step + 1], 'sms') AS channel, v.created_at, v.expires_at, v.send_attempts, e.needs_lookup, e.submitted_sid, \
+           RETURNING v.step, v.phone_number, v.locale, coalesce(v.channels[v.step + 1], 'sms') AS channel, \
+             coalesce(v.step_started_at, v.created_at) AS step_started_at, v.expires_at, v.send_attempts, e.needs_lookup, e.submitted_sid, \
              $3::text IS NOT NULL AND NOT e.needs_lookup AND e.submitted_sid IS NULL \
                AND v.expires_at > now() + make_interval(secs => $4) AS begins), \
          first AS ( \
@@ -111,7 +113,7 @@ async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f
             phone_number: row.try_get("phone_number")?,
             locale: row.try_get("locale")?,
             channel: row.try_get("channel")?,
-            created_at: row.try_get("created_at")?,
+            step_started_at: row.try_get("step_started_at")?,
             expires_at: row.try_get("expires_at")?,
             send_attempts: row.try_get("send_attempts")?,
             needs_lookup: row.try_get("needs_lookup")?,

@@ -91,7 +91,7 @@ impl SendContext {
 
     /// Looks at Twilio for what an ambiguous create of `send` may have made: a message to the
     /// number since yesterday (UTC) with this send's text (for a WhatsApp template, holding
-    /// its code), or a call to it from our number created since the verification began.
+    /// its code), or a call to it from our number created since the step began.
     /// `Err`: Twilio could not be asked.
     pub(super) async fn find_sent(&self, send: &ClaimedSend<'_>) -> anyhow::Result<Option<String>> {
         let started = std::time::Instant::now();
@@ -129,7 +129,7 @@ impl SendContext {
 
     async fn find_call(&self, send: &ClaimedSend<'_>) -> anyhow::Result<Option<String>> {
         let from = self.config.shared.channels.voice_from();
-        let since = send.created_at - CLOCK_SKEW;
+        let since = send.step_started_at - CLOCK_SKEW;
         let calls = self.twilio.list_calls(&send.phone).await?;
         Ok(calls
             .into_iter()

@@ -36,7 +36,7 @@ impl SendContext {
                 phone_number,
                 locale,
                 channel,
-                created_at,
+                step_started_at,
                 expires_at,
                 send_attempts,
                 needs_lookup,
@@ -51,7 +51,7 @@ impl SendContext {
                     locale,
                     // A channel this build does not know (written by a newer one) is sent as SMS.
                     channel: Channel::parse(&channel).unwrap_or(Channel::Sms),
-                    created_at,
+                    step_started_at,
                     expires_at,
                     made: job.attempt,
                     recorded: send_attempts,

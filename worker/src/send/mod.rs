@@ -77,7 +77,8 @@ struct ClaimedSend<'a> {
     locale: String,
     /// The channel it is sent on.
     channel: Channel,
-    created_at: OffsetDateTime,
+    /// When the verification's step in use began.
+    step_started_at: OffsetDateTime,
     expires_at: OffsetDateTime,
     /// Calls made for this job (travels in the job; the budget of `SEND_MAX_ATTEMPTS`).
     made: u32,
@@ -185,7 +186,7 @@ impl SendContext {
             .await?;
         Ok(match (decision, sid) {
             (Decision::Success, Some(sid)) => {
-                let took = OffsetDateTime::now_utc() - send.created_at;
+                let took = OffsetDateTime::now_utc() - send.step_started_at;
                 metrics::histogram!(names::TIME_TO_SUBMITTED).record(took.as_seconds_f64().max(0.0));
                 Called::Done(JobOutcome::Submitted { sid })
             }
