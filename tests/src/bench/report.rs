@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::load::LoadResult;
+use super::mixed::Mixed;
 use super::raw::RawLimits;
 
 /// A drain of the queue by some workers.
@@ -42,6 +43,10 @@ pub struct Report {
     pub starts_again: LoadResult,
     pub one_worker: Drain,
     pub two_workers: Drain,
+    /// The mixed-channel burst's starts and drain, and its `FALLBACK_AFTER_SECONDS`.
+    pub mixed_starts: LoadResult,
+    pub mixed: Mixed,
+    pub fallback_after: Duration,
     pub checks: LoadResult,
     /// A third burst, while a retention sweep deletes the first burst's verifications.
     pub starts_during_sweep: LoadResult,
@@ -132,6 +137,7 @@ impl Report {
         let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
         load_row(&mut out, "POST /v1/verifications (first burst)", &self.starts);
         load_row(&mut out, "POST /v1/verifications (second burst)", &self.starts_again);
+        load_row(&mut out, "POST /v1/verifications (mixed channels)", &self.mixed_starts);
         load_row(&mut out, "POST /v1/verifications/check", &self.checks);
         load_row(
             &mut out,
@@ -154,6 +160,7 @@ impl Report {
         let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         drain_row(&mut out, &self.one_worker);
         drain_row(&mut out, &self.two_workers);
+        out.push_str(&self.mixed.markdown(self.fallback_after));
         let _ = writeln!(out, "\nAPI peak RSS: {}\n", mib(self.api_peak_rss_kib));
         let _ = writeln!(
             out,
@@ -233,6 +240,13 @@ impl Report {
                 ),
                 self.numbers_never_texted == 0 && self.numbers_texted_twice == 0,
             ),
+            (
+                format!(
+                    "mixed channels: each number exactly its channels (SMS, WhatsApp, or SMS then a call): {} lost, {} twice",
+                    self.mixed.lost, self.mixed.twice
+                ),
+                self.mixed.exact(),
+            ),
         ];
         let mut out = String::from("### Targets\n\n| target | result |\n| --- | --- |\n");
         for (what, ok) in rows {
@@ -243,6 +257,9 @@ impl Report {
 
     /// Whether nothing was lost or sent twice (the part that must hold in every run).
     pub fn outcome_ok(&self) -> bool {
-        self.numbers_never_texted == 0 && self.numbers_texted_twice == 0 && self.sms_sent == self.sms_expected
+        self.numbers_never_texted == 0
+            && self.numbers_texted_twice == 0
+            && self.sms_sent == self.sms_expected
+            && self.mixed.exact()
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::{Connection, PgConnection, PgPool};
 use verify_tests::bench::load::post_all;
+use verify_tests::bench::mixed::{self, Mixed};
 use verify_tests::bench::raw;
 use verify_tests::bench::report::{Drain, Report};
 use verify_tests::fake_twilio::{FakeConfig, FakeTwilio};
@@ -56,8 +57,9 @@ fn args() -> Result<Args, String> {
             }
         }
     }
-    if a.n == 0 || a.n > 90_000 || a.concurrency == 0 {
-        return Err("--n must be 1 to 90000 and --concurrency at least 1".into());
+    // Three bursts of n and a mixed one of n / 4 take 3.25 n distinct numbers of 100,000.
+    if a.n == 0 || a.n > 30_000 || a.concurrency == 0 {
+        return Err("--n must be 1 to 30000 and --concurrency at least 1".into());
     }
     Ok(a)
 }
@@ -96,6 +98,8 @@ impl Env {
             .env("TWILIO_ACCOUNT_SID", &self.fake_account)
             .env("TWILIO_AUTH_TOKEN", &self.fake_token)
             .env("TWILIO_FROM", "+15005550006")
+            .env("TWILIO_WHATSAPP_FROM", "+15005550007")
+            .env("TWILIO_WHATSAPP_CONTENT_SID", "HX0123456789abcdef0123456789abcdef")
             .env("TWILIO_API_BASE", &self.fake_base)
             .env("SEND_QUEUE", QUEUE)
             .env("RATE_LIMITS", "off")
@@ -294,7 +298,9 @@ async fn run(a: Args) -> anyhow::Result<Report> {
         worker_concurrency: a.worker_concurrency,
         twilio_latency: a.twilio_latency,
     };
-    let api = env.spawn("verify-api", &[]);
+    report.fallback_after = Duration::from_secs(1);
+    let fallback_after = report.fallback_after.as_secs().to_string();
+    let api = env.spawn("verify-api", &[("FALLBACK_AFTER_SECONDS", fallback_after)]);
     let base = format!("http://127.0.0.1:{api_port}");
     let ready = Instant::now();
     while reqwest::get(format!("{base}/readyz"))
@@ -322,6 +328,26 @@ async fn run(a: Args) -> anyhow::Result<Report> {
     let failed = report.starts_again.errors;
     anyhow::ensure!(failed == 0, "{failed} starts of the second burst failed");
     report.two_workers = drain(&env, &fake, &pool, 2, 2 * a.n as i64, a.n).await;
+
+    let mixed_phones = numbers(3 * a.n, a.n / 4);
+    println!(
+        "mixed-channel burst of {}, draining with 2 workers…",
+        mixed_phones.len()
+    );
+    report.mixed_starts = post_all(&start_url, KEY, mixed::bodies(&mixed_phones), a.concurrency, 202).await;
+    let before = fake.create_calls();
+    let workers: Vec<Proc> = (0..2).map(|_| env.spawn("verify-worker", &[])).collect();
+    let elapsed = mixed::wait_drained(&fake, &pool, &mixed_phones, before).await;
+    drop(workers);
+    let (lost, twice) = mixed::tally(&fake, &mixed_phones);
+    report.mixed = Mixed {
+        numbers: mixed_phones.len(),
+        requests: fake.create_calls() - before,
+        elapsed,
+        bound: 2.0 * a.worker_concurrency as f64 / a.twilio_latency.as_secs_f64(),
+        lost,
+        twice,
+    };
 
     println!("{} checks at concurrency {}…", a.n, a.concurrency);
     let checks: Vec<_> = first
