@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -108,23 +108,7 @@ impl Mixed {
 /// Waits until the fake has taken `before + requests(n)` create requests and every number's
 /// last step is submitted; returns the drain time from the first request after `before`.
 pub async fn wait_drained(fake: &FakeTwilio, pool: &PgPool, phones: &[String], before: u64) -> Duration {
-    let spawned = Instant::now();
-    while fake.create_calls() == before {
-        assert!(
-            spawned.elapsed() < Duration::from_secs(60),
-            "no worker made a call within a minute"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let started = Instant::now();
-    let target = before + requests(phones.len());
-    while fake.create_calls() < target {
-        assert!(
-            started.elapsed() < Duration::from_secs(1800),
-            "the mixed drain did not finish in 30 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let started = super::wait_for_creates(fake, before, before + requests(phones.len())).await;
     loop {
         let done: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM verifications WHERE phone_number = ANY($1) \

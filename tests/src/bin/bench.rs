@@ -15,6 +15,7 @@ use verify_tests::bench::load::post_all;
 use verify_tests::bench::mixed::{self, Mixed};
 use verify_tests::bench::raw;
 use verify_tests::bench::report::{Drain, Report};
+use verify_tests::bench::wait_for_creates;
 use verify_tests::fake_twilio::{FakeConfig, FakeTwilio};
 use verify_tests::harness::{admin_database_url, amqp_url, sibling_binary};
 
@@ -161,22 +162,8 @@ async fn drain(env: &Env, fake: &FakeTwilio, pool: &PgPool, workers: usize, targ
     let before = fake.create_calls();
     let children: Vec<Proc> = (0..workers).map(|_| env.spawn("verify-worker", &[])).collect();
     // The drain is timed from the first Twilio call: process start-up is reported apart.
-    while fake.create_calls() == before {
-        assert!(
-            spawned.elapsed() < Duration::from_secs(60),
-            "no worker made a call within a minute"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let started = Instant::now();
+    let started = wait_for_creates(fake, before, target as u64).await;
     let startup = started - spawned;
-    while fake.create_calls() < target as u64 {
-        assert!(
-            started.elapsed() < Duration::from_secs(1800),
-            "the drain did not finish in 30 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     while submitted(pool).await < target {
         assert!(
             started.elapsed() < Duration::from_secs(1800),
