@@ -100,7 +100,11 @@ pub fn describe() {
         Unit::Seconds,
         "Twilio API latency, by operation (create, list)"
     );
-    describe_histogram!(TIME_TO_SUBMITTED, Unit::Seconds, "From the start of a channel step (the verification's start, or its fallback) to Twilio's 201");
+    describe_histogram!(
+        TIME_TO_SUBMITTED,
+        Unit::Seconds,
+        "From the start of a channel step (the verification's start, or its fallback) to Twilio's 201"
+    );
     describe_gauge!(SENDS_IN_FLIGHT, "Send jobs this worker is working on");
     describe_counter!(JOBS, "Send jobs finished by a worker, by outcome");
     describe_counter!(DEAD_LETTERS, "Jobs a worker put into the dead-letter queue");
