@@ -29,6 +29,7 @@ use crate::auth::require_api_key;
 use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::extract::BODY_LIMIT;
+use crate::idempotency::idempotent;
 use crate::routes::{ops, verifications, webhooks};
 use crate::state::AppState;
 use crate::tasks::Tasks;
@@ -42,8 +43,14 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(5);
 /// The router, callable from tests with any state.
 pub fn router(state: AppState) -> Router {
     let authenticated = Router::new()
-        .route("/v1/verifications", post(verifications::start))
-        .route("/v1/verifications/check", post(verifications::check))
+        .route(
+            "/v1/verifications",
+            post(verifications::start).layer(middleware::from_fn_with_state(state.clone(), idempotent)),
+        )
+        .route(
+            "/v1/verifications/check",
+            post(verifications::check).layer(middleware::from_fn_with_state(state.clone(), idempotent)),
+        )
         .route("/v1/verifications/{id}", get(verifications::get))
         .route("/v1/ops/queues", get(ops::queues))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));

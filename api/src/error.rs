@@ -63,6 +63,12 @@ pub enum ApiError {
     },
     #[error("request body is larger than 16 KiB")]
     PayloadTooLarge,
+    /// The `Idempotency-Key` was used with another method, path or body.
+    #[error("this Idempotency-Key was used with another request; a new request needs a new key")]
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` has not been answered yet.
+    #[error("a request with this Idempotency-Key is still running; retry shortly")]
+    IdempotencyKeyInProgress,
     #[error("{0}")]
     UnsupportedMediaType(&'static str),
     #[error("the service is temporarily unavailable; try again")]
@@ -89,6 +95,8 @@ impl ApiError {
             Self::SuspectedPumping { .. } => (StatusCode::TOO_MANY_REQUESTS, "suspected_pumping"),
             Self::BudgetExhausted { .. } => (StatusCode::TOO_MANY_REQUESTS, "budget_exhausted"),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
+            Self::IdempotencyKeyInProgress => (StatusCode::CONFLICT, "idempotency_key_in_progress"),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -141,7 +149,7 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_str(&seconds).expect("digits"));
         }
-        if matches!(self, Self::Unavailable(_)) {
+        if matches!(self, Self::Unavailable(_) | Self::IdempotencyKeyInProgress) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -11,6 +11,7 @@ pub mod config;
 mod error;
 mod extract;
 pub mod fallback;
+pub mod idempotency;
 pub mod monitor;
 pub mod openapi;
 pub mod outbox;

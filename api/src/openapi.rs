@@ -69,5 +69,18 @@ mod tests {
         assert!(statuses.to_string().contains("max_attempts_reached"), "{statuses}");
         let delivery = &doc["components"]["schemas"]["DeliveryStatus"]["enum"];
         assert!(delivery.to_string().contains("undelivered"), "{delivery}");
+        for path in ["/v1/verifications", "/v1/verifications/check"] {
+            let post = &doc["paths"][path]["post"];
+            let header = &post["parameters"][0];
+            assert_eq!(
+                (header["name"].as_str(), header["in"].as_str()),
+                (Some("Idempotency-Key"), Some("header")),
+                "{path}"
+            );
+            assert_eq!(header["schema"]["maxLength"], 255, "{header}");
+            for status in ["409", "422"] {
+                assert!(post["responses"][status].is_object(), "{path} {status}");
+            }
+        }
     }
 }

@@ -20,6 +20,7 @@ pub async fn run(pool: PgPool, days: u32, shutdown: CancellationToken) {
                 for (table, n) in [
                     ("verifications", swept.verifications),
                     ("delivery_events", swept.delivery_events),
+                    ("idempotency_keys", swept.idempotency_keys),
                 ] {
                     metrics::counter!(names::RETENTION_DELETED, "table" => table).increment(n);
                 }
@@ -27,6 +28,7 @@ pub async fn run(pool: PgPool, days: u32, shutdown: CancellationToken) {
                     tracing::info!(
                         verifications = swept.verifications,
                         delivery_events = swept.delivery_events,
+                        idempotency_keys = swept.idempotency_keys,
                         days,
                         "deleted data past its retention"
                     );

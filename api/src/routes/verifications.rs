@@ -1,9 +1,9 @@
 //! Starting, checking and reading verifications.
 
-use axum::Json;
 use axum::extract::{Path, State, rejection::PathRejection};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use common::code::Code;
 use common::job::SendJob;
 use common::metric_names as names;
@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::StrictJson;
+use crate::idempotency::Held;
 use crate::state::AppState;
 
 pub use super::views::{Checked, Started, VerificationView};
@@ -39,6 +40,17 @@ pub struct StartRequest {
     #[schema(example = json!(["sms", "call"]))]
     #[serde(default)]
     channels: Option<Vec<String>>,
+}
+
+/// The `Idempotency-Key` header of the two POST routes ([`crate::idempotency`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyHeader {
+    /// 1 to 255 visible ASCII characters, chosen by the client per logical request; the same
+    /// key and body within 24 hours answer the first answer again with no new effect (per API key).
+    #[param(rename = "Idempotency-Key", max_length = 255, min_length = 1)]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -73,13 +85,17 @@ fn request_id(headers: &HeaderMap) -> Option<String> {
     tag = "verifications",
     request_body = StartRequest,
     security(("bearer" = [])),
+    params(IdempotencyHeader),
     responses(
-        (status = 202, description = "Stored, with its SMS job committed in the same transaction", body = Started),
+        (status = 202, description = "Stored, with its SMS job committed in the same transaction (or, with a known `Idempotency-Key`, the first answer again)", body = Started,
+            headers(("Idempotent-Replayed" = String, description = "`true` on an answer replayed for an `Idempotency-Key`"))),
         (status = 400, description = "`invalid_phone_number`, `unsupported_locale`, `channel_unavailable` or `invalid_request`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 403, description = "`country_not_allowed`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_in_progress`: the first request with this key is still running", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the key was used with another request", body = ErrorBody),
         (status = 429, description = "`rate_limited`; `suspected_pumping` (the number's prefix is paused by the pumping guard); `budget_exhausted` (the country's daily SMS budget is used up). Nothing stored, nothing sent", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))),
         (status = 503, description = "`unavailable`: nothing stored, nothing sent", body = ErrorBody),
     )
@@ -89,6 +105,7 @@ pub async fn start(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
+    held: Option<Extension<Held>>,
     StrictJson(req): StrictJson<StartRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let phone = parse_phone(&req.phone_number)?;
@@ -118,6 +135,7 @@ pub async fn start(
         locale: locale.to_owned(),
         channels: channels.iter().map(|c| c.as_str().to_owned()).collect(),
         fallback_after_seconds: state.config.channels.fallback_after.as_secs() as i32,
+        idempotency: held.map(|Extension(h)| (h.key, h.holder)),
     };
     let job = SendJob::new(id, common::seal::to_text(&sealed), request_id);
     let (verification, superseded) = state.starts.insert(row, job).await?;
@@ -138,13 +156,16 @@ pub async fn start(
     tag = "verifications",
     request_body = CheckRequest,
     security(("bearer" = [])),
+    params(IdempotencyHeader),
     responses(
         (status = 200, description = "Checked: `approved`, `pending` (wrong code) or `max_attempts_reached`", body = Checked),
         (status = 400, description = "`invalid_code`, `invalid_phone_number` or `invalid_request`", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`verification_not_found`: no pending verification for the number", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_in_progress`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = ErrorBody),
         (status = 429, description = "`rate_limited`", body = ErrorBody, headers(("Retry-After" = u64, description = "seconds"))),
         (status = 503, description = "`unavailable`", body = ErrorBody),
     )

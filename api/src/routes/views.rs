@@ -45,6 +45,18 @@ impl From<Verification> for Started {
     }
 }
 
+impl Started {
+    /// The answer a start gave when it stored `v`: pending, its delivery queued, on its first
+    /// channel. For an `Idempotency-Key` whose first answer was lost with its process.
+    pub fn as_first_answered(v: Verification) -> Self {
+        let mut started = Self::from(v);
+        started.status = VerificationStatus::Pending;
+        started.delivery_status = DeliveryStatus::Queued;
+        started.channel = started.channels.first().cloned().unwrap_or_else(|| "sms".into());
+        started
+    }
+}
+
 /// The answer to a check.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Checked {

@@ -19,6 +19,7 @@ macro_rules! columns {
 mod attempts;
 mod delivery;
 mod health;
+mod idempotency;
 mod outbox;
 mod retention;
 mod sends;
@@ -28,6 +29,7 @@ mod verifications;
 pub use attempts::*;
 pub use delivery::*;
 pub use health::*;
+pub use idempotency::*;
 pub use outbox::*;
 pub use retention::*;
 pub use sends::*;

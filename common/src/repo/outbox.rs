@@ -4,6 +4,7 @@
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
+use super::idempotency::IdempotencyKey;
 use super::*;
 
 /// A verification and its sealed code, owned, for [`insert_batch_with_outbox`].
@@ -23,6 +24,9 @@ pub struct NewRow {
     /// `FALLBACK_AFTER_SECONDS`: how long a step handed to Twilio waits for approval before
     /// the next channel is used (unused with one channel).
     pub fallback_after_seconds: i32,
+    /// The `Idempotency-Key` the start holds (and its holder token): the statement ties the
+    /// verification to it, so that a start whose answer is lost is answered from it.
+    pub idempotency: Option<(IdempotencyKey, String)>,
 }
 
 // The statements over many rows are planned at every execution (`persistent(false)`): they
@@ -67,6 +71,12 @@ pub async fn insert_batch_with_outbox(
         "WITH input AS ( \
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[], $5::float8[], $6::text[], $7::bytea[], $9::text[], $10::text[], $11::int[]) \
              WITH ORDINALITY AS t(id, phone_number, code_hmac, max_check_attempts, ttl, request_id, sealed_code, locale, channels, fallback_after, n)), \
+         keyed AS ( \
+           SELECT * FROM unnest($1::uuid[], $12::text[], $13::text[], $14::text[]) AS k(id, scope, idem_key, holder) \
+           WHERE scope IS NOT NULL), \
+         tied AS ( \
+           UPDATE idempotency_keys i SET verification_id = keyed.id FROM keyed \
+           WHERE i.scope = keyed.scope AND i.idem_key = keyed.idem_key AND i.holder = keyed.holder), \
          superseded AS ( \
            UPDATE verifications SET \
              status = CASE WHEN expires_at <= now() THEN 'expired' ELSE 'canceled' END, \
@@ -104,6 +114,9 @@ pub async fn insert_batch_with_outbox(
     .bind(rows.iter().map(|r| r.locale.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.channels.join(",")).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.fallback_after_seconds).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|(k, _)| k.scope.as_str())).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|(k, _)| k.key.as_str())).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|(_, h)| h.as_str())).collect::<Vec<_>>())
     .persistent(false)
     .fetch_all(pool)
     .await?;

@@ -1,6 +1,6 @@
 //! Data retention: verifications older than `RETENTION_DAYS` are deleted with their send
 //! attempts and outbox rows (foreign keys `ON DELETE CASCADE`), and so are delivery events
-//! received before then. Phone numbers live in `verifications.phone_number`, and in the
+//! received before then; idempotency keys go once they expire (24 hours). Phone numbers live in `verifications.phone_number`, and in the
 //! bodies Twilio keeps (not here); codes are never stored, only their HMAC.
 //!
 //! Deletion goes in small batches from the oldest rows, found through the keys that grow with
@@ -22,6 +22,7 @@ const BETWEEN_BATCHES: Duration = Duration::from_millis(20);
 pub struct Swept {
     pub verifications: u64,
     pub delivery_events: u64,
+    pub idempotency_keys: u64,
 }
 
 /// Deletes everything older than `days`, a batch at a time, until nothing old is left.
@@ -30,9 +31,18 @@ pub async fn sweep_older_than(pool: &PgPool, days: u32) -> sqlx::Result<Swept> {
     loop {
         let verifications = delete_batch(pool, OLD_VERIFICATIONS, days).await?;
         let delivery_events = delete_batch(pool, OLD_DELIVERY_EVENTS, days).await?;
+        let idempotency_keys = sqlx::query(EXPIRED_IDEMPOTENCY_KEYS)
+            .bind(BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected();
         swept.verifications += verifications;
         swept.delivery_events += delivery_events;
-        if verifications < BATCH as u64 && delivery_events < BATCH as u64 {
+        swept.idempotency_keys += idempotency_keys;
+        if [verifications, delivery_events, idempotency_keys]
+            .iter()
+            .all(|n| *n < BATCH as u64)
+        {
             return Ok(swept);
         }
         tokio::time::sleep(BETWEEN_BATCHES).await;
@@ -53,6 +63,11 @@ const OLD_DELIVERY_EVENTS: &str = "WITH oldest AS (SELECT id, received_at AS at 
                 WHERE e.id = ANY(ARRAY(SELECT id FROM oldest WHERE at < now() - make_interval(days => $2))) \
                 FOR UPDATE SKIP LOCKED) \
      DELETE FROM delivery_events WHERE id IN (SELECT id FROM doomed)";
+
+/// Expired idempotency keys, oldest first (by the expiry index).
+const EXPIRED_IDEMPOTENCY_KEYS: &str = "DELETE FROM idempotency_keys WHERE (scope, idem_key) IN ( \
+       SELECT scope, idem_key FROM idempotency_keys WHERE expires_at < now() \
+       ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)";
 
 async fn delete_batch(pool: &PgPool, statement: &'static str, days: u32) -> sqlx::Result<u64> {
     let done = sqlx::query(statement)

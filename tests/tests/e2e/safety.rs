@@ -289,6 +289,7 @@ fn outbox_row(app: &TestApp, phone: &str) -> (repo::NewRow, Code) {
         locale: "en".into(),
         channels: vec!["sms".into()],
         fallback_after_seconds: 60,
+        idempotency: None,
     };
     (row, code)
 }

@@ -1,0 +1,127 @@
+//! `idempotency_keys`: the first answer to an `Idempotency-Key`, per API key, for 24 hours.
+//!
+//! A request takes its key with one statement (a new key, an expired one, or one whose
+//! holder's lease ran out); every other request with the key finds it taken and reads what
+//! is there: another body (422), no answer yet (409), or the answer to replay.
+
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+/// How long a key is kept after its first request.
+pub const IDEMPOTENCY_HOURS: i32 = 24;
+
+/// A key as a request names it: the API key's digest, the key, the request's fingerprint.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub scope: String,
+    pub key: String,
+    pub fingerprint: Vec<u8>,
+}
+
+/// What a request found when it tried to take its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// The key is this request's: it runs, then stores its answer (or gives the key up).
+    Ours,
+    /// The key was used with another method, path or body.
+    OtherRequest,
+    /// The first request with the key is still running.
+    InProgress,
+    /// The first request's answer.
+    Answered { status: u16, body: Vec<u8> },
+    /// The first request's process died after its start committed: the verification it made.
+    Started(Uuid),
+}
+
+/// Takes `key` for the request `holder` for `lease_seconds`, or says why not.
+pub async fn take_idempotency_key(
+    pool: &PgPool,
+    key: &IdempotencyKey,
+    holder: &str,
+    lease_seconds: f64,
+) -> sqlx::Result<Taken> {
+    // Two attempts: the key may be given up between the insert and the read.
+    for _ in 0..2 {
+        let ours = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, holder, locked_until, expires_at) \
+             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(hours => $6)) \
+             ON CONFLICT (scope, idem_key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
+               holder = EXCLUDED.holder, locked_until = EXCLUDED.locked_until, status = NULL, body = NULL, \
+               verification_id = NULL, created_at = now(), expires_at = EXCLUDED.expires_at \
+             WHERE idempotency_keys.expires_at <= now() \
+                OR (idempotency_keys.status IS NULL AND idempotency_keys.verification_id IS NULL \
+                    AND idempotency_keys.locked_until < now() \
+                    AND idempotency_keys.fingerprint = EXCLUDED.fingerprint) \
+             RETURNING 1",
+        )
+        .bind(&key.scope)
+        .bind(&key.key)
+        .bind(&key.fingerprint)
+        .bind(holder)
+        .bind(lease_seconds)
+        .bind(IDEMPOTENCY_HOURS)
+        .fetch_optional(pool)
+        .await?;
+        if ours.is_some() {
+            return Ok(Taken::Ours);
+        }
+        let row = sqlx::query(
+            "SELECT fingerprint, status, body, verification_id, locked_until < now() AS abandoned \
+             FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND expires_at > now()",
+        )
+        .bind(&key.scope)
+        .bind(&key.key)
+        .fetch_optional(pool)
+        .await?;
+        let Some(row) = row else { continue };
+        let fingerprint: Vec<u8> = row.try_get("fingerprint")?;
+        if fingerprint != key.fingerprint {
+            return Ok(Taken::OtherRequest);
+        }
+        let status: Option<i32> = row.try_get("status")?;
+        let verification: Option<Uuid> = row.try_get("verification_id")?;
+        return Ok(match (status, verification) {
+            (Some(status), _) => Taken::Answered {
+                status: u16::try_from(status).unwrap_or(500),
+                body: row.try_get::<Option<Vec<u8>>, _>("body")?.unwrap_or_default(),
+            },
+            (None, Some(id)) if row.try_get::<Option<bool>, _>("abandoned")?.unwrap_or(true) => Taken::Started(id),
+            _ => Taken::InProgress,
+        });
+    }
+    Ok(Taken::InProgress)
+}
+
+/// Stores the answer of the request holding `key`.
+pub async fn answer_idempotency_key(
+    pool: &PgPool,
+    key: &IdempotencyKey,
+    holder: Option<&str>,
+    status: u16,
+    body: &[u8],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET status = $4, body = $5, holder = NULL, locked_until = NULL \
+         WHERE scope = $1 AND idem_key = $2 AND ($3::text IS NULL OR holder = $3)",
+    )
+    .bind(&key.scope)
+    .bind(&key.key)
+    .bind(holder)
+    .bind(i32::from(status))
+    .bind(body)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Gives the key up (the request was not carried out: refused for now, or failed): the next
+/// request with it runs afresh.
+pub async fn release_idempotency_key(pool: &PgPool, key: &IdempotencyKey, holder: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 AND holder = $3")
+        .bind(&key.scope)
+        .bind(&key.key)
+        .bind(holder)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
