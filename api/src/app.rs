@@ -164,6 +164,7 @@ impl Application {
         let metrics = common::observability::metrics_handle();
         names::register(&[
             names::VERIFICATIONS_STARTED,
+            names::TEST_STARTS,
             names::PREFIX_PAUSES,
             names::PUMPING_EVALUATIONS,
             names::PUMPING_JUDGED_UNTIL,
@@ -205,6 +206,14 @@ impl Application {
         } = self;
         let grace = config.shared.shutdown_grace;
         tracing::info!(addr = %listener.local_addr()?, "verify-api listening");
+        let tests = &config.test_numbers.test_numbers;
+        if !tests.is_empty() {
+            tracing::info!(
+                count = tests.len(),
+                numbers = tests.masked().join(", "),
+                "test numbers configured: they get no message and take their fixed code"
+            );
+        }
         let hasher = CodeHasher::new(config.verify_secret.clone());
         let (tasks, pipeline) = Tasks::start(&config, &pool, &publisher, &hasher, shutdown.child_token());
         let dispatcher = pipeline.dispatcher.clone();

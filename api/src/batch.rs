@@ -237,7 +237,13 @@ async fn write_starts(
     let (rows, jobs): (Vec<NewRow>, Vec<SendJob>) = items.into_iter().unzip();
     let stored = retry_conflicts(|| repo::insert_batch_with_outbox(pool, &rows, relay_after)).await;
     if stored.is_ok() {
-        dispatcher.dispatch(jobs);
+        // A test number's start has no job to publish.
+        let jobs = jobs
+            .into_iter()
+            .zip(&rows)
+            .filter(|(_, row)| !row.test)
+            .map(|(job, _)| job);
+        dispatcher.dispatch(jobs.collect());
     }
     answer(replies, stored, "storing a batch of starts");
 }

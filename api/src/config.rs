@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use crate::abuse::{DailyBudget, NumberKinds};
 use crate::channels::ChannelConfig;
 use crate::pumping::PumpingConfig;
+use crate::test_numbers::TestNumberConfig;
 
 /// Everything `verify-api` reads at start, validated.
 #[derive(Debug, Clone, Parser)]
@@ -55,6 +56,8 @@ pub struct ApiConfig {
     pub pumping: PumpingConfig,
     #[command(flatten)]
     pub channels: ChannelConfig,
+    #[command(flatten)]
+    pub test_numbers: TestNumberConfig,
 }
 
 impl Settings for ApiConfig {
@@ -67,6 +70,7 @@ impl Settings for ApiConfig {
             ));
         }
         self.channels.check(&self.shared.channels)?;
+        self.test_numbers.test_numbers.check(self.code_length)?;
         if self.pumping.maturity >= self.pumping.window {
             return Err(SettingError::new(
                 "PUMPING_MATURITY_SECONDS",

@@ -19,6 +19,7 @@ pub mod pumping;
 mod routes;
 mod state;
 mod tasks;
+pub mod test_numbers;
 
 pub use app::{Application, router};
 pub use config::ApiConfig;

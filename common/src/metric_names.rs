@@ -3,6 +3,7 @@
 //! `_seconds` on durations.
 
 pub const VERIFICATIONS_STARTED: &str = "verify_verifications_started_total";
+pub const TEST_STARTS: &str = "verify_test_verifications_started_total";
 pub const CHECKS: &str = "verify_checks_total";
 pub const HTTP_REQUESTS: &str = "verify_http_requests_total";
 pub const HTTP_DURATION: &str = "verify_http_request_duration_seconds";
@@ -38,7 +39,11 @@ pub const RETENTION_DELETED: &str = "verify_retention_deleted_total";
 /// Registers the help text of every metric (shown as `# HELP` in the scrape).
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(VERIFICATIONS_STARTED, "Verifications started (202 answered)");
+    describe_counter!(
+        VERIFICATIONS_STARTED,
+        "Verifications started (202 answered), test numbers apart"
+    );
+    describe_counter!(TEST_STARTS, "Verifications of TEST_NUMBERS started (nothing sent)");
     describe_counter!(
         CHECKS,
         "Code checks, by outcome (approved, wrong_code, max_attempts_reached, not_found)"

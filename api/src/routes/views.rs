@@ -23,6 +23,8 @@ pub struct Started {
     /// The locale the code is sent in.
     #[schema(example = "en")]
     locale: String,
+    /// One of `TEST_NUMBERS`: nothing is sent, the code is the configured one.
+    test: bool,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -39,6 +41,7 @@ impl From<Verification> for Started {
             delivery_status: v.delivery_status,
             channels: v.channels,
             locale: v.locale,
+            test: v.test,
             created_at: v.created_at,
             expires_at: v.expires_at,
         }
@@ -51,7 +54,9 @@ impl Started {
     pub fn as_first_answered(v: Verification) -> Self {
         let mut started = Self::from(v);
         started.status = VerificationStatus::Pending;
-        started.delivery_status = DeliveryStatus::Queued;
+        if !started.test {
+            started.delivery_status = DeliveryStatus::Queued;
+        }
         started.channel = started.channels.first().cloned().unwrap_or_else(|| "sms".into());
         started
     }
@@ -106,6 +111,8 @@ pub struct VerificationView {
     /// The locale the code is sent in.
     #[schema(example = "en")]
     locale: String,
+    /// One of `TEST_NUMBERS`: nothing is sent, the code is the configured one.
+    test: bool,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -148,6 +155,7 @@ impl VerificationView {
             channels: v.channels,
             steps,
             locale: v.locale,
+            test: v.test,
             created_at: v.created_at,
             updated_at: v.updated_at,
             expires_at: v.expires_at,

@@ -12,7 +12,7 @@ macro_rules! columns {
         "id, phone_number, \
          CASE WHEN status = 'pending' AND expires_at <= now() THEN 'expired' ELSE status END AS status, \
          delivery_status, check_attempts, max_check_attempts, send_attempts, provider_message_sid, \
-         delivery_error_code, request_id, locale, channels, step, coalesce(step_started_at, created_at) AS step_started_at, created_at, updated_at, expires_at, seq"
+         delivery_error_code, request_id, locale, channels, step, coalesce(step_started_at, created_at) AS step_started_at, test, created_at, updated_at, expires_at, seq"
     };
 }
 

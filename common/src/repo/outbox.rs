@@ -27,6 +27,8 @@ pub struct NewRow {
     /// The `Idempotency-Key` the start holds (and its holder token): the statement ties the
     /// verification to it, so that a start whose answer is lost is answered from it.
     pub idempotency: Option<(IdempotencyKey, String)>,
+    /// One of `TEST_NUMBERS`: stored `delivered`, with no send job.
+    pub test: bool,
 }
 
 // The statements over many rows are planned at every execution (`persistent(false)`): they
@@ -69,8 +71,8 @@ pub async fn insert_batch_with_outbox(
 ) -> sqlx::Result<Vec<(Verification, i64)>> {
     let stored = sqlx::query(concat!(
         "WITH input AS ( \
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[], $5::float8[], $6::text[], $7::bytea[], $9::text[], $10::text[], $11::int[]) \
-             WITH ORDINALITY AS t(id, phone_number, code_hmac, max_check_attempts, ttl, request_id, sealed_code, locale, channels, fallback_after, n)), \
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[], $5::float8[], $6::text[], $7::bytea[], $9::text[], $10::text[], $11::int[], $15::bool[]) \
+             WITH ORDINALITY AS t(id, phone_number, code_hmac, max_check_attempts, ttl, request_id, sealed_code, locale, channels, fallback_after, test, n)), \
          keyed AS ( \
            SELECT * FROM unnest($1::uuid[], $12::text[], $13::text[], $14::text[]) AS k(id, scope, idem_key, holder) \
            WHERE scope IS NOT NULL), \
@@ -88,15 +90,16 @@ pub async fn insert_batch_with_outbox(
          unsent AS (DELETE FROM outbox WHERE verification_id IN (SELECT id FROM superseded)), \
          job AS ( \
            INSERT INTO outbox (verification_id, sealed_code, request_id, relay_after) \
-           SELECT id, sealed_code, request_id, now() + make_interval(secs => $8) FROM input), \
+           SELECT id, sealed_code, request_id, now() + make_interval(secs => $8) FROM input WHERE NOT test), \
          stored AS ( \
            INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, locale, channels, expires_at, \
-                                      sealed_code, fallback_after_seconds, fallback_due_at) \
+                                      sealed_code, fallback_after_seconds, fallback_due_at, test, delivery_status) \
            SELECT id, phone_number, code_hmac, max_check_attempts, request_id, locale, string_to_array(channels, ','), \
                   now() + make_interval(secs => ttl), \
-                  CASE WHEN strpos(channels, ',') > 0 THEN sealed_code END, \
-                  CASE WHEN strpos(channels, ',') > 0 THEN fallback_after END, \
-                  CASE WHEN strpos(channels, ',') > 0 THEN now() + make_interval(secs => ttl) END \
+                  CASE WHEN strpos(channels, ',') > 0 AND NOT test THEN sealed_code END, \
+                  CASE WHEN strpos(channels, ',') > 0 AND NOT test THEN fallback_after END, \
+                  CASE WHEN strpos(channels, ',') > 0 AND NOT test THEN now() + make_interval(secs => ttl) END, \
+                  test, CASE WHEN test THEN 'delivered' ELSE 'queued' END \
            FROM input WHERE (SELECT count(*) FROM superseded) >= 0 ORDER BY phone_number RETURNING ",
         columns!(),
         ") \
@@ -117,6 +120,7 @@ pub async fn insert_batch_with_outbox(
     .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|(k, _)| k.scope.as_str())).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|(k, _)| k.key.as_str())).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|(_, h)| h.as_str())).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.test).collect::<Vec<_>>())
     .persistent(false)
     .fetch_all(pool)
     .await?;

@@ -28,6 +28,8 @@ pub struct Verification {
     pub step: i32,
     /// When the step in use started.
     pub step_started_at: OffsetDateTime,
+    /// One of `TEST_NUMBERS`: nothing is sent.
+    pub test: bool,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
@@ -59,6 +61,7 @@ impl Verification {
             channels: row.try_get("channels")?,
             step: row.try_get("step")?,
             step_started_at: row.try_get("step_started_at")?,
+            test: row.try_get("test")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             expires_at: row.try_get("expires_at")?,

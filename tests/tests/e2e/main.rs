@@ -19,4 +19,5 @@ mod retry_timing;
 mod safety;
 mod secrets;
 mod storage;
+mod test_numbers;
 mod webhooks;

@@ -290,6 +290,7 @@ fn outbox_row(app: &TestApp, phone: &str) -> (repo::NewRow, Code) {
         channels: vec!["sms".into()],
         fallback_after_seconds: 60,
         idempotency: None,
+        test: false,
     };
     (row, code)
 }
