@@ -61,6 +61,11 @@ pub async fn claim_send(pool: &PgPool, id: Uuid, lease: Lease<'_>) -> sqlx::Resu
 /// stands in its way: no earlier call to look up, no recorded 201, and at least
 /// `min_lifetime_seconds` of the code's lifetime left. The common path of a send is then one
 /// statement before the call and one after.
+///
+/// The earlier calls are those of the step in use as the statement's snapshot saw it, and
+/// the update requires that same step, so a claim can never weigh one step's calls for
+/// another (a fallback only moves a step that is no longer `queued` or `sending`, which a
+/// claim does not take anyway).
 pub async fn claim_send_and_begin(
     pool: &PgPool,
     id: Uuid,
@@ -89,6 +94,7 @@ async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f
            WHERE v.id = $1 AND v.status = 'pending' AND v.expires_at > now() \
              AND v.delivery_status IN ('queued', 'sending') \
              AND (v.claimed_until IS NULL OR v.claimed_until < now() OR v.claimed_by = $5) \
+             AND v.step = (SELECT step FROM current) \
            RETURNING v.step, v.phone_number, v.locale, coalesce(v.channels[v.step + 1], 'sms') AS channel, \
              coalesce(v.step_started_at, v.created_at) AS step_started_at, v.expires_at, v.send_attempts, e.needs_lookup, e.submitted_sid, \
              $3::text IS NOT NULL AND NOT e.needs_lookup AND e.submitted_sid IS NULL \
