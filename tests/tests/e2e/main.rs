@@ -9,6 +9,7 @@ mod checks;
 mod delivery;
 mod fake_twilio_calls;
 mod fallback;
+mod fallback_edges;
 mod idempotency;
 mod locales;
 mod operations;
