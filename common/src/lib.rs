@@ -19,6 +19,7 @@ pub mod retention;
 pub mod seal;
 pub mod settings;
 pub mod signature;
+pub mod standard_webhooks;
 pub mod status;
 pub mod texts;
 pub mod twilio_sid;
