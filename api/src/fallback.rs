@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::job::SendJob;
 use common::metric_names as names;
 use common::repo;
+use common::texts::Channel;
 use sqlx::PgPool;
 
 use crate::outbox::Dispatcher;
@@ -44,7 +45,9 @@ pub async fn sweep(pool: &PgPool, dispatcher: &Dispatcher, relay_after_seconds: 
             .map(|step| {
                 let reason = if step.after_failure { "failed" } else { "no_approval" };
                 tracing::info!(verification_id = %step.id, channel = %step.channel, reason, "moved on to the next channel");
-                metrics::counter!(names::FALLBACKS, "channel" => channel_label(&step.channel), "reason" => reason)
+                // The column holds only channel names; anything else would read as SMS.
+                let channel = Channel::parse(&step.channel).unwrap_or(Channel::Sms).as_str();
+                metrics::counter!(names::FALLBACKS, "channel" => channel, "reason" => reason)
                     .increment(1);
                 SendJob::new(step.id, common::seal::to_text(&step.sealed_code), step.request_id)
             })
@@ -53,15 +56,6 @@ pub async fn sweep(pool: &PgPool, dispatcher: &Dispatcher, relay_after_seconds: 
         if !more {
             return Ok(moved);
         }
-    }
-}
-
-/// The channel as a metric label (the column holds only these three).
-fn channel_label(channel: &str) -> &'static str {
-    match channel {
-        "whatsapp" => "whatsapp",
-        "call" => "call",
-        _ => "sms",
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -14,8 +14,8 @@ use time::format_description::well_known::Rfc2822;
 
 use super::callbacks;
 use super::handlers::{
-    AppState, Params, answer_after_create, authorized, fault_before_create, log_create, new_sid, next_fault, not_found,
-    twilio_error, unauthorized,
+    AppState, Params, answer_after_create, authorized, bad_request, begin_create, fault_before_create, new_sid,
+    not_found, unauthorized,
 };
 use super::state::Shared;
 use super::voice::{CallEnd, SentCall, magic_call_end};
@@ -31,10 +31,6 @@ fn magic_error(to: &str) -> Option<(i32, String)> {
     })
 }
 
-fn bad_request(code: i32, message: &str) -> Response {
-    twilio_error(StatusCode::BAD_REQUEST, code, message)
-}
-
 fn absolute_url(url: &str) -> bool {
     reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
@@ -47,19 +43,19 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let arrived = std::time::Instant::now();
-    let (fault, latency) = next_fault(&shared);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    if !authorized(&shared, &account, &headers) {
-        return unauthorized();
-    }
     let form = Params::parse(&body);
-    let Some(to) = form.non_empty("To") else {
-        return bad_request(21201, "No 'To' number is specified");
+    let (fault, to) = match begin_create(
+        &shared,
+        &account,
+        &headers,
+        &form,
+        (21201, "No 'To' number is specified"),
+    )
+    .await
+    {
+        Ok(begun) => begun,
+        Err(refused) => return refused,
     };
-    log_create(&shared, arrived, to);
     let Some(from) = form.non_empty("From") else {
         return bad_request(21213, "No 'From' number is specified");
     };

@@ -39,6 +39,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Twilio's 400 with `code`.
+pub(crate) fn bad_request(code: i32, message: &str) -> Response {
+    twilio_error(StatusCode::BAD_REQUEST, code, message)
+}
+
 pub(crate) fn twilio_error(status: StatusCode, code: i32, message: &str) -> Response {
     let body = json!({
         "code": code,
@@ -97,7 +102,7 @@ impl Params {
 }
 
 /// Counts the create request and draws its fault (queued first, then at `fault_rate`).
-pub(crate) fn next_fault(shared: &Shared) -> (Option<Fault>, Duration) {
+fn next_fault(shared: &Shared) -> (Option<Fault>, Duration) {
     let mut memory = shared.memory.lock().expect("fake memory");
     memory.create_calls += 1;
     let fault = memory.faults.pop_front().or_else(|| {
@@ -115,7 +120,32 @@ pub(crate) fn next_fault(shared: &Shared) -> (Option<Fault>, Duration) {
     (fault, memory.latency)
 }
 
-pub(crate) fn log_create(shared: &Shared, arrived: std::time::Instant, to: &str) {
+/// The start of every create request (messages and calls): counts it, draws its fault, waits
+/// the latency, checks the credentials, and reads the form with its `To`, which it logs.
+/// `missing_to` is the Twilio error of a form without `To`.
+pub(crate) async fn begin_create<'a>(
+    shared: &Shared,
+    account: &str,
+    headers: &HeaderMap,
+    form: &'a Params,
+    missing_to: (i32, &str),
+) -> Result<(Option<Fault>, &'a str), Response> {
+    let arrived = std::time::Instant::now();
+    let (fault, latency) = next_fault(shared);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if !authorized(shared, account, headers) {
+        return Err(unauthorized());
+    }
+    let Some(to) = form.non_empty("To") else {
+        return Err(bad_request(missing_to.0, missing_to.1));
+    };
+    log_create(shared, arrived, to);
+    Ok((fault, to))
+}
+
+fn log_create(shared: &Shared, arrived: std::time::Instant, to: &str) {
     let mut memory = shared.memory.lock().expect("fake memory");
     memory.create_call_log.push((arrived, to.to_owned()));
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -14,8 +14,8 @@ use time::format_description::well_known::Rfc2822;
 
 use super::callbacks;
 use super::handlers::{
-    AppState, Params, answer_after_create, authorized, fault_before_create, log_create, new_sid, next_fault, not_found,
-    twilio_error, unauthorized,
+    AppState, Params, answer_after_create, authorized, bad_request, begin_create, fault_before_create, new_sid,
+    not_found, unauthorized,
 };
 use super::state::{FinalStatus, SentMessage, Shared, WhatsAppFreeForm};
 use super::voice::magic_whatsapp_failure;
@@ -37,10 +37,6 @@ fn magic_error(to: &str) -> Option<(i32, &'static str)> {
         "+15005550009" => Some((21614, "'To' number is not a valid mobile number")),
         _ => None,
     }
-}
-
-fn bad_request(code: i32, message: &str) -> Response {
-    twilio_error(StatusCode::BAD_REQUEST, code, message)
 }
 
 fn is_sid(value: &str, prefix: &str) -> bool {
@@ -75,19 +71,19 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let arrived = std::time::Instant::now();
-    let (fault, latency) = next_fault(&shared);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    if !authorized(&shared, &account, &headers) {
-        return unauthorized();
-    }
     let form = Params::parse(&body);
-    let Some(to) = form.non_empty("To") else {
-        return bad_request(21604, "A 'To' phone number is required.");
+    let (fault, to) = match begin_create(
+        &shared,
+        &account,
+        &headers,
+        &form,
+        (21604, "A 'To' phone number is required."),
+    )
+    .await
+    {
+        Ok(begun) => begun,
+        Err(refused) => return refused,
     };
-    log_create(&shared, arrived, to);
     let (from, service) = (form.get("From"), form.get("MessagingServiceSid"));
     if from.is_none() && service.is_none() {
         return bad_request(21603, "A 'From' phone number is required.");
