@@ -140,10 +140,11 @@ impl Application {
         listener: TcpListener,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        let pool = common::db::pool(
+        let pool = common::db::pool_with_events(
             config.shared.database_url.expose(),
             config.shared.database_max_connections,
             true,
+            config.shared.events.enabled(),
         )?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         common::db::warm(&pool, std::time::Duration::from_secs(5)).await;

@@ -61,8 +61,13 @@ pub struct ApiConfig {
 }
 
 impl Settings for ApiConfig {
+    fn finish(&mut self) {
+        self.shared.finish();
+    }
+
     /// The relay must not race a start that still waits for its confirm.
     fn check(&self) -> Result<(), SettingError> {
+        self.shared.check()?;
         if self.outbox_relay_after <= self.publish_timeout * 2 {
             return Err(SettingError::new(
                 "OUTBOX_RELAY_AFTER_SECONDS",

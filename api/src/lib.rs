@@ -9,6 +9,7 @@ mod channels;
 mod client_ip;
 pub mod config;
 mod error;
+pub mod events;
 mod extract;
 pub mod fallback;
 pub mod idempotency;

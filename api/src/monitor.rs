@@ -41,6 +41,12 @@ pub async fn run(
             }
             Err(e) => tracing::debug!(error = format!("{e:#}"), "queue gauges not refreshed"),
         }
+        if publisher.topology().event_retries().is_some() {
+            match common::repo::events_waiting(&pool).await {
+                Ok(n) => metrics::gauge!(names::EVENTS_WAITING).set(n as f64),
+                Err(e) => tracing::debug!(error = %e, "events gauge not refreshed"),
+            }
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}

@@ -1,6 +1,6 @@
 //! Every background task of the API, started here and only here, on one [`TaskTracker`]: the
 //! pipeline behind the request path (start writers, check reservers, dispatchers, settler)
-//! and the periodic tasks (outbox relay, fallback sweeper, rate-limit janitor, retention
+//! and the periodic tasks (outbox relay, fallback sweeper, expiry sweeper, event relay, rate-limit janitor, retention
 //! sweeper, queue monitor, the pumping guard's sync and evaluation); and how they stop
 //! ([`Tasks::stop`]).
 //!
@@ -30,6 +30,8 @@ use crate::pumping::{Guard, Snapshot};
 const MONITOR_EVERY: Duration = Duration::from_secs(5);
 /// How often the due fallbacks are looked for (a step moves on at most this late).
 const FALLBACK_EVERY: Duration = Duration::from_secs(1);
+/// How often codes that ran out are marked expired (an expiry event comes at most this late).
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// The least time the tasks get to end, even when the requests used up the grace period:
 /// the settler's last statement deletes the rows of the jobs the drain just published.
 const LEAST_WAIT: Duration = Duration::from_secs(1);
@@ -102,6 +104,10 @@ impl Tasks {
             config.outbox_relay_after.as_secs() as i64,
             FALLBACK_EVERY,
         ));
+        tasks.spawn_periodic(crate::events::expire(pool.clone(), EXPIRE_EVERY));
+        if config.shared.events.enabled() {
+            tasks.spawn_periodic(crate::events::relay(pool.clone(), Arc::clone(publisher)));
+        }
         tasks.spawn_periodic(crate::abuse::forget_expired(
             pool.clone(),
             tasks.cancel_periodic.clone(),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
 /// A pooled connection idle for longer than this is pinged before it is handed out, so one
@@ -23,7 +23,23 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 /// connection that fails a statement is still dropped when it goes back to the pool (sqlx
 /// pings it then).
 pub fn pool(database_url: &str, max_connections: u32, keep_full: bool) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
+    pool_with_events(database_url, max_connections, keep_full, false)
+}
+
+/// [`pool`], whose connections write events for the changes they make when `events` is on
+/// (the session setting `verify.events` that the event triggers look at; see the migration
+/// `…_events.sql`). Every process with `EVENTS_URL` set makes its pool so.
+pub fn pool_with_events(
+    database_url: &str,
+    max_connections: u32,
+    keep_full: bool,
+    events: bool,
+) -> anyhow::Result<PgPool> {
+    let mut options: PgConnectOptions = database_url.parse().context("Failed to parse DATABASE_URL")?;
+    if events {
+        options = options.options([(EVENTS_SETTING, "on")]);
+    }
+    Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
@@ -37,9 +53,11 @@ pub fn pool(database_url: &str, max_connections: u32, keep_full: bool) -> anyhow
         .min_connections(if keep_full { max_connections } else { 0 })
         // Bounded wait: a request during an outage gets 503 quickly instead of hanging.
         .acquire_timeout(Duration::from_secs(3))
-        .connect_lazy(database_url)
-        .context("Failed to parse DATABASE_URL")
+        .connect_lazy_with(options))
 }
+
+/// The session setting that turns the event triggers on.
+pub const EVENTS_SETTING: &str = "verify.events";
 
 /// Opens the connections a pool keeps (its minimum) before the service takes work, so that
 /// the first requests of a burst do not each wait for a connection to be set up. They are

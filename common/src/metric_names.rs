@@ -22,6 +22,10 @@ pub const PREFIX_CONVERSION_RATIO: &str = "verify_prefix_conversion_ratio";
 pub const SMS_BUDGET_USED: &str = "verify_sms_budget_used";
 pub const SMS_BUDGET_LIMIT: &str = "verify_sms_budget_limit";
 pub const OUTBOX_RELAYED: &str = "verify_outbox_relayed_total";
+pub const EVENTS_PUBLISHED: &str = "verify_events_published_total";
+pub const EVENTS_WAITING: &str = "verify_events_waiting";
+pub const EVENT_DELIVERIES: &str = "verify_event_deliveries_total";
+pub const EVENT_DELIVERY_DURATION: &str = "verify_event_delivery_duration_seconds";
 pub const FALLBACKS: &str = "verify_fallbacks_total";
 pub const QUEUE_READY: &str = "verify_queue_messages_ready";
 pub const QUEUE_CONSUMERS: &str = "verify_queue_consumers";
@@ -80,6 +84,23 @@ pub fn describe() {
     describe_counter!(
         FALLBACKS,
         "Verifications moved on to their next channel, by that channel and why (failed, no_approval)"
+    );
+    describe_counter!(
+        EVENTS_PUBLISHED,
+        "Events published to the events queue by the event relay"
+    );
+    describe_gauge!(
+        EVENTS_WAITING,
+        "Events written in PostgreSQL and not yet published to RabbitMQ"
+    );
+    describe_counter!(
+        EVENT_DELIVERIES,
+        "Tries to POST an event to EVENTS_URL, by event type and outcome (delivered, retried, dead_lettered)"
+    );
+    describe_histogram!(
+        EVENT_DELIVERY_DURATION,
+        Unit::Seconds,
+        "Time of one POST of an event to EVENTS_URL, answer or failure"
     );
     describe_counter!(
         OUTBOX_RELAYED,

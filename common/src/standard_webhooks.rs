@@ -53,6 +53,29 @@ impl EventSecret {
         mac.update(body);
         format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
     }
+
+    /// What a receiver does: checks that `signatures` (the `webhook-signature` header, one or
+    /// more space-separated `v1,<base64>`) holds the signature of `body` sent as `id` at
+    /// `timestamp`, and that `timestamp` is within `tolerance` seconds of `now` (replays).
+    pub fn verify(
+        &self,
+        id: &str,
+        timestamp: &str,
+        signatures: &str,
+        body: &[u8],
+        now: i64,
+        tolerance: i64,
+    ) -> Result<(), &'static str> {
+        let at: i64 = timestamp.trim().parse().map_err(|_| "webhook-timestamp is not a number")?;
+        if (now - at).abs() > tolerance {
+            return Err("webhook-timestamp is too far from now");
+        }
+        let expected = self.sign(id, at, body);
+        let matches = signatures
+            .split_whitespace()
+            .any(|given| bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes())));
+        if matches { Ok(()) } else { Err("no matching signature") }
+    }
 }
 
 #[cfg(test)]
@@ -70,6 +93,21 @@ mod tests {
             br#"{"test": 2432232314}"#,
         );
         assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn verifies_what_it_signs_and_nothing_else() {
+        let secret = EventSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        let good = secret.sign("msg_1", 1_000, body);
+        let other = format!("v1,{}", STANDARD.encode([0u8; 32]));
+        assert_eq!(secret.verify("msg_1", "1000", &good, body, 1_100, 300), Ok(()));
+        assert_eq!(secret.verify("msg_1", "1000", &format!("{other} {good}"), body, 1_000, 300), Ok(()));
+        assert!(secret.verify("msg_2", "1000", &good, body, 1_000, 300).is_err());
+        assert!(secret.verify("msg_1", "1000", &good, b"{}", 1_000, 300).is_err());
+        assert!(secret.verify("msg_1", "1000", &good, body, 1_301, 300).is_err());
+        assert!(secret.verify("msg_1", "soon", &good, body, 1_000, 300).is_err());
+        assert!(secret.verify("msg_1", "1000", &other, body, 1_000, 300).is_err());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub const VERIFY_SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 /// `CODE_SEALING_KEYS` of the apps the harness starts.
 pub const CODE_SEALING_KEYS: &str = "test-sealing-key-0123456789abcdef-0123456789";
 pub const FROM: &str = "+15005550006";
+/// The event webhooks' signing secret in tests (`whsec_` + base64 of 35 bytes).
+pub const EVENTS_SECRET: &str = "whsec_dGVzdC1ldmVudHMtc2VjcmV0LTAxMjM0NTY3ODlhYmNkZWY=";
 
 pub fn admin_database_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -106,6 +108,8 @@ async fn rabbitmqctl(args: &[&str]) -> Vec<Vec<String>> {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub start_worker: bool,
+    /// Event webhooks to the fake's receiver (see [`Options::with_events`]).
+    pub events: bool,
     pub extra_env: Vec<(&'static str, String)>,
     pub fake: FakeConfig,
 }
@@ -114,6 +118,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             start_worker: true,
+            events: false,
             extra_env: vec![
                 ("RETRY_INITIAL_MS", "20".into()),
                 ("RETRY_MAX_DELAY_MS", "200".into()),
@@ -140,6 +145,13 @@ impl Options {
     pub fn env(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.extra_env.retain(|(n, _)| *n != name);
         self.extra_env.push((name, value.into()));
+        self
+    }
+
+    /// Events on, POSTed to the fake's receiver, which verifies them with [`EVENTS_SECRET`].
+    pub fn with_events(mut self) -> Self {
+        self.events = true;
+        self.fake.events_secret = Some(common::standard_webhooks::EventSecret::parse(EVENTS_SECRET).expect("test secret"));
         self
     }
 
@@ -233,6 +245,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    if options.events {
+        env.push(("EVENTS_URL".into(), format!("{}/events", fake.base_url)));
+        env.push(("EVENTS_SECRET".into(), EVENTS_SECRET.into()));
+    }
     for (name, value) in &options.extra_env {
         env.retain(|(n, _)| n != name);
         env.push((name.to_string(), value.clone()));
@@ -465,9 +481,9 @@ impl TestApp {
         }
     }
 
-    /// This app's queues.
+    /// This app's queues (with the event queues when events are on).
     pub fn topology(&self) -> common::broker::Topology {
-        common::broker::Topology::new(&self.queue).expect("test queue name")
+        self.worker_config().shared.topology
     }
 
     /// The dead-letter queue's name.

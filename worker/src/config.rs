@@ -55,6 +55,12 @@ pub struct WorkerConfig {
     pub worker_id: String,
     #[command(flatten)]
     pub retry: RetryPolicy,
+    /// longest wait for the event receiver's answer, 100 to 60000 ms
+    #[arg(long = "events-timeout-ms", env = "EVENTS_TIMEOUT_MS", default_value = "10000", value_parser = millis(100..=60_000))]
+    pub events_timeout: Duration,
+    /// event deliveries in flight per worker (prefetch of the events queue), 1 to 1000
+    #[arg(long = "events-concurrency", env = "EVENTS_CONCURRENCY", default_value = "32", value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub events_concurrency: u16,
     /// how long a worker holds a send (no other worker calls Twilio for it meanwhile); at least TWILIO_TIMEOUT_MS + RETRY_INPROCESS_MAX_MS + 5 s
     #[arg(long = "send-lease-seconds", env = "SEND_LEASE_SECONDS", default_value = "20", value_parser = seconds(1..=3600))]
     pub send_lease: Duration,
@@ -91,11 +97,16 @@ impl WorkerConfig {
 }
 
 impl Settings for WorkerConfig {
+    fn finish(&mut self) {
+        self.shared.finish();
+    }
+
     /// A sender is required. A lease is renewed before each Twilio call, so between two
     /// renewals a worker makes one call (at most `TWILIO_TIMEOUT_MS`) and waits in process
     /// (at most `RETRY_INPROCESS_MAX_MS`). A lease shorter than that could run out while the
     /// worker still works on the send, and a second worker could call Twilio for it too.
     fn check(&self) -> Result<(), SettingError> {
+        self.shared.check()?;
         if self.sms_template != DEFAULT_SMS_TEMPLATE && self.shared.texts.is_overridden("en", Channel::Sms) {
             return Err(SettingError::new(
                 "SMS_TEMPLATE",

@@ -7,6 +7,7 @@ pub mod config;
 mod consumer;
 pub mod database;
 pub mod dead_letters;
+pub mod events;
 pub mod finish;
 mod http;
 mod outbound;
@@ -33,10 +34,11 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(config: WorkerConfig, shutdown: &CancellationToken) -> anyhow::Result<Self> {
-        let pool = common::db::pool(
+        let pool = common::db::pool_with_events(
             config.shared.database_url.expose(),
             config.shared.database_max_connections,
             true,
+            config.shared.events.enabled(),
         )?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         common::db::warm(&pool, std::time::Duration::from_secs(5)).await;
@@ -46,6 +48,7 @@ impl Worker {
             config.shared.twilio_auth_token.clone(),
             config.twilio_timeout,
         )?;
+        let events = events::EventSender::new(&config.shared.events, &config.shared.topology, config.events_timeout)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("Failed to listen on {}", config.listen))?;
@@ -57,6 +60,7 @@ impl Worker {
                 pool,
                 twilio,
                 texts: config.texts(),
+                events,
                 config,
             }),
         })

@@ -76,7 +76,9 @@ async fn run(config: WorkerConfig) -> anyhow::Result<()> {
 }
 
 async fn replay(config: WorkerConfig) -> anyhow::Result<()> {
-    let pool = common::db::pool(config.shared.database_url.expose(), 2, false)?;
+    // A replay changes deliveries (`failed` → `queued`): events like any other change.
+    let events = config.shared.events.enabled();
+    let pool = common::db::pool_with_events(config.shared.database_url.expose(), 2, false, events)?;
     common::db::migrate(&pool).await?;
     dead_letters::replay(&config, &pool, &mut std::io::stdout())
         .await

@@ -15,5 +15,5 @@ mod topology;
 
 pub use connection::connect;
 pub use inspection::{QueueDepth, QueueView, join_ages, queue_depths};
-pub use publishing::{Publisher, job_properties, publish_confirmed};
-pub use topology::{DELIVERY_LIMIT, RETRY_TIERS, Topology};
+pub use publishing::{Publisher, event_properties, job_properties, publish_confirmed};
+pub use topology::{DELIVERY_LIMIT, EVENTS_DEAD_MAX, RETRY_TIERS, Topology};

@@ -112,20 +112,26 @@ impl Publisher {
     /// first confirm is awaited, so the broker confirms them together) and returns one
     /// result per job, in order. The whole call takes at most the publish timeout.
     pub async fn publish_all(&self, jobs: &[SendJob]) -> Vec<anyhow::Result<()>> {
+        let messages: Vec<(Vec<u8>, BasicProperties)> =
+            jobs.iter().map(|job| (job.to_bytes(), job_properties(job))).collect();
+        self.publish_batch(self.topology.send_queue(), &messages).await
+    }
+
+    /// Publishes messages to `queue` all at once, as [`Publisher::publish_all`] does.
+    pub async fn publish_batch(&self, queue: &str, messages: &[(Vec<u8>, BasicProperties)]) -> Vec<anyhow::Result<()>> {
         let channel = match self.channel().await {
             Ok(channel) => channel,
             Err(e) => {
                 let text = format!("{e:#}");
-                return jobs.iter().map(|_| Err(anyhow!(text.clone()))).collect();
+                return messages.iter().map(|_| Err(anyhow!(text.clone()))).collect();
             }
         };
         let until = tokio::time::Instant::now() + self.timeout;
-        let queue = self.topology.send_queue();
-        let mut confirms = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            confirms.push(send(&channel, queue, &job.to_bytes(), job_properties(job), until).await);
+        let mut confirms = Vec::with_capacity(messages.len());
+        for (payload, properties) in messages {
+            confirms.push(send(&channel, queue, payload, properties.clone(), until).await);
         }
-        let mut results = Vec::with_capacity(jobs.len());
+        let mut results = Vec::with_capacity(messages.len());
         for confirm in confirms {
             results.push(match confirm {
                 Ok(confirm) => await_confirm(confirm, until).await,
@@ -199,6 +205,14 @@ async fn await_confirm(confirm: lapin::PublisherConfirm, until: tokio::time::Ins
         return Err(anyhow!("the message was returned as unroutable"));
     }
     Ok(())
+}
+
+/// An event's message: persistent JSON, its `webhook-id` as message id.
+pub fn event_properties(webhook_id: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(webhook_id.into())
 }
 
 /// Persistent JSON, with the verification id as message id for operators' tools.

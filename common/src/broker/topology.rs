@@ -23,10 +23,16 @@ pub const RETRY_TIERS: [Duration; 6] = [
 /// dead-letters such a job itself, with its reason, well before this).
 pub const DELIVERY_LIMIT: i64 = 20;
 
+/// Dead events kept at most (the oldest go first): a receiver down for days must not fill
+/// the broker.
+pub const EVENTS_DEAD_MAX: i64 = 100_000;
+
 /// The queues of one deployment, all named after the send queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     send_queue: String,
+    /// With event webhooks on: the delays between an event's tries (one delay queue each).
+    event_retries: Option<Vec<Duration>>,
 }
 
 impl Topology {
@@ -42,6 +48,7 @@ impl Topology {
         if ok {
             Ok(Self {
                 send_queue: send_queue.to_owned(),
+                event_retries: None,
             })
         } else {
             Err("must be 1 to 200 characters of letters, digits, '.', '_', '-' or ':', not starting with 'amq.'".into())
@@ -62,11 +69,51 @@ impl Topology {
         format!("{}.retry.{}s", self.send_queue, tier.as_secs())
     }
 
-    /// Every queue of the topology, for operators' views: send, retry tiers, dead letters.
+    /// The same topology with the event queues, whose tries are `retries` apart.
+    pub fn with_events(mut self, retries: Vec<Duration>) -> Self {
+        self.event_retries = Some(retries);
+        self
+    }
+
+    /// The delays between an event's tries, when events are on.
+    pub fn event_retries(&self) -> Option<&[Duration]> {
+        self.event_retries.as_deref()
+    }
+
+    /// The queue of events to deliver.
+    pub fn events_queue(&self) -> String {
+        format!("{}.events", self.send_queue)
+    }
+
+    /// Events whose every try failed, with the reason.
+    pub fn events_dead_queue(&self) -> String {
+        format!("{}.events.dead", self.send_queue)
+    }
+
+    /// The delay queue of events waiting `delay` for their next try.
+    pub fn events_retry_queue(&self, delay: Duration) -> String {
+        format!("{}.events.retry.{}s", self.send_queue, delay.as_secs())
+    }
+
+    /// The distinct delays of the event retries, shortest first.
+    fn event_delays(&self) -> Vec<Duration> {
+        let mut delays = self.event_retries.clone().unwrap_or_default();
+        delays.sort();
+        delays.dedup();
+        delays
+    }
+
+    /// Every queue of the topology, for operators' views: send, retry tiers, dead letters,
+    /// then (with events on) the events queue, its delay queues and its dead letters.
     pub fn queues(&self) -> Vec<String> {
         let mut queues = vec![self.send_queue.clone()];
         queues.extend(RETRY_TIERS.iter().map(|t| self.retry_queue(*t)));
         queues.push(self.dead_letter_queue());
+        if self.event_retries.is_some() {
+            queues.push(self.events_queue());
+            queues.extend(self.event_delays().into_iter().map(|d| self.events_retry_queue(d)));
+            queues.push(self.events_dead_queue());
+        }
         queues
     }
 
@@ -95,6 +142,33 @@ impl Topology {
             dead_letter_to(&mut args, &self.send_queue);
             channel
                 .queue_declare(self.retry_queue(tier).as_str().into(), durable, args)
+                .await?;
+        }
+        if self.event_retries.is_some() {
+            self.declare_events(channel).await?;
+        }
+        Ok(())
+    }
+
+    /// The event queues: like the send queues, but their dead letters are bounded
+    /// ([`EVENTS_DEAD_MAX`], oldest dropped) and the delay queues follow the retry schedule.
+    async fn declare_events(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable = QueueDeclareOptions::durable();
+        let dead = self.events_dead_queue();
+        let mut dead_args = quorum_arguments();
+        dead_args.insert("x-max-length".into(), AMQPValue::LongLongInt(EVENTS_DEAD_MAX));
+        channel.queue_declare(dead.as_str().into(), durable, dead_args).await?;
+        let events = self.events_queue();
+        let mut args = quorum_arguments();
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+        dead_letter_to(&mut args, &dead);
+        channel.queue_declare(events.as_str().into(), durable, args).await?;
+        for delay in self.event_delays() {
+            let mut args = quorum_arguments();
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay.as_millis() as i64));
+            dead_letter_to(&mut args, &events);
+            channel
+                .queue_declare(self.events_retry_queue(delay).as_str().into(), durable, args)
                 .await?;
         }
         Ok(())
@@ -126,6 +200,25 @@ mod tests {
         assert_eq!(queues.first().map(String::as_str), Some("sms.send"));
         assert_eq!(queues.last().map(String::as_str), Some("sms.send.dead"));
         assert_eq!(queues.len(), 2 + super::RETRY_TIERS.len());
+    }
+
+    #[test]
+    fn event_queues_come_with_events_only() {
+        use std::time::Duration;
+        let plain = Topology::new("sms.send").unwrap();
+        assert!(!plain.queues().iter().any(|q| q.contains("events")));
+        let t = plain.with_events([5, 300, 5, 36_000, 36_000].map(Duration::from_secs).to_vec());
+        let events: Vec<String> = t.queues().into_iter().filter(|q| q.contains("events")).collect();
+        assert_eq!(
+            events,
+            [
+                "sms.send.events",
+                "sms.send.events.retry.5s",
+                "sms.send.events.retry.300s",
+                "sms.send.events.retry.36000s",
+                "sms.send.events.dead"
+            ]
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ macro_rules! columns {
 
 mod attempts;
 mod delivery;
+mod events;
 mod health;
 mod idempotency;
 mod outbox;
@@ -28,6 +29,7 @@ mod verifications;
 
 pub use attempts::*;
 pub use delivery::*;
+pub use events::*;
 pub use health::*;
 pub use idempotency::*;
 pub use outbox::*;

@@ -16,9 +16,11 @@ use std::process::ExitCode;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Command, CommandFactory, Parser};
 
+mod events;
 mod shared;
 mod values;
 
+pub use events::{DEFAULT_RETRY_SCHEDULE, EventSettings, Schedule};
 pub use shared::{ChannelSenders, Shared};
 pub use values::{Secret, account_sid, amqp_url, database_url, list, millis, public_base_url, seconds, secret};
 
@@ -32,6 +34,9 @@ pub trait Settings: Parser {
     fn check(&self) -> Result<(), SettingError> {
         Ok(())
     }
+
+    /// Derives what follows from the checked values (run once, after [`Settings::check`]).
+    fn finish(&mut self) {}
 }
 
 /// A setting that is missing or cannot be used; shown as `NAME: what is wrong`.
@@ -120,7 +125,13 @@ fn parse<T: Settings>(
         .try_get_matches_from(argv)
         .and_then(|mut matches| T::from_arg_matches_mut(&mut matches));
     match parsed {
-        Ok(settings) => settings.check().map(|()| settings).map_err(Problem::Bad),
+        Ok(mut settings) => match settings.check() {
+            Ok(()) => {
+                settings.finish();
+                Ok(settings)
+            }
+            Err(e) => Err(Problem::Bad(e)),
+        },
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let mut declared = declared;
             Err(Problem::Help(declared.render_help().to_string()))

@@ -101,7 +101,23 @@ pub struct Shared {
     /// folder of files that override the built-in texts, one per locale and channel: es.sms.txt, pt-BR.call.txt (each with {code}) [default: none]
     #[arg(long = "templates-dir", env = "TEMPLATES_DIR", default_value = "", hide_default_value = true, value_parser = texts)]
     pub texts: Texts,
+    #[command(flatten)]
+    pub events: super::EventSettings,
     /// json, text, or auto (json unless stderr is a terminal)
     #[arg(long, env = "LOG_FORMAT", default_value = "auto", value_parser = ["auto", "json", "text"])]
     pub log_format: String,
+}
+
+impl Shared {
+    /// The checks between shared settings.
+    pub fn check(&self) -> Result<(), super::SettingError> {
+        self.events.check()
+    }
+
+    /// With events on, the topology has the event queues too.
+    pub fn finish(&mut self) {
+        if self.events.enabled() {
+            self.topology = self.topology.clone().with_events(self.events.retry_schedule.0.clone());
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Settings: `FAKE_TWILIO_LISTEN` (default 127.0.0.1:8081), `TWILIO_ACCOUNT_SID`,
 //! `TWILIO_AUTH_TOKEN` (what it accepts and signs callbacks with), `FAKE_TWILIO_LATENCY_MS`,
-//! `FAKE_TWILIO_FAULT_RATE` (0..1), `FAKE_TWILIO_CALLBACKS` (true/false),
+//! `FAKE_TWILIO_FAULT_RATE` (0..1), `FAKE_TWILIO_CALLBACKS` (true/false), `EVENTS_SECRET`
+//! (what the event receiver at `/events` verifies signatures with),
 //! `FAKE_TWILIO_WHATSAPP_FREE_FORM` (`outside-window`: a WhatsApp `Body` without
 //! `ContentSid` fails with 63016, as Twilio does; `inside-window`: it is delivered).
 
@@ -38,6 +39,9 @@ struct Settings {
     /// what a WhatsApp Body without ContentSid does: outside-window (fails, 63016) or inside-window (delivered)
     #[arg(long, env = "FAKE_TWILIO_WHATSAPP_FREE_FORM", default_value = "outside-window", value_parser = ["outside-window", "inside-window"])]
     whatsapp_free_form: String,
+    /// whsec_ secret the event receiver (/events) verifies signatures with [default: none, nothing verifies]
+    #[arg(long = "events-secret", env = "EVENTS_SECRET", value_parser = common::standard_webhooks::EventSecret::parse)]
+    events_secret: Option<common::standard_webhooks::EventSecret>,
     /// json, text, or auto
     #[arg(long, env = "LOG_FORMAT", default_value = "auto", value_parser = ["auto", "json", "text"])]
     log_format: String,
@@ -75,6 +79,7 @@ async fn main() -> ExitCode {
         } else {
             WhatsAppFreeForm::OutsideWindow
         },
+        events_secret: settings.events_secret,
         ..FakeConfig::default()
     };
     let fake = FakeTwilio::serve(listener, config);

@@ -2,7 +2,9 @@
 //! PostgreSQL and RabbitMQ on localhost: the fake Twilio, `verify-api` and one
 //! `verify-worker`, with development defaults for every required setting.
 //!
-//! It creates the database named in `DATABASE_URL` if it does not exist. Any setting of
+//! Events go to the fake's receiver (`/events`, signatures verified with the development
+//! `EVENTS_SECRET`) unless `EVENTS_URL` is set. It creates the database named in
+//! `DATABASE_URL` if it does not exist. Any setting of
 //! `verify-api --help` or `verify-worker --help` may be given to override a default.
 
 use std::process::ExitCode;
@@ -20,8 +22,12 @@ const DEV_DEFAULTS: &[(&str, &str)] = &[
     ("TWILIO_AUTH_TOKEN", "fake-auth-token"),
     ("TWILIO_FROM", "+15005550006"),
     ("TWILIO_API_BASE", "http://127.0.0.1:8081"),
+    ("EVENTS_SECRET", DEV_EVENTS_SECRET),
     ("LOG_FORMAT", "text"),
 ];
+
+/// Signs the events the fake's receiver verifies (`whsec_` + base64 of a development phrase).
+const DEV_EVENTS_SECRET: &str = "whsec_bG9jYWwtZGV2LWV2ZW50cy1zZWNyZXQtMDEyMzQ1Njc4OQ==";
 
 fn settings() -> Vec<(String, String)> {
     let mut values: Vec<(String, String)> = std::env::vars().filter(|(_, v)| !v.is_empty()).collect();
@@ -29,6 +35,15 @@ fn settings() -> Vec<(String, String)> {
         if !values.iter().any(|(n, _)| n == name) {
             values.push((name.to_string(), value.to_string()));
         }
+    }
+    // Events go to the fake's receiver unless EVENTS_URL names another one.
+    if !values.iter().any(|(n, _)| n == "EVENTS_URL") {
+        let base = values
+            .iter()
+            .find(|(n, _)| n == "TWILIO_API_BASE")
+            .map(|(_, v)| v.trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        values.push(("EVENTS_URL".into(), format!("{base}/events")));
     }
     values
 }
@@ -70,13 +85,20 @@ async fn run() -> anyhow::Result<()> {
         FakeConfig {
             account_sid: worker_config.shared.twilio_account_sid.clone(),
             auth_token: worker_config.shared.twilio_auth_token.expose().to_owned(),
+            events_secret: worker_config.shared.events.secret.clone(),
             ..FakeConfig::default()
         },
     );
     let shutdown = shutdown_on_signals();
     let api = verify_api::Application::build(api_config, &shutdown).await?;
     let worker = verify_worker::Worker::build(worker_config, &shutdown).await?;
-    tracing::info!(fake_twilio = %fake.base_url, "local stack up: API on port {}, codes at {}/inbox", api.port(), fake.base_url);
+    tracing::info!(
+        fake_twilio = %fake.base_url,
+        "local stack up: API on port {}, codes at {}/inbox, events at {}/events",
+        api.port(),
+        fake.base_url,
+        fake.base_url
+    );
     let (api_result, worker_result) = tokio::join!(api.run(shutdown.clone()), worker.run(shutdown.clone()));
     api_result?;
     worker_result

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::state::{Fault, FinalStatus, Shared, WhatsAppFreeForm};
 use super::voice::CallEnd;
-use super::{call_list, calls, messages};
+use super::{call_list, calls, events, messages};
 
 pub(crate) type AppState = State<Arc<Shared>>;
 
@@ -35,6 +35,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(&format!("{account}/Calls/{{sid}}"), get(calls::fetch))
         .route("/inbox", get(inbox))
         .route("/_fake/faults", post(control))
+        .route("/events", post(events::receive).get(events::list))
+        .route("/_fake/events", post(events::faults))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(shared)
 }

@@ -18,6 +18,9 @@
 //!   its TwiML (inline, or fetched from `Url` when answered) is read into the spoken text
 //!   (`twiml.rs`).
 //!
+//! - Events (`events.rs`): a receiver of the service's event webhooks at `/events` that
+//!   verifies their Standard Webhooks signatures and lists them.
+//!
 //! Magic numbers of the fake's own (Twilio's test-credential ones are in `messages.rs` and
 //! `calls.rs`): calls to `+15005550020` end `busy`, `+15005550021` `no-answer`,
 //! `+15005550022` `failed`; WhatsApp messages to `whatsapp:+15005550030` fail with 63003,
@@ -26,12 +29,14 @@
 mod call_list;
 mod callbacks;
 mod calls;
+mod events;
 mod handlers;
 mod messages;
 mod state;
 mod twiml;
 mod voice;
 
+pub use events::ReceivedEvent;
 pub use messages::AUTHENTICATION_TEMPLATE;
 pub use state::{FakeConfig, FakeTwilio, Fault, FinalStatus, SentMessage, WhatsAppFreeForm};
 pub use twiml::{Segment, parse as parse_twiml, spoken_text};

@@ -84,6 +84,10 @@ pub struct FakeConfig {
     pub timeout_hold: Duration,
     /// What a WhatsApp `Body` without `ContentSid` does (changeable at run time).
     pub whatsapp_free_form: WhatsAppFreeForm,
+    /// The secret the event receiver verifies signatures with (`None`: none verifies).
+    pub events_secret: Option<common::standard_webhooks::EventSecret>,
+    /// Deliveries the event receiver keeps (the newest).
+    pub events_kept: usize,
 }
 
 impl Default for FakeConfig {
@@ -95,6 +99,8 @@ impl Default for FakeConfig {
             callback_delay: Duration::from_millis(20),
             timeout_hold: Duration::from_secs(30),
             whatsapp_free_form: WhatsAppFreeForm::OutsideWindow,
+            events_secret: None,
+            events_kept: 10_000,
         }
     }
 }
@@ -114,13 +120,14 @@ pub(crate) struct Memory {
     pub call_outcomes: HashMap<String, super::voice::CallEnd>,
     pub whatsapp_free_form: WhatsAppFreeForm,
     pub callbacks_sent: u64,
+    pub events: super::events::Received,
 }
 
 pub(crate) struct Shared {
     pub config: FakeConfig,
     pub memory: Mutex<Memory>,
     pub http: reqwest::Client,
-    /// Woken whenever a message is accepted or a callback delivered.
+    /// Woken whenever a message is accepted, a callback delivered or an event received.
     pub changed: tokio::sync::Notify,
 }
 

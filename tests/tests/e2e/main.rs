@@ -7,6 +7,7 @@ mod channel_rules;
 mod channels;
 mod checks;
 mod delivery;
+mod events;
 mod fake_twilio_calls;
 mod fallback;
 mod fallback_edges;

@@ -63,6 +63,8 @@ pub struct SendContext {
     pub config: WorkerConfig,
     /// Every locale's texts, with the operator's overrides ([`WorkerConfig::texts`]).
     pub texts: Texts,
+    /// Delivers event webhooks (`None`: events are off).
+    pub events: Option<crate::events::EventSender>,
 }
 
 /// A claimed send.

@@ -1,0 +1,95 @@
+//! A receiver that fails gets the same event again, with the same `webhook-id` and a fresh
+//! signature, after each delay of `EVENTS_RETRY_SCHEDULE`; after the last one the event is
+//! dead-lettered with the reason.
+
+use lapin::options::BasicGetOptions;
+use lapin::types::AMQPValue;
+use verify_tests::harness::{Options, Scrape, amqp_url, spawn_app_with};
+
+use super::events_about;
+
+const TEST_NUMBER: &str = "+14155550100";
+
+fn options(schedule: &str) -> Options {
+    Options::default()
+        .with_events()
+        .env("TEST_NUMBERS", format!("{TEST_NUMBER}:123456"))
+        .env("EVENTS_RETRY_SCHEDULE", schedule)
+}
+
+/// A test number approved: one event (`verification.approved`), nothing sent.
+async fn approve(app: &verify_tests::harness::TestApp) -> String {
+    let id = app.start_ok(TEST_NUMBER).await.to_string();
+    assert_eq!(app.check(TEST_NUMBER, "123456").await.status(), 200);
+    id
+}
+
+async fn deliveries(app: &verify_tests::harness::TestApp, outcome: &str) -> f64 {
+    // The in-process API and worker share one recorder: the API's scrape shows the worker's counts.
+    Scrape::fetch(&app.http, &app.api_base)
+        .await
+        .value(
+            "verify_event_deliveries_total",
+            &[("type", "verification.approved"), ("outcome", outcome)],
+        )
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_receiver_gets_the_same_event_again_until_it_answers() {
+    let app = spawn_app_with(options("1s,1s,1s")).await;
+    let retried_before = deliveries(&app, "retried").await;
+    app.fake.fail_next_events(2, 503);
+    let id = approve(&app).await;
+    let events = events_about(&app, &id, "three tries of the approval", |e| {
+        e.iter().any(|e| e.answered == 204)
+    })
+    .await;
+    let answers: Vec<u16> = events.iter().map(|e| e.answered).collect();
+    assert_eq!(answers, [503, 503, 204]);
+    assert!(events.iter().all(|e| e.verified && e.kind() == "verification.approved"));
+    assert!(events.iter().all(|e| e.webhook_id == events[0].webhook_id), "{events:#?}");
+    // The retries waited in the delay queue (at least the schedule's two seconds in all).
+    let waited = events[2].received_at - events[0].received_at;
+    assert!(waited >= time::Duration::seconds(2) - time::Duration::milliseconds(50), "{waited}");
+    assert!(deliveries(&app, "retried").await - retried_before >= 2.0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_that_no_try_delivers_is_dead_lettered_with_the_reason() {
+    let app = spawn_app_with(options("1s,1s")).await;
+    app.fake.fail_next_events(100, 500);
+    let id = approve(&app).await;
+    let dead = app.topology().events_dead_queue();
+    app.wait_for_queue_depth(&dead, 1).await;
+    let events = events_about(&app, &id, "three tries", |e| e.len() >= 3).await;
+    assert_eq!(events.len(), 3, "a first try and one per delay: {events:#?}");
+    assert!(events.iter().all(|e| e.answered == 500 && e.webhook_id == events[0].webhook_id));
+
+    let conn = common::broker::connect(&amqp_url(), "verify-tests").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let message = channel
+        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the dead event");
+    let headers = message.properties.headers().clone().unwrap_or_default();
+    let reason = match headers.inner().get("x-dead-reason") {
+        Some(AMQPValue::LongString(s)) => s.to_string(),
+        other => panic!("no reason: {other:?}"),
+    };
+    assert!(reason.contains("answered 500") && reason.contains("3 tries"), "{reason}");
+    assert_eq!(
+        message.properties.message_id().as_ref().map(|m| m.to_string()),
+        Some(events[0].webhook_id.clone())
+    );
+    let body: serde_json::Value = serde_json::from_slice(&message.data).unwrap();
+    assert_eq!(body["type"], "verification.approved");
+    drop(conn.close(200, "ok".into()).await);
+    // Nothing more is tried: the event left every queue (waited for by the dead letter above,
+    // which comes after the last try).
+    assert_eq!(app.unfinished(&[app.topology().events_queue()]).await, 0);
+    assert_eq!(app.fake.events().len(), 3);
+    app.stop().await;
+}
