@@ -17,7 +17,7 @@ pub mod monitor;
 pub mod openapi;
 pub mod outbox;
 pub mod pumping;
-mod routes;
+pub mod routes;
 mod state;
 mod tasks;
 pub mod test_numbers;

@@ -3,13 +3,13 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{ops, verifications, webhooks};
+use crate::routes::{events, ops, verifications, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "phone-verify",
-        description = "Starts phone-number verifications (an SMS with a one-time code, sent through Twilio by workers) and checks codes."
+        description = "Starts phone-number verifications (an SMS with a one-time code, sent through Twilio by workers) and checks codes. With EVENTS_URL set, the changes are POSTed there as the schema `Event` (Standard Webhooks signatures)."
     ),
     paths(
         verifications::start,
@@ -22,6 +22,7 @@ use crate::routes::{ops, verifications, webhooks};
         ops::readyz,
         ops::metrics,
     ),
+    components(schemas(events::Event, events::EventType, events::EventData)),
     modifiers(&BearerAuth),
     tags(
         (name = "verifications", description = "Start a verification, check a code, read a verification"),
@@ -65,6 +66,9 @@ mod tests {
             assert!(doc["paths"][path].is_object(), "{path} missing");
         }
         assert_eq!(doc["openapi"], "3.1.0");
+        let event_types = &doc["components"]["schemas"]["EventType"];
+        assert!(event_types.to_string().contains("verification.max_attempts_reached"), "{event_types}");
+        assert!(doc["components"]["schemas"]["Event"]["properties"]["data"].is_object());
         let statuses = &doc["components"]["schemas"]["VerificationStatus"]["enum"];
         assert!(statuses.to_string().contains("max_attempts_reached"), "{statuses}");
         let delivery = &doc["components"]["schemas"]["DeliveryStatus"]["enum"];

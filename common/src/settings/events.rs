@@ -29,6 +29,13 @@ pub struct EventSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule(pub Vec<Duration>);
 
+impl Default for Schedule {
+    /// [`DEFAULT_RETRY_SCHEDULE`].
+    fn default() -> Self {
+        schedule(DEFAULT_RETRY_SCHEDULE).expect("the default schedule parses")
+    }
+}
+
 impl Schedule {
     /// How long an event is tried for, first try to last.
     pub fn total(&self) -> Duration {

@@ -36,8 +36,16 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 /// Posts `bodies[i]` to `url` for every i, `concurrency` at a time over kept-alive
-/// connections; a request counts as an error unless it answers `expect`.
-pub async fn post_all(url: &str, api_key: &str, bodies: Vec<Value>, concurrency: usize, expect: u16) -> LoadResult {
+/// connections, each with an `Idempotency-Key` of its own when `keyed`; a request counts as
+/// an error unless it answers `expect`.
+pub async fn post_all(
+    url: &str,
+    api_key: &str,
+    bodies: Vec<Value>,
+    concurrency: usize,
+    expect: u16,
+    keyed: bool,
+) -> LoadResult {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -60,7 +68,11 @@ pub async fn post_all(url: &str, api_key: &str, bodies: Vec<Value>, concurrency:
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(body) = bodies.get(i) else { break };
                     let sent = Instant::now();
-                    let ok = match client.post(&url).bearer_auth(&key).json(body).send().await {
+                    let mut request = client.post(&url).bearer_auth(&key).json(body);
+                    if keyed {
+                        request = request.header("Idempotency-Key", uuid::Uuid::new_v4().to_string());
+                    }
+                    let ok = match request.send().await {
                         Ok(r) => r.status().as_u16() == expect && r.bytes().await.is_ok(),
                         Err(_) => false,
                     };

@@ -59,6 +59,9 @@ pub struct Report {
     pub numbers_never_texted: usize,
     /// Prefixes the pumping guard (on, with its defaults) paused during the run.
     pub paused_prefixes: Vec<String>,
+    /// Event deliveries the receiver got, and how many of them verified (events are on, and
+    /// every start has an Idempotency-Key).
+    pub events: (u64, u64),
 }
 
 fn ms(d: Duration) -> String {
@@ -177,6 +180,11 @@ impl Report {
                 self.paused_prefixes.join(", ")
             }
         );
+        let _ = writeln!(
+            out,
+            "Event webhooks on, every start with an Idempotency-Key: the receiver got {} event deliveries, {} with a verified signature.\n",
+            self.events.0, self.events.1
+        );
         out.push_str(&self.targets());
         out
     }
@@ -247,6 +255,13 @@ impl Report {
                 ),
                 self.mixed.exact(),
             ),
+            (
+                format!(
+                    "every event delivery verifies (Standard Webhooks): {} of {}",
+                    self.events.1, self.events.0
+                ),
+                self.events.0 > 0 && self.events.0 == self.events.1,
+            ),
         ];
         let mut out = String::from("### Targets\n\n| target | result |\n| --- | --- |\n");
         for (what, ok) in rows {
@@ -261,5 +276,7 @@ impl Report {
             && self.numbers_texted_twice == 0
             && self.sms_sent == self.sms_expected
             && self.mixed.exact()
+            && self.events.0 > 0
+            && self.events.0 == self.events.1
     }
 }

@@ -21,6 +21,8 @@ use verify_tests::harness::{admin_database_url, amqp_url, sibling_binary};
 
 const KEY: &str = "bench-key-0123456789abcdef";
 const QUEUE: &str = "bench.sms.send";
+/// Signs the events the bench's receiver (the fake's) verifies.
+const EVENTS_SECRET: &str = "whsec_YmVuY2gtZXZlbnRzLXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm";
 
 struct Args {
     n: usize,
@@ -111,6 +113,9 @@ impl Env {
                 "DATABASE_MAX_CONNECTIONS",
                 if binary == "verify-api" { "24" } else { "16" },
             )
+            // Events on, to the fake's receiver, which verifies every signature.
+            .env("EVENTS_URL", format!("{}/events", self.fake_base))
+            .env("EVENTS_SECRET", EVENTS_SECRET)
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
@@ -196,6 +201,26 @@ async fn drain(env: &Env, fake: &FakeTwilio, pool: &PgPool, workers: usize, targ
     }
 }
 
+/// Waits until every event written is published (the table is empty) and the receiver's
+/// count has stopped growing with the events queue drained by a worker; returns what the
+/// receiver got: (received, verified).
+async fn events_settled(fake: &FakeTwilio, pool: &PgPool) -> anyhow::Result<(u64, u64)> {
+    let began = Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?;
+        let conn = common::broker::connect(&amqp_url(), "bench").await?;
+        let channel = conn.create_channel().await?;
+        let queue = format!("{QUEUE}.events");
+        let depth = common::broker::queue_depths(&channel, &[queue]).await?;
+        conn.close(200, "ok".into()).await?;
+        if waiting == 0 && depth.iter().all(|d| d.messages_ready == 0) {
+            return Ok(fake.event_totals());
+        }
+        anyhow::ensure!(began.elapsed() < Duration::from_secs(300), "events did not settle in 5 minutes");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn fresh_database() -> anyhow::Result<(String, PgPool)> {
     let admin = admin_database_url();
     let mut conn = PgConnection::connect(&admin).await?;
@@ -219,6 +244,7 @@ async fn delete_queues() -> anyhow::Result<()> {
     let channel = conn.create_channel().await?;
     for q in common::broker::Topology::new(QUEUE)
         .map_err(anyhow::Error::msg)?
+        .with_events(common::settings::Schedule::default().0)
         .queues()
     {
         channel.queue_delete(q.as_str().into(), Default::default()).await?;
@@ -256,6 +282,7 @@ async fn run(a: Args) -> anyhow::Result<Report> {
     delete_queues().await?;
     let fake = FakeTwilio::start(FakeConfig {
         callbacks: false,
+        events_secret: Some(common::standard_webhooks::EventSecret::parse(EVENTS_SECRET).map_err(anyhow::Error::msg)?),
         ..FakeConfig::default()
     })
     .await;
@@ -305,13 +332,13 @@ async fn run(a: Args) -> anyhow::Result<Report> {
 
     let first = numbers(0, a.n);
     println!("burst of {} starts at concurrency {}…", a.n, a.concurrency);
-    report.starts = post_all(&start_url, KEY, bodies(&first), a.concurrency, 202).await;
+    report.starts = post_all(&start_url, KEY, bodies(&first), a.concurrency, 202, true).await;
     println!("draining with 1 worker…");
     report.one_worker = drain(&env, &fake, &pool, 1, a.n as i64, a.n).await;
 
     let second = numbers(a.n, a.n);
     println!("second burst, draining with 2 workers…");
-    report.starts_again = post_all(&start_url, KEY, bodies(&second), a.concurrency, 202).await;
+    report.starts_again = post_all(&start_url, KEY, bodies(&second), a.concurrency, 202, true).await;
     let failed = report.starts_again.errors;
     anyhow::ensure!(failed == 0, "{failed} starts of the second burst failed");
     report.two_workers = drain(&env, &fake, &pool, 2, 2 * a.n as i64, a.n).await;
@@ -321,7 +348,7 @@ async fn run(a: Args) -> anyhow::Result<Report> {
         "mixed-channel burst of {}, draining with 2 workers…",
         mixed_phones.len()
     );
-    report.mixed_starts = post_all(&start_url, KEY, mixed::bodies(&mixed_phones), a.concurrency, 202).await;
+    report.mixed_starts = post_all(&start_url, KEY, mixed::bodies(&mixed_phones), a.concurrency, 202, true).await;
     let before = fake.create_calls();
     let workers: Vec<Proc> = (0..2).map(|_| env.spawn("verify-worker", &[])).collect();
     let elapsed = mixed::wait_drained(&fake, &pool, &mixed_phones, before).await;
@@ -347,6 +374,7 @@ async fn run(a: Args) -> anyhow::Result<Report> {
         checks,
         a.concurrency,
         200,
+        false,
     )
     .await;
 
@@ -361,10 +389,11 @@ async fn run(a: Args) -> anyhow::Result<Report> {
         let swept = common::repo::sweep_older_than(&pool, 30).await;
         (swept, began.elapsed())
     };
-    let (starts, (swept, took)) = tokio::join!(post_all(&start_url, KEY, bodies(&third), a.concurrency, 202), sweep);
+    let (starts, (swept, took)) = tokio::join!(post_all(&start_url, KEY, bodies(&third), a.concurrency, 202, true), sweep);
     report.starts_during_sweep = starts;
     report.swept = (swept?.verifications, took);
     report.api_peak_rss_kib = api.peak_rss_kib();
+    report.events = events_settled(&fake, &pool).await?;
     report.paused_prefixes = sqlx::query_scalar("SELECT prefix FROM prefix_pauses WHERE until > now() ORDER BY prefix")
         .fetch_all(&pool)
         .await?;
