@@ -29,7 +29,7 @@ use crate::auth::require_api_key;
 use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::extract::BODY_LIMIT;
-use crate::idempotency::idempotent;
+use crate::idempotency::{idempotent_check, idempotent_start};
 use crate::routes::{ops, verifications, webhooks};
 use crate::state::AppState;
 use crate::tasks::Tasks;
@@ -45,11 +45,11 @@ pub fn router(state: AppState) -> Router {
     let authenticated = Router::new()
         .route(
             "/v1/verifications",
-            post(verifications::start).layer(middleware::from_fn_with_state(state.clone(), idempotent)),
+            post(verifications::start).layer(middleware::from_fn_with_state(state.clone(), idempotent_start)),
         )
         .route(
             "/v1/verifications/check",
-            post(verifications::check).layer(middleware::from_fn_with_state(state.clone(), idempotent)),
+            post(verifications::check).layer(middleware::from_fn_with_state(state.clone(), idempotent_check)),
         )
         .route("/v1/verifications/{id}", get(verifications::get))
         .route("/v1/ops/queues", get(ops::queues))

@@ -10,7 +10,8 @@
 //! Every number always goes to the same writer (lane): two starts for one number are never
 //! written by concurrent statements, so the newer one always sees (and supersedes) the older
 //! one. Within one lane, a second start for a number already in the batch waits for the next.
-//! Checks are batched the same way ([`CheckReserver`]), for the same reasons.
+//! Checks are batched the same way ([`CheckReserver`]), for the same reasons, and so are the
+//! `Idempotency-Key`s that requests take before they run ([`KeyTaker`]).
 //!
 //! One lane of each kind runs: the fewer statements, the larger each batch and the less each
 //! request costs PostgreSQL (parsing, planning, executor start-up, commit). Measured in
@@ -19,7 +20,7 @@
 use std::collections::HashSet;
 
 use common::job::SendJob;
-use common::repo::{self, NewRow, ReservedCheck, Verification};
+use common::repo::{self, IdempotencyKey, NewRow, ReservedCheck, Verification};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,8 +32,10 @@ const BATCH: usize = 256;
 /// Statements of each kind under way at once.
 const LANES: usize = 1;
 
-/// A stored start: the verification, and how many older pending ones of its number it superseded.
-pub type Stored = (Verification, i64);
+/// A stored start: the verification, and how many older pending ones of its number it
+/// superseded; `None` when the start's `Idempotency-Key` was to be taken by the statement and
+/// was found taken (nothing stored: see [`repo::StartKey::Claim`]).
+pub type Stored = Option<(Verification, i64)>;
 
 type Reply<R> = oneshot::Sender<Result<R, ApiError>>;
 type Batch<T, R> = Vec<Request<T, R>>;
@@ -125,6 +128,28 @@ impl CheckReserver {
     /// `None` if there is none that can be checked.
     pub async fn reserve(&self, phone_number: &str) -> Result<Option<ReservedCheck>, ApiError> {
         self.0.ask(phone_number.to_owned(), ()).await
+    }
+}
+
+/// A handle to the key takers: the `Idempotency-Key`s of concurrent requests are taken by
+/// one statement ([`repo::take_idempotency_keys`]); a key appears at most once per statement.
+pub struct KeyTaker(Lanes<(IdempotencyKey, String), bool>);
+
+impl KeyTaker {
+    /// The handle, and the takers' loops for the caller to run, like [`StartWriter::new`].
+    pub fn new(pool: PgPool, lease_seconds: f64) -> (Self, Vec<impl Future<Output = ()> + Send + 'static>) {
+        let (lanes, loops) = Lanes::new("the idempotency key taker", LANES, move |batch| {
+            let pool = pool.clone();
+            async move { take_keys(&pool, batch, lease_seconds).await }
+        });
+        (Self(lanes), loops)
+    }
+
+    /// Takes `key` for the request `holder`: `true` if it is now the request's, `false` if
+    /// it is taken (then [`repo::take_idempotency_key`] says by what).
+    pub async fn take(&self, key: IdempotencyKey, holder: String) -> Result<bool, ApiError> {
+        let name = format!("{}\n{}", key.scope, key.key);
+        self.0.ask(name, (key, holder)).await
     }
 }
 
@@ -236,16 +261,22 @@ async fn write_starts(
     let (items, replies) = split(batch);
     let (rows, jobs): (Vec<NewRow>, Vec<SendJob>) = items.into_iter().unzip();
     let stored = retry_conflicts(|| repo::insert_batch_with_outbox(pool, &rows, relay_after)).await;
-    if stored.is_ok() {
-        // A test number's start has no job to publish.
+    if let Ok(stored) = &stored {
+        // A test number's start has no job to publish, nor has a start that was not stored.
         let jobs = jobs
             .into_iter()
-            .zip(&rows)
-            .filter(|(_, row)| !row.test)
+            .zip(rows.iter().zip(stored))
+            .filter(|(_, (row, stored))| !row.test && stored.is_some())
             .map(|(job, _)| job);
         dispatcher.dispatch(jobs.collect());
     }
     answer(replies, stored, "storing a batch of starts");
+}
+
+async fn take_keys(pool: &PgPool, batch: Vec<Request<(IdempotencyKey, String), bool>>, lease_seconds: f64) {
+    let keys: Vec<(&IdempotencyKey, &str)> = batch.iter().map(|r| (&r.item.0, r.item.1.as_str())).collect();
+    let taken = repo::take_idempotency_keys(pool, &keys, lease_seconds).await;
+    answer(split(batch).1, taken, "taking a batch of idempotency keys");
 }
 
 async fn reserve_checks(pool: &PgPool, batch: Vec<Request<(), Option<ReservedCheck>>>) {

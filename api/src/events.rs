@@ -33,7 +33,10 @@ pub async fn relay(pool: PgPool, publisher: Arc<Publisher>) {
             Ok(n) if n as i64 == BATCH => Duration::ZERO,
             Ok(_) => IDLE,
             Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "event relay round failed; the events stay for the next");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "event relay round failed; the events stay for the next"
+                );
                 AFTER_FAILURE
             }
         };
@@ -44,7 +47,9 @@ pub async fn relay(pool: PgPool, publisher: Arc<Publisher>) {
 /// One round: publishes up to a batch of events, oldest first; returns how many.
 pub async fn relay_once(pool: &PgPool, publisher: &Publisher) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await.context("Failed to begin")?;
-    let events = repo::take_events(&mut tx, BATCH).await.context("Failed to take events")?;
+    let events = repo::take_events(&mut tx, BATCH)
+        .await
+        .context("Failed to take events")?;
     if events.is_empty() {
         return Ok(0);
     }

@@ -9,6 +9,11 @@
 //! out or refused it for good (2xx, 4xx) are kept; one that did not carry it out and may
 //! succeed later (429, 5xx) gives the key up, so a retry with it runs afresh.
 //!
+//! The keys of concurrent requests are taken by one statement ([`crate::batch::KeyTaker`]),
+//! and a start's 202 is stored by the start's own statement (its verification, from which a
+//! replay rebuilds the body): a keyed start costs one shared statement more than an unkeyed
+//! one, not two statements of its own.
+//!
 //! A process that dies while holding a key holds it until its lease runs out (409 meanwhile),
 //! then the next request takes it over. A start ties its verification to the key in the very
 //! statement that stores it, so a start that committed before its process died is answered
@@ -20,7 +25,7 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use common::repo::{self, IdempotencyKey, Taken};
+use common::repo::{self, IdempotencyKey, StartKey, Taken};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -38,17 +43,89 @@ pub const REPLAYED: &str = "idempotent-replayed";
 pub const MAX_LEN: usize = 255;
 /// How long a running request holds its key before another may take it over (its process
 /// died): far longer than any request runs.
-const LEASE_SECONDS: f64 = 60.0;
+pub const LEASE_SECONDS: f64 = 60.0;
 
-/// The key a running request holds; the start handler hands it to its statement.
+/// On a response whose answer the request's own statement stored for its key (a start's 202).
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerStored;
+
+/// On a start's response when its statement was to take the key and found it taken: nothing
+/// was stored, and the middleware answers for the key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyTaken;
+
+/// A request's key, as the handler sees it: held already, or to be taken by a start's own
+/// statement.
 #[derive(Debug, Clone)]
 pub struct Held {
     pub key: IdempotencyKey,
-    pub holder: String,
+    /// The request's holder token, when it took the key before running.
+    pub holder: Option<String>,
 }
 
-/// The middleware of the two POST routes (after authentication).
-pub async fn idempotent(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+impl Held {
+    /// The key as the start statement takes it.
+    pub fn start_key(&self) -> StartKey {
+        match &self.holder {
+            Some(holder) => StartKey::Held(self.key.clone(), holder.clone()),
+            None => StartKey::Claim(self.key.clone()),
+        }
+    }
+}
+
+/// The keys this process's starts will take in their statements, while they run: a second
+/// request with one of them is answered 409 at once, as with a key taken before running. (A
+/// duplicate sent to another replica meanwhile waits for the first's statement instead, and
+/// gets its answer; either way the start happens once.)
+#[derive(Debug, Default)]
+pub struct InFlight(std::sync::Mutex<std::collections::HashSet<(String, String)>>);
+
+impl InFlight {
+    /// Marks `key` in flight until the guard is dropped; `None` if it already is.
+    fn enter(&self, key: &IdempotencyKey) -> Option<impl Drop + '_> {
+        let entry = (key.scope.clone(), key.key.clone());
+        if !self.0.lock().expect("in-flight keys").insert(entry.clone()) {
+            return None;
+        }
+        struct Leave<'a>(&'a InFlight, (String, String));
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.0.lock().expect("in-flight keys").remove(&self.1);
+            }
+        }
+        Some(Leave(self, entry))
+    }
+}
+
+/// Which route the middleware serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Start,
+    Check,
+}
+
+/// The middleware of `POST /v1/verifications`.
+pub async fn idempotent_start(state: State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    idempotent(state, Route::Start, request, next).await
+}
+
+/// The middleware of `POST /v1/verifications/check`.
+pub async fn idempotent_check(state: State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+    idempotent(state, Route::Check, request, next).await
+}
+
+/// Runs the request under its key (after authentication).
+///
+/// A start whose admission writes nothing (no rate limits, no daily budget) lets its own
+/// statement take the key (one statement for both); any other request takes its key first,
+/// with the concurrent requests' keys ([`crate::batch::KeyTaker`]), so that a replay never
+/// counts towards a limit.
+async fn idempotent(
+    State(state): State<AppState>,
+    route: Route,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let Some(value) = request.headers().get(HEADER) else {
         return Ok(next.run(request).await);
     };
@@ -63,22 +140,49 @@ pub async fn idempotent(State(state): State<AppState>, request: Request, next: N
         fingerprint: fingerprint(&parts.method, parts.uri.path(), &bytes),
     };
     let holder = Uuid::new_v4().to_string();
-    match repo::take_idempotency_key(&state.pool, &key, &holder, LEASE_SECONDS).await? {
-        Taken::Ours => {}
-        Taken::OtherRequest => return Err(ApiError::IdempotencyKeyReused),
-        Taken::InProgress => return Err(ApiError::IdempotencyKeyInProgress),
-        Taken::Answered { status, body } => return Ok(replay(status, body)),
-        Taken::Started(id) => return answer_lost_start(&state, &key, id).await,
+    let in_statement = route == Route::Start && !state.limits.start_admission_writes();
+    let _in_flight = match in_statement {
+        true => Some(
+            state
+                .keys_in_flight
+                .enter(&key)
+                .ok_or(ApiError::IdempotencyKeyInProgress)?,
+        ),
+        false => None,
+    };
+    if !in_statement {
+        let taken = if state.keys.take(key.clone(), holder.clone()).await? {
+            Taken::Ours
+        } else {
+            repo::take_idempotency_key(&state.pool, &key, &holder, LEASE_SECONDS).await?
+        };
+        if taken != Taken::Ours {
+            return answer_taken(&state, &key, taken).await;
+        }
     }
     let mut request = Request::from_parts(parts, Body::from(bytes));
     request.extensions_mut().insert(Held {
         key: key.clone(),
-        holder: holder.clone(),
+        holder: (!in_statement).then(|| holder.clone()),
     });
     let response = next.run(request).await;
     let status = response.status();
+    if response.extensions().get::<KeyTaken>().is_some() {
+        return match repo::take_idempotency_key(&state.pool, &key, &holder, LEASE_SECONDS).await? {
+            // Freed since the statement found it taken: the client's retry runs afresh.
+            Taken::Ours => {
+                repo::release_idempotency_key(&state.pool, &key, &holder).await?;
+                Err(ApiError::IdempotencyKeyInProgress)
+            }
+            taken => answer_taken(&state, &key, taken).await,
+        };
+    }
+    if response.extensions().get::<AnswerStored>().is_some() {
+        // A start's statement stored its answer with its verification.
+        return Ok(response);
+    }
     if !kept(status) {
-        if let Err(e) = repo::release_idempotency_key(&state.pool, &key, &holder).await {
+        if !in_statement && let Err(e) = repo::release_idempotency_key(&state.pool, &key, &holder).await {
             tracing::warn!(error = %e, "could not give up an idempotency key; it is free again when its lease runs out");
         }
         return Ok(response);
@@ -88,10 +192,35 @@ pub async fn idempotent(State(state): State<AppState>, request: Request, next: N
     let bytes = to_bytes(body, usize::MAX)
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    if let Err(e) = repo::answer_idempotency_key(&state.pool, &key, Some(&holder), status.as_u16(), &bytes).await {
+    // A start that was to take its key in its statement and was refused before it (400,
+    // 403): its answer is stored as a new key's, unless the key was used before, in which
+    // case it is answered for as if it had been taken first (the first answer, 409 or 422).
+    if in_statement {
+        let fresh = repo::answer_new_idempotency_key(&state.pool, &key, status.as_u16(), &bytes).await?;
+        if !fresh {
+            match repo::take_idempotency_key(&state.pool, &key, &holder, LEASE_SECONDS).await? {
+                Taken::Ours => {
+                    repo::answer_idempotency_key(&state.pool, &key, Some(&holder), status.as_u16(), &bytes).await?
+                }
+                taken => return answer_taken(&state, &key, taken).await,
+            }
+        }
+    } else if let Err(e) = repo::answer_idempotency_key(&state.pool, &key, Some(&holder), status.as_u16(), &bytes).await
+    {
         tracing::warn!(error = %e, "could not store the answer of an idempotency key; a retry after its lease runs again");
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// The answer to a request whose key was taken: 422, 409, or the first answer again.
+async fn answer_taken(state: &AppState, key: &IdempotencyKey, taken: Taken) -> Result<Response, ApiError> {
+    match taken {
+        Taken::Ours => Err(ApiError::Internal(anyhow::anyhow!("an idempotency key taken twice"))),
+        Taken::OtherRequest => Err(ApiError::IdempotencyKeyReused),
+        Taken::InProgress => Err(ApiError::IdempotencyKeyInProgress),
+        Taken::Answered { status, body } => Ok(replay(status, body)),
+        Taken::Started(id) => answer_lost_start(state, key, id).await,
+    }
 }
 
 /// Whether an answer is kept for the key: it carried the request out or refused it for good.

@@ -67,7 +67,10 @@ mod tests {
         }
         assert_eq!(doc["openapi"], "3.1.0");
         let event_types = &doc["components"]["schemas"]["EventType"];
-        assert!(event_types.to_string().contains("verification.max_attempts_reached"), "{event_types}");
+        assert!(
+            event_types.to_string().contains("verification.max_attempts_reached"),
+            "{event_types}"
+        );
         assert!(doc["components"]["schemas"]["Event"]["properties"]["data"].is_object());
         let statuses = &doc["components"]["schemas"]["VerificationStatus"]["enum"];
         assert!(statuses.to_string().contains("max_attempts_reached"), "{statuses}");

@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 use common::settings::Secret;
 
 use crate::abuse::Limits;
-use crate::batch::{CheckReserver, StartWriter};
+use crate::batch::{CheckReserver, KeyTaker, StartWriter};
 use crate::config::ApiConfig;
 use crate::pumping::{Guard, Snapshot};
 use crate::tasks::Pipeline;
@@ -38,6 +38,9 @@ pub struct Inner {
     pub guard_metrics: Arc<Snapshot>,
     pub starts: StartWriter,
     pub checks: CheckReserver,
+    pub keys: KeyTaker,
+    /// The keys of starts under way in this process ([`crate::idempotency::InFlight`]).
+    pub keys_in_flight: crate::idempotency::InFlight,
 }
 
 impl AppState {
@@ -54,6 +57,7 @@ impl AppState {
         let Pipeline {
             starts,
             checks,
+            keys,
             guard,
             guard_metrics,
             dispatcher: _,
@@ -70,6 +74,8 @@ impl AppState {
             metrics,
             starts,
             checks,
+            keys,
+            keys_in_flight: Default::default(),
         }))
     }
 }

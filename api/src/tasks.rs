@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{CheckReserver, StartWriter};
+use crate::batch::{CheckReserver, KeyTaker, StartWriter};
 use crate::config::ApiConfig;
 use crate::outbox::{Dispatcher, Relay, Settler};
 use crate::pumping::{Guard, Snapshot};
@@ -40,6 +40,8 @@ const LEAST_WAIT: Duration = Duration::from_secs(1);
 pub struct Pipeline {
     pub starts: StartWriter,
     pub checks: CheckReserver,
+    /// Takes the requests' `Idempotency-Key`s.
+    pub keys: KeyTaker,
     /// For the drain at shutdown: every start writer holds one too.
     pub dispatcher: Dispatcher,
     /// The pumping guard, whose counts and pauses the tasks keep in step with PostgreSQL.
@@ -79,6 +81,7 @@ impl Tasks {
             dispatcher.clone(),
         );
         let (checks, reserving) = CheckReserver::new(pool.clone());
+        let (keys, taking) = KeyTaker::new(pool.clone(), crate::idempotency::LEASE_SECONDS);
         for pipeline_loop in dispatching {
             tasks.tracker.spawn(pipeline_loop);
         }
@@ -86,6 +89,9 @@ impl Tasks {
             tasks.tracker.spawn(pipeline_loop);
         }
         for pipeline_loop in reserving {
+            tasks.tracker.spawn(pipeline_loop);
+        }
+        for pipeline_loop in taking {
             tasks.tracker.spawn(pipeline_loop);
         }
 
@@ -149,6 +155,7 @@ impl Tasks {
             Pipeline {
                 starts,
                 checks,
+                keys,
                 dispatcher,
                 guard,
                 guard_metrics,

@@ -66,7 +66,10 @@ impl EventSecret {
         now: i64,
         tolerance: i64,
     ) -> Result<(), &'static str> {
-        let at: i64 = timestamp.trim().parse().map_err(|_| "webhook-timestamp is not a number")?;
+        let at: i64 = timestamp
+            .trim()
+            .parse()
+            .map_err(|_| "webhook-timestamp is not a number")?;
         if (now - at).abs() > tolerance {
             return Err("webhook-timestamp is too far from now");
         }
@@ -102,7 +105,10 @@ mod tests {
         let good = secret.sign("msg_1", 1_000, body);
         let other = format!("v1,{}", STANDARD.encode([0u8; 32]));
         assert_eq!(secret.verify("msg_1", "1000", &good, body, 1_100, 300), Ok(()));
-        assert_eq!(secret.verify("msg_1", "1000", &format!("{other} {good}"), body, 1_000, 300), Ok(()));
+        assert_eq!(
+            secret.verify("msg_1", "1000", &format!("{other} {good}"), body, 1_000, 300),
+            Ok(())
+        );
         assert!(secret.verify("msg_2", "1000", &good, body, 1_000, 300).is_err());
         assert!(secret.verify("msg_1", "1000", &good, b"{}", 1_000, 300).is_err());
         assert!(secret.verify("msg_1", "1000", &good, body, 1_301, 300).is_err());

@@ -151,7 +151,8 @@ impl Options {
     /// Events on, POSTed to the fake's receiver, which verifies them with [`EVENTS_SECRET`].
     pub fn with_events(mut self) -> Self {
         self.events = true;
-        self.fake.events_secret = Some(common::standard_webhooks::EventSecret::parse(EVENTS_SECRET).expect("test secret"));
+        self.fake.events_secret =
+            Some(common::standard_webhooks::EventSecret::parse(EVENTS_SECRET).expect("test secret"));
         self
     }
 

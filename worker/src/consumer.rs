@@ -176,13 +176,21 @@ async fn consume_events(
         return Ok((None, Box::pin(futures_util::stream::pending())));
     }
     let queue = ctx.config.shared.topology.events_queue();
-    let channel = conn.create_channel().await.context("Failed to open the events channel")?;
+    let channel = conn
+        .create_channel()
+        .await
+        .context("Failed to open the events channel")?;
     channel
         .basic_qos(ctx.config.events_concurrency, BasicQosOptions::default())
         .await
         .context("Failed to set the events prefetch")?;
     let consumer = channel
-        .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .context("Failed to consume the events queue")?;
     tracing::info!(queue, prefetch = ctx.config.events_concurrency, "delivering events");
@@ -190,8 +198,7 @@ async fn consume_events(
     Ok((Some((channel, tag)), Box::pin(consumer)))
 }
 
-type EventStream =
-    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Delivery, lapin::Error>> + Send>>;
+type EventStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Delivery, lapin::Error>> + Send>>;
 
 /// Delivers one event, then acks it; hands it back if what follows a failed try (a retry
 /// or a dead letter) could not be published.

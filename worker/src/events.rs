@@ -92,12 +92,20 @@ impl EventSender {
             Some(&delay) => {
                 let mut headers = FieldTable::default();
                 headers.insert(TRIES_HEADER.into(), AMQPValue::LongLongInt(i64::from(tries) + 1));
-                headers.insert(LAST_ERROR_HEADER.into(), AMQPValue::LongString(LongString::from(failure.as_str())));
+                headers.insert(
+                    LAST_ERROR_HEADER.into(),
+                    AMQPValue::LongString(LongString::from(failure.as_str())),
+                );
                 let properties = delivery.properties.clone().with_headers(headers);
                 let queue = self.topology.events_retry_queue(delay);
                 publish_confirmed(publish, &queue, &delivery.data, properties, CONFIRM_TIMEOUT).await?;
                 metrics::counter!(names::EVENT_DELIVERIES, "type" => kind, "outcome" => "retried").increment(1);
-                tracing::info!(webhook_id = id, error = failure, retry_in_s = delay.as_secs(), "event not delivered; retrying later");
+                tracing::info!(
+                    webhook_id = id,
+                    error = failure,
+                    retry_in_s = delay.as_secs(),
+                    "event not delivered; retrying later"
+                );
                 Ok(Delivered::Retry(delay))
             }
             None => {

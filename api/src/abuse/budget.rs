@@ -18,6 +18,11 @@ impl DailyBudget {
         country.and_then(|c| self.countries.get(c).copied()).or(self.others)
     }
 
+    /// Whether no country has a budget (`DAILY_SMS_BUDGET` unset).
+    pub fn is_empty(&self) -> bool {
+        self.countries.is_empty() && self.others.is_none()
+    }
+
     /// Every budget as configured, `*` for the others.
     pub fn limits(&self) -> Vec<(String, u32)> {
         let mut all: Vec<(String, u32)> = self.countries.iter().map(|(c, n)| (c.clone(), *n)).collect();

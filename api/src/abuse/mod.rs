@@ -49,6 +49,12 @@ impl Limits {
     /// number-type rules (per channel: [`NumberKinds::accept`]),
     /// the paused prefixes, then (when on) every start limit and (when set) the country's
     /// daily budget, all at once. A refusal is counted by reason.
+    /// Whether admitting a start may write (rate limits, a daily budget): then a start's
+    /// `Idempotency-Key` is taken before it, so that a replay never counts.
+    pub fn start_admission_writes(&self) -> bool {
+        self.abuse.rate_limits || !self.abuse.daily_sms_budget.is_empty()
+    }
+
     pub async fn admit_start(
         &self,
         phone: &PhoneNumber,

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::StrictJson;
-use crate::idempotency::Held;
+use crate::idempotency::{AnswerStored, Held, KeyTaken};
 use crate::state::AppState;
 
 pub use super::views::{Checked, Started, VerificationView};
@@ -142,11 +142,14 @@ pub async fn start(
         locale: locale.to_owned(),
         channels: channels.iter().map(|c| c.as_str().to_owned()).collect(),
         fallback_after_seconds: state.config.channels.fallback_after.as_secs() as i32,
-        idempotency: held.map(|Extension(h)| (h.key, h.holder)),
+        idempotency: held.as_ref().map(|Extension(h)| h.start_key()),
         test: test_code.is_some(),
     };
     let job = SendJob::new(id, common::seal::to_text(&sealed), request_id);
-    let (verification, superseded) = state.starts.insert(row, job).await?;
+    let Some((verification, superseded)) = state.starts.insert(row, job).await? else {
+        // The key was taken meanwhile: nothing was stored; the middleware answers for the key.
+        return Ok(Extension(KeyTaken).into_response());
+    };
     if superseded > 0 {
         tracing::info!(canceled = superseded, "superseded older verifications");
     }
@@ -158,7 +161,9 @@ pub async fn start(
         metrics::counter!(names::VERIFICATIONS_STARTED).increment(1);
         tracing::info!(phone = %phone.masked(), "verification started");
     }
-    Ok((StatusCode::ACCEPTED, Json(Started::from(verification))))
+    // With a key, the statement stored this answer for it (as the verification).
+    let stored = held.map(|_| Extension(AnswerStored));
+    Ok((StatusCode::ACCEPTED, stored, Json(Started::from(verification))).into_response())
 }
 
 /// `POST /v1/verifications/check`: one attempt is counted before the comparison (see

@@ -10,6 +10,20 @@ use uuid::Uuid;
 /// How long a key is kept after its first request.
 pub const IDEMPOTENCY_HOURS: i32 = 24;
 
+/// When a request may take a key that exists: it expired, or its holder's lease ran out before
+/// anything was stored for it and the request is the same.
+macro_rules! take_on_conflict {
+    () => {
+        "ON CONFLICT (scope, idem_key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
+           holder = EXCLUDED.holder, locked_until = EXCLUDED.locked_until, status = NULL, body = NULL, \
+           verification_id = NULL, created_at = now(), expires_at = EXCLUDED.expires_at \
+         WHERE idempotency_keys.expires_at <= now() \
+            OR (idempotency_keys.status IS NULL AND idempotency_keys.verification_id IS NULL \
+                AND idempotency_keys.locked_until < now() \
+                AND idempotency_keys.fingerprint = EXCLUDED.fingerprint)"
+    };
+}
+
 /// A key as a request names it: the API key's digest, the key, the request's fingerprint.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
@@ -33,6 +47,47 @@ pub enum Taken {
     Started(Uuid),
 }
 
+/// Tries to take many keys at once (one statement, one commit, for concurrent requests),
+/// each for its `holder`: `true` where the key is now that request's (a new key, or an
+/// expired or abandoned one of the same request), `false` where it is taken, for which
+/// [`take_idempotency_key`] says why. The keys must be distinct.
+///
+/// It commits without waiting for the WAL flush (`synchronous_commit = off`): what a request
+/// does with its key afterwards (a start, an answer) commits with the flush, which takes the
+/// key's row with it; a key lost with a crash of PostgreSQL before anything else was written
+/// only lets a retry run afresh, which is what it would do without a key.
+pub async fn take_idempotency_keys(
+    pool: &PgPool,
+    keys: &[(&IdempotencyKey, &str)],
+    lease_seconds: f64,
+) -> sqlx::Result<Vec<bool>> {
+    let rows = sqlx::query(concat!(
+        "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, holder, locked_until, expires_at) \
+         SELECT scope, idem_key, fingerprint, holder, now() + make_interval(secs => $5), now() + make_interval(hours => $6) \
+         FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) AS t(scope, idem_key, fingerprint, holder), \
+              (SELECT set_config('synchronous_commit', 'off', true)) AS no_wait \
+         ORDER BY scope, idem_key ",
+        take_on_conflict!(),
+        " RETURNING scope, idem_key"
+    ))
+    .bind(keys.iter().map(|(k, _)| k.scope.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|(k, _)| k.key.as_str()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|(k, _)| k.fingerprint.as_slice()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|(_, h)| *h).collect::<Vec<_>>())
+    .bind(lease_seconds)
+    .bind(IDEMPOTENCY_HOURS)
+    .fetch_all(pool)
+    .await?;
+    let taken: std::collections::HashSet<(String, String)> = rows
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<sqlx::Result<_>>()?;
+    Ok(keys
+        .iter()
+        .map(|(k, _)| taken.contains(&(k.scope.clone(), k.key.clone())))
+        .collect())
+}
+
 /// Takes `key` for the request `holder` for `lease_seconds`, or says why not.
 pub async fn take_idempotency_key(
     pool: &PgPool,
@@ -42,18 +97,12 @@ pub async fn take_idempotency_key(
 ) -> sqlx::Result<Taken> {
     // Two attempts: the key may be given up between the insert and the read.
     for _ in 0..2 {
-        let ours = sqlx::query(
+        let ours = sqlx::query(concat!(
             "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, holder, locked_until, expires_at) \
-             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(hours => $6)) \
-             ON CONFLICT (scope, idem_key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
-               holder = EXCLUDED.holder, locked_until = EXCLUDED.locked_until, status = NULL, body = NULL, \
-               verification_id = NULL, created_at = now(), expires_at = EXCLUDED.expires_at \
-             WHERE idempotency_keys.expires_at <= now() \
-                OR (idempotency_keys.status IS NULL AND idempotency_keys.verification_id IS NULL \
-                    AND idempotency_keys.locked_until < now() \
-                    AND idempotency_keys.fingerprint = EXCLUDED.fingerprint) \
-             RETURNING 1",
-        )
+                 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(hours => $6)) ",
+            take_on_conflict!(),
+            " RETURNING 1"
+        ))
         .bind(&key.scope)
         .bind(&key.key)
         .bind(&key.fingerprint)
@@ -80,10 +129,13 @@ pub async fn take_idempotency_key(
         }
         let status: Option<i32> = row.try_get("status")?;
         let verification: Option<Uuid> = row.try_get("verification_id")?;
+        let body: Option<Vec<u8>> = row.try_get("body")?;
         return Ok(match (status, verification) {
+            // A start whose statement stored its answer as its verification: rebuilt from it.
+            (Some(_), Some(id)) if body.is_none() => Taken::Started(id),
             (Some(status), _) => Taken::Answered {
                 status: u16::try_from(status).unwrap_or(500),
-                body: row.try_get::<Option<Vec<u8>>, _>("body")?.unwrap_or_default(),
+                body: body.unwrap_or_default(),
             },
             (None, Some(id)) if row.try_get::<Option<bool>, _>("abandoned")?.unwrap_or(true) => Taken::Started(id),
             _ => Taken::InProgress,
@@ -112,6 +164,37 @@ pub async fn answer_idempotency_key(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Stores the answer of a request whose key was not taken before it ran (a start that was
+/// to take it in its statement, refused before it): as a new key, or over an expired or
+/// abandoned one; `false` (nothing written) if the key is in use.
+pub async fn answer_new_idempotency_key(
+    pool: &PgPool,
+    key: &IdempotencyKey,
+    status: u16,
+    body: &[u8],
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(concat!(
+        "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, status, body, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(hours => $6)) \
+         ON CONFLICT (scope, idem_key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, holder = NULL, \
+           locked_until = NULL, status = EXCLUDED.status, body = EXCLUDED.body, verification_id = NULL, \
+           created_at = now(), expires_at = EXCLUDED.expires_at \
+         WHERE idempotency_keys.expires_at <= now() \
+            OR (idempotency_keys.status IS NULL AND idempotency_keys.verification_id IS NULL \
+                AND idempotency_keys.locked_until < now() \
+                AND idempotency_keys.fingerprint = EXCLUDED.fingerprint)"
+    ))
+    .bind(&key.scope)
+    .bind(&key.key)
+    .bind(&key.fingerprint)
+    .bind(i32::from(status))
+    .bind(body)
+    .bind(IDEMPOTENCY_HOURS)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Gives the key up (the request was not carried out: refused for now, or failed): the next

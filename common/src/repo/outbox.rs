@@ -7,6 +7,24 @@ use uuid::Uuid;
 use super::idempotency::IdempotencyKey;
 use super::*;
 
+/// A start's `Idempotency-Key` as [`insert_batch_with_outbox`] takes it.
+#[derive(Debug, Clone)]
+pub enum StartKey {
+    /// Taken before, by the request `holder` (its admission wrote rate limits or a budget).
+    Held(IdempotencyKey, String),
+    /// To be taken by the statement itself: the start is stored only if the key is free (a new
+    /// key, an expired one, or one abandoned by the same request); else it is not stored at all.
+    Claim(IdempotencyKey),
+}
+
+impl StartKey {
+    fn key(&self) -> &IdempotencyKey {
+        match self {
+            Self::Held(key, _) | Self::Claim(key) => key,
+        }
+    }
+}
+
 /// A verification and its sealed code, owned, for [`insert_batch_with_outbox`].
 #[derive(Debug, Clone)]
 pub struct NewRow {
@@ -24,9 +42,10 @@ pub struct NewRow {
     /// `FALLBACK_AFTER_SECONDS`: how long a step handed to Twilio waits for approval before
     /// the next channel is used (unused with one channel).
     pub fallback_after_seconds: i32,
-    /// The `Idempotency-Key` the start holds (and its holder token): the statement ties the
-    /// verification to it, so that a start whose answer is lost is answered from it.
-    pub idempotency: Option<(IdempotencyKey, String)>,
+    /// The start's `Idempotency-Key`: the statement stores the verification as the key's
+    /// answer (202; a replay rebuilds the body from the verification), so a start's answer is
+    /// stored with the start and never lost.
+    pub idempotency: Option<StartKey>,
     /// One of `TEST_NUMBERS`: stored `delivered`, with no send job.
     pub test: bool,
 }
@@ -44,7 +63,9 @@ pub struct NewRow {
 /// queued, their codes are refused, and their outbox rows go. The numbers of one call must
 /// be distinct (the caller splits duplicates over successive calls): the update sees the
 /// table as it was before the statement, so it cannot see rows inserted by the same call.
-/// Returns each stored verification with how many older ones it superseded.
+/// Returns each stored verification with how many older ones it superseded; `None` for a
+/// start whose `Idempotency-Key` the statement was to take and found taken (nothing of it is
+/// written, and it supersedes nothing).
 ///
 /// A verification with more than one channel also keeps its sealed code, for the later
 /// steps, and the code's expiry as its fallback time until its first step is handed to
@@ -68,29 +89,43 @@ pub async fn insert_batch_with_outbox(
     pool: &PgPool,
     rows: &[NewRow],
     relay_after_seconds: i64,
-) -> sqlx::Result<Vec<(Verification, i64)>> {
+) -> sqlx::Result<Vec<Option<(Verification, i64)>>> {
     let stored = sqlx::query(concat!(
         "WITH input AS ( \
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int[], $5::float8[], $6::text[], $7::bytea[], $9::text[], $10::text[], $11::int[], $15::bool[]) \
              WITH ORDINALITY AS t(id, phone_number, code_hmac, max_check_attempts, ttl, request_id, sealed_code, locale, channels, fallback_after, test, n)), \
          keyed AS ( \
-           SELECT * FROM unnest($1::uuid[], $12::text[], $13::text[], $14::text[]) AS k(id, scope, idem_key, holder) \
+           SELECT * FROM unnest($1::uuid[], $12::text[], $13::text[], $14::text[], $16::bytea[]) AS k(id, scope, idem_key, holder, fingerprint) \
            WHERE scope IS NOT NULL), \
+         claimed AS ( \
+           INSERT INTO idempotency_keys (scope, idem_key, fingerprint, status, verification_id, expires_at) \
+           SELECT scope, idem_key, fingerprint, 202, id, now() + make_interval(hours => $17) FROM keyed \
+           WHERE holder IS NULL ORDER BY scope, idem_key \
+           ON CONFLICT (scope, idem_key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, holder = NULL, \
+             locked_until = NULL, status = 202, body = NULL, verification_id = EXCLUDED.verification_id, \
+             created_at = now(), expires_at = EXCLUDED.expires_at \
+           WHERE idempotency_keys.expires_at <= now() \
+              OR (idempotency_keys.status IS NULL AND idempotency_keys.verification_id IS NULL \
+                  AND idempotency_keys.locked_until < now() \
+                  AND idempotency_keys.fingerprint = EXCLUDED.fingerprint) \
+           RETURNING verification_id), \
+         refused AS (SELECT id FROM keyed WHERE holder IS NULL AND id NOT IN (SELECT verification_id FROM claimed)), \
          tied AS ( \
-           UPDATE idempotency_keys i SET verification_id = keyed.id FROM keyed \
-           WHERE i.scope = keyed.scope AND i.idem_key = keyed.idem_key AND i.holder = keyed.holder), \
+           UPDATE idempotency_keys i SET verification_id = keyed.id, status = 202, holder = NULL, locked_until = NULL \
+           FROM keyed WHERE i.scope = keyed.scope AND i.idem_key = keyed.idem_key AND i.holder = keyed.holder), \
+         admitted AS (SELECT * FROM input WHERE id NOT IN (SELECT id FROM refused)), \
          superseded AS ( \
            UPDATE verifications SET \
              status = CASE WHEN expires_at <= now() THEN 'expired' ELSE 'canceled' END, \
              delivery_status = CASE WHEN delivery_status <> 'queued' THEN delivery_status \
                                     WHEN expires_at <= now() THEN 'expired' ELSE 'canceled' END, \
              updated_at = now() \
-           WHERE phone_number = ANY($2) AND status = 'pending' \
+           WHERE phone_number = ANY(ARRAY(SELECT phone_number FROM admitted)) AND status = 'pending' \
            RETURNING id, phone_number), \
          unsent AS (DELETE FROM outbox WHERE verification_id IN (SELECT id FROM superseded)), \
          job AS ( \
            INSERT INTO outbox (verification_id, sealed_code, request_id, relay_after) \
-           SELECT id, sealed_code, request_id, now() + make_interval(secs => $8) FROM input WHERE NOT test), \
+           SELECT id, sealed_code, request_id, now() + make_interval(secs => $8) FROM admitted WHERE NOT test), \
          stored AS ( \
            INSERT INTO verifications (id, phone_number, code_hmac, max_check_attempts, request_id, locale, channels, expires_at, \
                                       sealed_code, fallback_after_seconds, fallback_due_at, test, delivery_status) \
@@ -100,7 +135,7 @@ pub async fn insert_batch_with_outbox(
                   CASE WHEN strpos(channels, ',') > 0 AND NOT test THEN fallback_after END, \
                   CASE WHEN strpos(channels, ',') > 0 AND NOT test THEN now() + make_interval(secs => ttl) END, \
                   test, CASE WHEN test THEN 'delivered' ELSE 'queued' END \
-           FROM input WHERE (SELECT count(*) FROM superseded) >= 0 ORDER BY phone_number RETURNING ",
+           FROM admitted WHERE (SELECT count(*) FROM superseded) >= 0 ORDER BY phone_number RETURNING ",
         columns!(),
         ") \
          SELECT stored.*, (SELECT count(*) FROM superseded s WHERE s.phone_number = stored.phone_number) AS superseded \
@@ -117,10 +152,15 @@ pub async fn insert_batch_with_outbox(
     .bind(rows.iter().map(|r| r.locale.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.channels.join(",")).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.fallback_after_seconds).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|(k, _)| k.scope.as_str())).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|(k, _)| k.key.as_str())).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|(_, h)| h.as_str())).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|k| k.key().scope.as_str())).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|k| k.key().key.as_str())).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| match &r.idempotency {
+        Some(StartKey::Held(_, holder)) => Some(holder.as_str()),
+        _ => None,
+    }).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.test).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|k| k.key().fingerprint.as_slice())).collect::<Vec<_>>())
+    .bind(super::IDEMPOTENCY_HOURS)
     .persistent(false)
     .fetch_all(pool)
     .await?;
@@ -131,8 +171,13 @@ pub async fn insert_batch_with_outbox(
         .into_iter()
         .map(|(v, s)| (v.id, (v, s)))
         .collect();
+    // A row missing from the answer was not stored: its key was taken ([`StartKey::Claim`]).
     rows.iter()
-        .map(|r| by_id.remove(&r.id).ok_or_else(|| sqlx::Error::RowNotFound))
+        .map(|r| match by_id.remove(&r.id) {
+            Some(stored) => Ok(Some(stored)),
+            None if matches!(r.idempotency, Some(StartKey::Claim(_))) => Ok(None),
+            None => Err(sqlx::Error::RowNotFound),
+        })
         .collect()
 }
 

@@ -111,7 +111,10 @@ mod tests {
 
     #[test]
     fn schedules_take_seconds_minutes_and_hours_within_bounds() {
-        assert_eq!(schedule("1s, 2m,3h").unwrap().0, [1, 120, 10_800].map(Duration::from_secs));
+        assert_eq!(
+            schedule("1s, 2m,3h").unwrap().0,
+            [1, 120, 10_800].map(Duration::from_secs)
+        );
         for bad in ["", "0s", "25h", "5", "5d", "s", "1s,,2s", &vec!["1s"; 21].join(",")] {
             assert!(schedule(bad).is_err(), "{bad:?}");
         }

@@ -2,6 +2,7 @@
 //!
 //!     cargo build --release --workspace && target/release/bench [--n 20000] [--concurrency 64]
 //!         [--twilio-latency-ms 100] [--worker-concurrency 64] [--raw-seconds 5] [--markdown PATH]
+//!         [--idempotency-keys on|off] [--events on|off]
 //!
 //! Needs PostgreSQL and RabbitMQ on localhost (`TEST_DATABASE_URL`, `TEST_AMQP_URL` as in
 //! the tests). It uses a database `verify_bench` and queues `bench.*`, made afresh each run.
@@ -31,6 +32,10 @@ struct Args {
     worker_concurrency: usize,
     raw_run: Duration,
     markdown: String,
+    /// An `Idempotency-Key` on every start (the default; `--idempotency-keys off` to compare).
+    keyed: bool,
+    /// Event webhooks on (the default; `--events off` to compare).
+    events: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -41,6 +46,8 @@ fn args() -> Result<Args, String> {
         worker_concurrency: 64,
         raw_run: Duration::from_secs(5),
         markdown: "target/bench.md".into(),
+        keyed: true,
+        events: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +60,8 @@ fn args() -> Result<Args, String> {
             "--worker-concurrency" => a.worker_concurrency = number(value()?)? as usize,
             "--raw-seconds" => a.raw_run = Duration::from_secs(number(value()?)?),
             "--markdown" => a.markdown = value()?,
+            "--idempotency-keys" => a.keyed = on_off(&flag, &value()?)?,
+            "--events" => a.events = on_off(&flag, &value()?)?,
             other => {
                 return Err(format!(
                     "unknown argument {other} (see the comment at the top of bench.rs)"
@@ -67,6 +76,14 @@ fn args() -> Result<Args, String> {
     Ok(a)
 }
 
+fn on_off(flag: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{flag} takes on or off, not {value}")),
+    }
+}
+
 /// `n` distinct valid US numbers starting at `from` (`+1{area}555xxxx`).
 fn numbers(from: usize, n: usize) -> Vec<String> {
     const AREAS: [&str; 10] = ["415", "650", "408", "510", "212", "646", "718", "917", "312", "773"];
@@ -77,6 +94,7 @@ fn numbers(from: usize, n: usize) -> Vec<String> {
 
 struct Env {
     db_url: String,
+    events: bool,
     api_port: u16,
     fake_base: String,
     fake_account: String,
@@ -113,13 +131,15 @@ impl Env {
                 "DATABASE_MAX_CONNECTIONS",
                 if binary == "verify-api" { "24" } else { "16" },
             )
-            // Events on, to the fake's receiver, which verifies every signature.
-            .env("EVENTS_URL", format!("{}/events", self.fake_base))
-            .env("EVENTS_SECRET", EVENTS_SECRET)
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
+        if self.events {
+            // Events on, to the fake's receiver, which verifies every signature.
+            cmd.env("EVENTS_URL", format!("{}/events", self.fake_base))
+                .env("EVENTS_SECRET", EVENTS_SECRET);
+        }
         for (k, v) in extra {
             cmd.env(k, v);
         }
@@ -201,22 +221,26 @@ async fn drain(env: &Env, fake: &FakeTwilio, pool: &PgPool, workers: usize, targ
     }
 }
 
-/// Waits until every event written is published (the table is empty) and the receiver's
-/// count has stopped growing with the events queue drained by a worker; returns what the
-/// receiver got: (received, verified).
-async fn events_settled(fake: &FakeTwilio, pool: &PgPool) -> anyhow::Result<(u64, u64)> {
+/// Waits until every event written is published (the table is empty) and the events queue
+/// has none ready (a worker the caller runs took them all).
+async fn events_settled(pool: &PgPool) -> anyhow::Result<()> {
     let began = Instant::now();
     loop {
-        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?;
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(pool)
+            .await?;
         let conn = common::broker::connect(&amqp_url(), "bench").await?;
         let channel = conn.create_channel().await?;
         let queue = format!("{QUEUE}.events");
         let depth = common::broker::queue_depths(&channel, &[queue]).await?;
         conn.close(200, "ok".into()).await?;
         if waiting == 0 && depth.iter().all(|d| d.messages_ready == 0) {
-            return Ok(fake.event_totals());
+            return Ok(());
         }
-        anyhow::ensure!(began.elapsed() < Duration::from_secs(300), "events did not settle in 5 minutes");
+        anyhow::ensure!(
+            began.elapsed() < Duration::from_secs(300),
+            "events did not settle in 5 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -297,6 +321,8 @@ async fn run(a: Args) -> anyhow::Result<Report> {
         concurrency: a.concurrency,
         twilio_latency: a.twilio_latency,
         worker_concurrency: a.worker_concurrency,
+        keyed: a.keyed,
+        events_on: a.events,
         ..Report::default()
     };
     println!("measuring the raw limits ({} s each)…", a.raw_run.as_secs());
@@ -305,6 +331,7 @@ async fn run(a: Args) -> anyhow::Result<Report> {
     let api_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let env = Env {
         db_url,
+        events: a.events,
         api_port,
         fake_base: fake.base_url.clone(),
         fake_account: fake.config().account_sid.clone(),
@@ -332,13 +359,13 @@ async fn run(a: Args) -> anyhow::Result<Report> {
 
     let first = numbers(0, a.n);
     println!("burst of {} starts at concurrency {}…", a.n, a.concurrency);
-    report.starts = post_all(&start_url, KEY, bodies(&first), a.concurrency, 202, true).await;
+    report.starts = post_all(&start_url, KEY, bodies(&first), a.concurrency, 202, a.keyed).await;
     println!("draining with 1 worker…");
     report.one_worker = drain(&env, &fake, &pool, 1, a.n as i64, a.n).await;
 
     let second = numbers(a.n, a.n);
     println!("second burst, draining with 2 workers…");
-    report.starts_again = post_all(&start_url, KEY, bodies(&second), a.concurrency, 202, true).await;
+    report.starts_again = post_all(&start_url, KEY, bodies(&second), a.concurrency, 202, a.keyed).await;
     let failed = report.starts_again.errors;
     anyhow::ensure!(failed == 0, "{failed} starts of the second burst failed");
     report.two_workers = drain(&env, &fake, &pool, 2, 2 * a.n as i64, a.n).await;
@@ -348,7 +375,15 @@ async fn run(a: Args) -> anyhow::Result<Report> {
         "mixed-channel burst of {}, draining with 2 workers…",
         mixed_phones.len()
     );
-    report.mixed_starts = post_all(&start_url, KEY, mixed::bodies(&mixed_phones), a.concurrency, 202, true).await;
+    report.mixed_starts = post_all(
+        &start_url,
+        KEY,
+        mixed::bodies(&mixed_phones),
+        a.concurrency,
+        202,
+        a.keyed,
+    )
+    .await;
     let before = fake.create_calls();
     let workers: Vec<Proc> = (0..2).map(|_| env.spawn("verify-worker", &[])).collect();
     let elapsed = mixed::wait_drained(&fake, &pool, &mixed_phones, before).await;
@@ -389,11 +424,26 @@ async fn run(a: Args) -> anyhow::Result<Report> {
         let swept = common::repo::sweep_older_than(&pool, 30).await;
         (swept, began.elapsed())
     };
-    let (starts, (swept, took)) = tokio::join!(post_all(&start_url, KEY, bodies(&third), a.concurrency, 202, true), sweep);
+    let (starts, (swept, took)) = tokio::join!(
+        post_all(&start_url, KEY, bodies(&third), a.concurrency, 202, a.keyed),
+        sweep
+    );
     report.starts_during_sweep = starts;
     report.swept = (swept?.verifications, took);
     report.api_peak_rss_kib = api.peak_rss_kib();
-    report.events = events_settled(&fake, &pool).await?;
+    report.events = if !a.events {
+        (0, 0, 0)
+    } else {
+        // The events of the last bursts are still to be delivered: one worker does it, and
+        // finishes its deliveries under way when stopped (SIGTERM, waited for).
+        let worker = env.spawn("verify-worker", &[]);
+        events_settled(&pool).await?;
+        drop(worker);
+        let scrape = verify_tests::harness::Scrape::fetch(&reqwest::Client::new(), &base).await;
+        let published = scrape.value("verify_events_published_total", &[]).unwrap_or(0.0) as u64;
+        let (received, verified) = fake.event_totals();
+        (published, received, verified)
+    };
     report.paused_prefixes = sqlx::query_scalar("SELECT prefix FROM prefix_pauses WHERE until > now() ORDER BY prefix")
         .fetch_all(&pool)
         .await?;

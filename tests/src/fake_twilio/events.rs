@@ -4,7 +4,7 @@
 //! `POST /events` verifies each delivery's Standard Webhooks signature with the secret the
 //! fake was given (`EVENTS_SECRET`; 401 when it does not verify, 400 without the headers),
 //! keeps it, and answers 204, or the statuses queued with `POST /_fake/events`
-//! (`{"fail_next": 3, "status": 503}`). `GET /events?type=…&id=…` lists what it kept, newest
+//! (`{"fail_next": 3, "status": 503}`; `{"latency_ms": 2000}` makes it slow). `GET /events?type=…&id=…` lists what it kept, newest
 //! first, with whether each verified. It keeps the newest [`super::FakeConfig::events_kept`].
 
 use std::collections::HashMap;
@@ -56,11 +56,18 @@ pub(crate) struct Received {
     pub verified: u64,
     /// Statuses to answer the next deliveries with, in order.
     pub fail_next: std::collections::VecDeque<u16>,
+    /// How long the receiver takes before it looks at a delivery (a slow endpoint).
+    pub latency: std::time::Duration,
 }
 
 /// `POST /events`.
 pub(crate) async fn receive(State(shared): AppState, headers: HeaderMap, body: Bytes) -> StatusCode {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let latency = shared.memory.lock().expect("fake memory").events.latency;
+    if !latency.is_zero() {
+        // A sender that gives up (or dies) meanwhile leaves no record: the request is dropped.
+        tokio::time::sleep(latency).await;
+    }
     let (Some(id), Some(timestamp), Some(signature)) = (
         header("webhook-id"),
         header("webhook-timestamp"),
@@ -118,21 +125,27 @@ pub(crate) async fn list(State(shared): AppState, Query(q): Query<HashMap<String
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Faults {
+    #[serde(default)]
     fail_next: usize,
     #[serde(default = "server_error")]
     status: u16,
+    latency_ms: Option<u64>,
 }
 
 fn server_error() -> u16 {
     500
 }
 
-/// `POST /_fake/events`: answer the next `fail_next` deliveries with `status` (default 500).
+/// `POST /_fake/events`: answer the next `fail_next` deliveries with `status` (default 500),
+/// and take `latency_ms` before each answer from now on.
 pub(crate) async fn faults(State(shared): AppState, Json(f): Json<Faults>) -> StatusCode {
-    if !(100..=599).contains(&f.status) || f.fail_next > 100_000 {
+    if !(100..=599).contains(&f.status) || f.fail_next > 100_000 || f.latency_ms.is_some_and(|ms| ms > 600_000) {
         return StatusCode::UNPROCESSABLE_ENTITY;
     }
     fail_next(&shared, f.fail_next, f.status);
+    if let Some(ms) = f.latency_ms {
+        shared.memory.lock().expect("fake memory").events.latency = std::time::Duration::from_millis(ms);
+    }
     StatusCode::NO_CONTENT
 }
 
@@ -156,5 +169,10 @@ impl FakeTwilio {
     /// Answers the next `n` deliveries with `status`.
     pub fn fail_next_events(&self, n: usize, status: u16) {
         fail_next(&self.shared, n, status);
+    }
+
+    /// Takes `latency` before looking at each delivery.
+    pub fn set_events_latency(&self, latency: std::time::Duration) {
+        self.memory().events.latency = latency;
     }
 }

@@ -76,7 +76,12 @@ async fn a_verification_is_followed_from_its_send_to_its_approval() {
     let approval = events.iter().find(|e| e.kind() == "verification.approved").unwrap();
     let data = &approval.event["data"];
     assert_eq!(
-        (data["id"].as_str(), data["phone_number"].as_str(), data["status"].as_str(), data["channel"].as_str()),
+        (
+            data["id"].as_str(),
+            data["phone_number"].as_str(),
+            data["status"].as_str(),
+            data["channel"].as_str()
+        ),
         (Some(id.as_str()), Some(number), Some("approved"), Some("sms"))
     );
     assert!(data.get("error_code").is_some_and(|c| c.is_null()), "{data}");
@@ -87,11 +92,17 @@ async fn a_verification_is_followed_from_its_send_to_its_approval() {
     // receiver got them: the relay commits once the broker confirmed).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.pool).await.unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
         if left == 0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{left} events stay in the table");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} events stay in the table"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.stop().await;
@@ -108,7 +119,10 @@ async fn without_events_url_nothing_is_written() {
     assert_eq!(app.check("+14155550100", "123456").await.status(), 200);
     // The approvals are committed (their answers came back): an event would be in the table
     // or on its way, and no event queue exists to take it.
-    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&app.pool).await.unwrap();
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(written, 0);
     assert!(!app.topology().queues().iter().any(|q| q.contains("events")));
     assert_eq!(app.fake.event_totals(), (0, 0));
@@ -139,7 +153,10 @@ async fn operators_see_the_event_queues() {
         if consumed {
             break body;
         }
-        assert!(tokio::time::Instant::now() < deadline, "no consumer on {events}: {body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no consumer on {events}: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let names: Vec<&str> = body["queues"]

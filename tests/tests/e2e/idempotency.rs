@@ -2,6 +2,8 @@
 //! again with no new verification, SMS, attempt or rate-limit use; another body 422; a key
 //! whose first request runs 409; per API key; shared by API replicas.
 
+mod in_statement;
+
 use std::time::Duration;
 
 use reqwest::Response;
@@ -10,7 +12,7 @@ use verify_tests::harness::{API_KEY, Options, TestApp, spawn_app_with};
 
 const OTHER_KEY: &str = "second-key-0123456789";
 
-async fn post(app: &TestApp, base: &str, path: &str, api_key: &str, key: &str, body: &str) -> Response {
+pub async fn post(app: &TestApp, base: &str, path: &str, api_key: &str, key: &str, body: &str) -> Response {
     app.http
         .post(format!("{base}{path}"))
         .bearer_auth(api_key)
@@ -23,12 +25,12 @@ async fn post(app: &TestApp, base: &str, path: &str, api_key: &str, key: &str, b
 }
 
 /// Status, body, and whether the answer says it is a replay.
-async fn answer(response: Response) -> (u16, Value, bool) {
+pub async fn answer(response: Response) -> (u16, Value, bool) {
     let replayed = response.headers().get("idempotent-replayed").is_some();
     (response.status().as_u16(), response.json().await.unwrap(), replayed)
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
+pub async fn count(app: &TestApp, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .fetch_one(&app.pool)
         .await

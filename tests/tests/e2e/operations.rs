@@ -41,7 +41,8 @@ fn metric_names_in_deploy_files() -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_scraped_during_a_burst_show_every_metric_with_sensible_values() {
-    let app = spawn_app_with(Options::default().without_worker()).await;
+    // Events on, so that their metrics are exported too.
+    let app = spawn_app_with(Options::default().without_worker().with_events()).await;
     let mut service = app.spawn_service_processes(&[("WORKER_CONCURRENCY", "8")]).await;
     let (api_base, worker_base) = (service.api_base.clone(), service.worker_base.clone());
     let http = reqwest::Client::new();
@@ -100,8 +101,10 @@ async fn metrics_scraped_during_a_burst_show_every_metric_with_sensible_values()
     let (a, w) = loop {
         let a = Scrape::fetch(&http, &api_base).await;
         let w = Scrape::fetch(&http, &worker_base).await;
+        let approvals = [("type", "verification.approved"), ("outcome", "delivered")];
         let worker_done = w.value("verify_sends_in_flight", &[]) == Some(0.0)
-            && w.value("verify_jobs_total", &[("outcome", "submitted")]) >= Some(120.0);
+            && w.value("verify_jobs_total", &[("outcome", "submitted")]) >= Some(120.0)
+            && w.value("verify_event_deliveries_total", &approvals) == Some(10.0);
         let gauges_drained = a.value("verify_queue_messages_ready", &send_queue) == Some(0.0)
             && a.value("verify_queue_consumers", &send_queue) == Some(1.0);
         if worker_done && gauges_drained {
@@ -187,6 +190,16 @@ async fn metrics_scraped_during_a_burst_show_every_metric_with_sensible_values()
     assert_eq!(w.value("verify_jobs_total", &[("outcome", "submitted")]), Some(120.0));
     assert_eq!(w.value("verify_sends_in_flight", &[]), Some(0.0));
     assert_eq!(w.value("verify_dead_letters_total", &[]), Some(0.0));
+    // 120 submitted updates and 10 approvals at least (sent and delivered follow).
+    assert!(
+        a.value("verify_events_published_total", &[])
+            .is_some_and(|n| n >= 130.0)
+    );
+    assert!(a.has_family("verify_events_waiting"));
+    let approvals = [("type", "verification.approved"), ("outcome", "delivered")];
+    assert_eq!(w.value("verify_event_deliveries_total", &approvals), Some(10.0));
+    assert!(app.fake.events().iter().all(|e| e.verified));
+    assert!(w.has_family("verify_event_delivery_duration_seconds"));
 
     // Every metric the alert rules and the dashboard name is exported by one of the two.
     let named = metric_names_in_deploy_files();

@@ -16,7 +16,10 @@ async fn every_final_status_raises_its_event() {
     // Canceled by a newer start for the same number.
     let first = app.start_ok("+14155550100").await.to_string();
     app.start_ok("+14155550100").await;
-    let canceled = events_about(&app, &first, "verification.canceled", |e| has(e, "verification.canceled")).await;
+    let canceled = events_about(&app, &first, "verification.canceled", |e| {
+        has(e, "verification.canceled")
+    })
+    .await;
     let event = canceled.iter().find(|e| e.kind() == "verification.canceled").unwrap();
     assert_eq!(event.event["data"]["status"], "canceled");
 
@@ -60,7 +63,10 @@ async fn every_final_status_raises_its_event() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let events = events_about(&app, &expiring, "verification.expired", |e| has(e, "verification.expired")).await;
+    let events = events_about(&app, &expiring, "verification.expired", |e| {
+        has(e, "verification.expired")
+    })
+    .await;
     let expired = events.iter().find(|e| e.kind() == "verification.expired").unwrap();
     assert_eq!(expired.event["data"]["status"], "expired");
     let stored: String = sqlx::query_scalar("SELECT status FROM verifications WHERE id = $1::uuid")
@@ -97,9 +103,13 @@ async fn a_fallback_shows_as_a_delivery_update_of_the_next_channel() {
         )
         .await;
     assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let events = events_about(&app, &id, "the call's delivery", |e| {
-        e.iter().any(|e| e.event["data"]["channel"] == "call" && e.event["data"]["delivery_status"] == "delivered")
+        e.iter()
+            .any(|e| e.event["data"]["channel"] == "call" && e.event["data"]["delivery_status"] == "delivered")
     })
     .await;
     // In the order of the changes (the receiver may get them in another order).
@@ -110,7 +120,10 @@ async fn a_fallback_shows_as_a_delivery_update_of_the_next_channel() {
         .filter(|e| e.kind() == "delivery.updated")
         .map(|e| {
             let data = &e.event["data"];
-            (data["channel"].as_str().unwrap().to_owned(), data["delivery_status"].as_str().unwrap().to_owned())
+            (
+                data["channel"].as_str().unwrap().to_owned(),
+                data["delivery_status"].as_str().unwrap().to_owned(),
+            )
         })
         .collect();
     let position = |channel: &str, status: &str| {

@@ -48,10 +48,16 @@ async fn a_failing_receiver_gets_the_same_event_again_until_it_answers() {
     let answers: Vec<u16> = events.iter().map(|e| e.answered).collect();
     assert_eq!(answers, [503, 503, 204]);
     assert!(events.iter().all(|e| e.verified && e.kind() == "verification.approved"));
-    assert!(events.iter().all(|e| e.webhook_id == events[0].webhook_id), "{events:#?}");
+    assert!(
+        events.iter().all(|e| e.webhook_id == events[0].webhook_id),
+        "{events:#?}"
+    );
     // The retries waited in the delay queue (at least the schedule's two seconds in all).
     let waited = events[2].received_at - events[0].received_at;
-    assert!(waited >= time::Duration::seconds(2) - time::Duration::milliseconds(50), "{waited}");
+    assert!(
+        waited >= time::Duration::seconds(2) - time::Duration::milliseconds(50),
+        "{waited}"
+    );
     assert!(deliveries(&app, "retried").await - retried_before >= 2.0);
     app.stop().await;
 }
@@ -65,7 +71,11 @@ async fn an_event_that_no_try_delivers_is_dead_lettered_with_the_reason() {
     app.wait_for_queue_depth(&dead, 1).await;
     let events = events_about(&app, &id, "three tries", |e| e.len() >= 3).await;
     assert_eq!(events.len(), 3, "a first try and one per delay: {events:#?}");
-    assert!(events.iter().all(|e| e.answered == 500 && e.webhook_id == events[0].webhook_id));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.answered == 500 && e.webhook_id == events[0].webhook_id)
+    );
 
     let conn = common::broker::connect(&amqp_url(), "verify-tests").await.unwrap();
     let channel = conn.create_channel().await.unwrap();
@@ -79,7 +89,10 @@ async fn an_event_that_no_try_delivers_is_dead_lettered_with_the_reason() {
         Some(AMQPValue::LongString(s)) => s.to_string(),
         other => panic!("no reason: {other:?}"),
     };
-    assert!(reason.contains("answered 500") && reason.contains("3 tries"), "{reason}");
+    assert!(
+        reason.contains("answered 500") && reason.contains("3 tries"),
+        "{reason}"
+    );
     assert_eq!(
         message.properties.message_id().as_ref().map(|m| m.to_string()),
         Some(events[0].webhook_id.clone())
