@@ -141,14 +141,12 @@ async fn idempotent(
     };
     let holder = Uuid::new_v4().to_string();
     let in_statement = route == Route::Start && !state.limits.start_admission_writes();
-    let _in_flight = match in_statement {
-        true => Some(
-            state
-                .keys_in_flight
-                .enter(&key)
-                .ok_or(ApiError::IdempotencyKeyInProgress)?,
-        ),
-        false => None,
+    // Held until the answer is stored (the guard lives to the end of this function).
+    let _in_flight = if in_statement {
+        let entered = state.keys_in_flight.enter(&key);
+        Some(entered.ok_or(ApiError::IdempotencyKeyInProgress)?)
+    } else {
+        None
     };
     if !in_statement {
         let taken = if state.keys.take(key.clone(), holder.clone()).await? {

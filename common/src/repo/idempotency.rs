@@ -175,7 +175,7 @@ pub async fn answer_new_idempotency_key(
     status: u16,
     body: &[u8],
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(concat!(
+    let done = sqlx::query(
         "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, status, body, expires_at) \
          VALUES ($1, $2, $3, $4, $5, now() + make_interval(hours => $6)) \
          ON CONFLICT (scope, idem_key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, holder = NULL, \
@@ -184,8 +184,8 @@ pub async fn answer_new_idempotency_key(
          WHERE idempotency_keys.expires_at <= now() \
             OR (idempotency_keys.status IS NULL AND idempotency_keys.verification_id IS NULL \
                 AND idempotency_keys.locked_until < now() \
-                AND idempotency_keys.fingerprint = EXCLUDED.fingerprint)"
-    ))
+                AND idempotency_keys.fingerprint = EXCLUDED.fingerprint)",
+    )
     .bind(&key.scope)
     .bind(&key.key)
     .bind(&key.fingerprint)
