@@ -30,6 +30,49 @@ pub async fn answer(response: Response) -> (u16, Value, bool) {
     (response.status().as_u16(), response.json().await.unwrap(), replayed)
 }
 
+/// A keyed start sent in the background, held by a lock on the table it writes until the
+/// returned transaction ends.
+pub async fn start_behind_lock(
+    app: &TestApp,
+    key: &str,
+    body: &str,
+) -> (
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    tokio::task::JoinHandle<Response>,
+) {
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE verifications IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let request = app
+        .http
+        .post(format!("{}/v1/verifications", app.api_base))
+        .bearer_auth(API_KEY)
+        .header("Idempotency-Key", key)
+        .header("Content-Type", "application/json")
+        .body(body.to_owned());
+    (lock, tokio::spawn(async move { request.send().await.unwrap() }))
+}
+
+/// Polls (bounded) until `sql` counts at least one row.
+pub async fn wait_for_count(app: &TestApp, sql: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while count(app, sql).await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A start with `key` while its first request runs: 409.
+pub async fn assert_in_progress(app: &TestApp, key: &str, body: &str) {
+    let (status, busy, _) = answer(post(app, &app.api_base, "/v1/verifications", API_KEY, key, body).await).await;
+    assert_eq!(
+        (status, busy["error"]["code"].as_str()),
+        (409, Some("idempotency_key_in_progress"))
+    );
+}
+
 pub async fn count(app: &TestApp, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .fetch_one(&app.pool)
@@ -142,39 +185,11 @@ async fn a_key_is_in_progress_while_its_first_request_runs_and_a_refused_one_can
     let (base, phone) = (app.api_base.clone(), "+14155552671");
     let body = json!({"phone_number": phone}).to_string();
     // The first request waits for a lock on the table its start writes.
-    let mut lock = app.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE verifications IN EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
-    let first = tokio::spawn({
-        let (app_http, base, body) = (app.http.clone(), base.clone(), body.clone());
-        async move {
-            app_http
-                .post(format!("{base}/v1/verifications"))
-                .bearer_auth(API_KEY)
-                .header("Idempotency-Key", "busy")
-                .header("Content-Type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-        }
-    });
+    let (lock, first) = start_behind_lock(&app, "busy", &body).await;
     // Once the first holds the key, a second with it is told to wait.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while count(&app, "SELECT count(*) FROM idempotency_keys WHERE idem_key = 'busy'").await == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first request never took its key"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (status, busy, _) = answer(post(&app, &base, "/v1/verifications", API_KEY, "busy", &body).await).await;
-    assert_eq!(
-        (status, busy["error"]["code"].as_str()),
-        (409, Some("idempotency_key_in_progress"))
-    );
+    let held = "SELECT count(*) FROM idempotency_keys WHERE idem_key = 'busy'";
+    wait_for_count(&app, held, "the first request to take its key").await;
+    assert_in_progress(&app, "busy", &body).await;
     lock.rollback().await.unwrap();
     let (status, first, _) = answer(first.await.unwrap()).await;
     assert_eq!(status, 202);

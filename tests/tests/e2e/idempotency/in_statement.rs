@@ -1,12 +1,10 @@
 //! Starts whose admission writes nothing (no rate limits, no budget: the defaults) take their
 //! key in the statement that stores them: the same guarantees, one statement fewer.
 
-use std::time::Duration;
-
 use serde_json::json;
 use verify_tests::harness::{API_KEY, Options, spawn_app_with};
 
-use super::{answer, count, post};
+use super::{answer, assert_in_progress, count, post, start_behind_lock, wait_for_count};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_start_taking_its_key_in_its_statement_keeps_every_guarantee() {
@@ -15,46 +13,12 @@ async fn a_start_taking_its_key_in_its_statement_keeps_every_guarantee() {
     let body = json!({"phone_number": "+14155552671"}).to_string();
 
     // A second request while the first runs: 409 at once.
-    let mut lock = app.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE verifications IN EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
-    let first = tokio::spawn({
-        let (http, base, body) = (app.http.clone(), base.clone(), body.clone());
-        async move {
-            http.post(format!("{base}/v1/verifications"))
-                .bearer_auth(API_KEY)
-                .header("Idempotency-Key", "busy")
-                .header("Content-Type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-        }
-    });
+    let (lock, first) = start_behind_lock(&app, "busy", &body).await;
     // The first holds its key once its statement waits for the lock.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting = count(
-            &app,
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%idempotency_keys%'",
-        )
-        .await;
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first start never reached its statement"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (status, busy, _) = answer(post(&app, &base, "/v1/verifications", API_KEY, "busy", &body).await).await;
-    assert_eq!(
-        (status, busy["error"]["code"].as_str()),
-        (409, Some("idempotency_key_in_progress"))
-    );
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%idempotency_keys%'";
+    wait_for_count(&app, waiting, "the first start to reach its statement").await;
+    assert_in_progress(&app, "busy", &body).await;
     lock.rollback().await.unwrap();
     let (status, first, replayed) = answer(first.await.unwrap()).await;
     assert_eq!((status, replayed), (202, false));
