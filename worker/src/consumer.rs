@@ -26,7 +26,7 @@ use crate::send::SendContext;
 
 /// Pause before a job whose processing failed for another reason than a database outage
 /// goes back to the queue, so a failing job does not turn into a hot redelivery loop.
-const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+pub(crate) const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
 /// A job delivered this many times without an outcome (it crashed or stalled every worker
 /// that took it) is dead-lettered by the worker, with its reason, before the broker's own
 /// limit would drop it there without one.
@@ -103,7 +103,7 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
         )
         .await
         .context("Failed to start consuming")?;
-    let (events_channel, mut events) = consume_events(ctx, &conn).await?;
+    let (events_channel, mut events) = crate::events::consume(ctx, &conn).await?;
     connected.store(true, Ordering::Relaxed);
     tracing::info!(
         queue = config.shared.topology.send_queue(),
@@ -126,7 +126,7 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
             next = events.next() => match next {
                 Some(Ok(delivery)) => {
                     let (ctx, outbound) = (Arc::clone(ctx), Arc::clone(&outbound));
-                    in_flight.spawn(async move { handle_event(&ctx, &outbound.channel, delivery).await });
+                    in_flight.spawn(async move { crate::events::handle(&ctx, &outbound.channel, delivery).await });
                 }
                 Some(Err(e)) => break Err(anyhow!(e).context("event consumer failed")),
                 None => break Err(anyhow!("the broker closed the event consumer")),
@@ -164,66 +164,6 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
         tracing::debug!(error = %e, "closing the connection");
     }
     ended
-}
-
-/// The events queue's deliveries, on a channel of their own with their own prefetch; a stream
-/// that never yields when events are off.
-async fn consume_events(
-    ctx: &SendContext,
-    conn: &lapin::Connection,
-) -> anyhow::Result<(Option<(lapin::Channel, lapin::types::ShortString)>, EventStream)> {
-    if ctx.events.is_none() {
-        return Ok((None, Box::pin(futures_util::stream::pending())));
-    }
-    let queue = ctx.config.shared.topology.events_queue();
-    let channel = conn
-        .create_channel()
-        .await
-        .context("Failed to open the events channel")?;
-    channel
-        .basic_qos(ctx.config.events_concurrency, BasicQosOptions::default())
-        .await
-        .context("Failed to set the events prefetch")?;
-    let consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .context("Failed to consume the events queue")?;
-    tracing::info!(queue, prefetch = ctx.config.events_concurrency, "delivering events");
-    let tag = consumer.tag();
-    Ok((Some((channel, tag)), Box::pin(consumer)))
-}
-
-type EventStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Delivery, lapin::Error>> + Send>>;
-
-/// Delivers one event, then acks it; hands it back if what follows a failed try (a retry
-/// or a dead letter) could not be published.
-async fn handle_event(ctx: &SendContext, publish: &lapin::Channel, delivery: Delivery) {
-    let Some(events) = ctx.events.as_ref() else {
-        return;
-    };
-    match events.deliver(publish, &delivery).await {
-        Ok(_) => {
-            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                tracing::warn!(error = %e, "could not ack an event");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = format!("{e:#}"), "event not settled; returning it to the queue");
-            tokio::time::sleep(REQUEUE_PAUSE).await;
-            let requeue = BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            };
-            if let Err(e) = delivery.nack(requeue).await {
-                tracing::warn!(error = %e, "could not requeue an event");
-            }
-        }
-    }
 }
 
 /// Runs one delivery to its ack, or back to the queue.

@@ -4,7 +4,7 @@
 use serde_json::json;
 use verify_tests::harness::{API_KEY, Options, spawn_app_with};
 
-use super::{answer, assert_in_progress, count, post, start_behind_lock, wait_for_count};
+use super::support::{answer, assert_in_progress, count, post, start_behind_lock, wait_for_count};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_start_taking_its_key_in_its_statement_keeps_every_guarantee() {

@@ -6,6 +6,10 @@
 //! is dead-lettered with the reason. Every try has the same `webhook-id` (the message id the
 //! relay gave it) and a fresh timestamp and signature.
 
+mod consume;
+
+pub(crate) use consume::{consume, handle};
+
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::anyhow;

@@ -22,12 +22,10 @@
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use common::repo::{self, IdempotencyKey, StartKey, Taken};
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -35,12 +33,13 @@ use crate::extract::BODY_LIMIT;
 use crate::routes::verifications::Started;
 use crate::state::AppState;
 
-/// The request header.
-pub const HEADER: &str = "idempotency-key";
+mod key;
+
+pub use key::{HEADER, MAX_LEN};
+use key::{fingerprint, parse_key, scope};
+
 /// The header on a replayed answer.
 pub const REPLAYED: &str = "idempotent-replayed";
-/// The longest key.
-pub const MAX_LEN: usize = 255;
 /// How long a running request holds its key before another may take it over (its process
 /// died): far longer than any request runs.
 pub const LEASE_SECONDS: f64 = 60.0;
@@ -248,98 +247,9 @@ fn replay(status: u16, body: Vec<u8>) -> Response {
     response
 }
 
-/// 1 to 255 visible ASCII characters (and spaces), else 400.
-fn parse_key(value: &HeaderValue) -> Result<String, ApiError> {
-    let key = value
-        .to_str()
-        .ok()
-        .filter(|k| !k.trim().is_empty() && k.len() <= MAX_LEN && k.bytes().all(|b| (0x20..0x7f).contains(&b)))
-        .ok_or_else(|| {
-            ApiError::InvalidRequest(format!(
-                "Idempotency-Key must be 1 to {MAX_LEN} visible ASCII characters"
-            ))
-        })?;
-    Ok(key.to_owned())
-}
-
-/// The API key's scope: a digest of the bearer token (the token is never stored).
-fn scope(authorization: Option<&HeaderValue>) -> String {
-    let token = authorization
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map_or("", str::trim);
-    let digest = Sha256::digest(token.as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 of the method, the path and the body; a JSON body in a canonical form (keys
-/// sorted, no spaces), so that the same request sent with other spacing or key order is the
-/// same request.
-fn fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
-    let body = match serde_json::from_slice::<Value>(body) {
-        Ok(value) => serde_json::to_vec(&canonical(value)).unwrap_or_else(|_| body.to_vec()),
-        Err(_) => body.to_vec(),
-    };
-    let mut hasher = Sha256::new();
-    for part in [method.as_str().as_bytes(), b"\n", path.as_bytes(), b"\n", &body] {
-        hasher.update(part);
-    }
-    hasher.finalize().to_vec()
-}
-
-/// The value with every object's keys in sorted order.
-fn canonical(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k, canonical(v))).collect())
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_same_json_in_another_spacing_or_order_is_the_same_request() {
-        let a = fingerprint(
-            &Method::POST,
-            "/v1/verifications",
-            br#"{"phone_number":"+1","channels":["sms","call"]}"#,
-        );
-        let b = fingerprint(
-            &Method::POST,
-            "/v1/verifications",
-            b"{ \"channels\": [\"sms\", \"call\"],\n \"phone_number\": \"+1\" }",
-        );
-        assert_eq!(a, b);
-        let other_order = fingerprint(
-            &Method::POST,
-            "/v1/verifications",
-            br#"{"phone_number":"+1","channels":["call","sms"]}"#,
-        );
-        let other_path = fingerprint(
-            &Method::POST,
-            "/v1/verifications/check",
-            br#"{"phone_number":"+1","channels":["sms","call"]}"#,
-        );
-        assert!(a != other_order && a != other_path);
-    }
-
-    #[test]
-    fn keys_are_visible_ascii_up_to_255_characters_and_scopes_differ_per_api_key() {
-        let ok = |k: &str| parse_key(&HeaderValue::from_str(k).unwrap()).is_ok();
-        assert!(ok("a") && ok(&"k".repeat(255)) && ok("9f1c-22 signup/retry"));
-        assert!(!ok("") && !ok("   ") && !ok(&"k".repeat(256)));
-        assert!(parse_key(&HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()).is_err());
-        let one = scope(Some(&HeaderValue::from_static("Bearer key-one-0123456789")));
-        let two = scope(Some(&HeaderValue::from_static("Bearer key-two-0123456789")));
-        assert!(one != two && one.len() == 32 && !one.contains("key-one"));
-    }
 
     #[test]
     fn only_answers_that_settle_the_request_are_kept() {
