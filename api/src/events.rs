@@ -54,9 +54,10 @@ pub async fn relay_once(pool: &PgPool, publisher: &Publisher) -> anyhow::Result<
         return Ok(0);
     }
     let queue = publisher.topology().events_queue();
+    let published = events.len();
     let messages: Vec<_> = events
-        .iter()
-        .map(|e| (e.body.clone().into_bytes(), event_properties(&e.webhook_id)))
+        .into_iter()
+        .map(|e| (e.body.into_bytes(), event_properties(&e.webhook_id)))
         .collect();
     let results = publisher.publish_batch(&queue, &messages).await;
     // Rolled back (by the drop) on any failure: every event of the batch comes back.
@@ -64,8 +65,8 @@ pub async fn relay_once(pool: &PgPool, publisher: &Publisher) -> anyhow::Result<
         return Err(e.context("an event was not confirmed"));
     }
     tx.commit().await.context("Failed to commit the published events")?;
-    metrics::counter!(names::EVENTS_PUBLISHED).increment(events.len() as u64);
-    Ok(events.len())
+    metrics::counter!(names::EVENTS_PUBLISHED).increment(published as u64);
+    Ok(published)
 }
 
 /// Marks the verifications whose code ran out `expired`, every `interval`, until dropped.

@@ -249,20 +249,21 @@ async fn poison(ctx: &SendContext, out: &Outbound, delivery: &Delivery, job: &Se
 
 /// How often the broker delivered this message before (quorum queues count it).
 fn deliveries(delivery: &Delivery) -> i64 {
-    let count = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get("x-delivery-count").cloned());
-    match count {
-        Some(AMQPValue::LongLongInt(n)) => n,
-        Some(AMQPValue::LongInt(n)) => n.into(),
-        Some(AMQPValue::LongUInt(n)) => n.into(),
-        Some(AMQPValue::ShortInt(n)) => n.into(),
-        Some(AMQPValue::ShortUInt(n)) => n.into(),
-        Some(AMQPValue::ShortShortInt(n)) => n.into(),
-        Some(AMQPValue::ShortShortUInt(n)) => n.into(),
-        _ => 0,
+    header_int(delivery, "x-delivery-count").unwrap_or(0)
+}
+
+/// A whole-number header of a message, whatever integer type the broker or publisher used.
+pub(crate) fn header_int(delivery: &Delivery, name: &str) -> Option<i64> {
+    let value = delivery.properties.headers().as_ref()?.inner().get(name)?.clone();
+    match value {
+        AMQPValue::LongLongInt(n) => Some(n),
+        AMQPValue::LongInt(n) => Some(n.into()),
+        AMQPValue::LongUInt(n) => Some(n.into()),
+        AMQPValue::ShortInt(n) => Some(n.into()),
+        AMQPValue::ShortUInt(n) => Some(n.into()),
+        AMQPValue::ShortShortInt(n) => Some(n.into()),
+        AMQPValue::ShortShortUInt(n) => Some(n.into()),
+        _ => None,
     }
 }
 

@@ -70,22 +70,11 @@ mod tests {
 
     #[test]
     fn the_same_json_in_another_spacing_or_order_is_the_same_request() {
-        let a = fingerprint(
-            &Method::POST,
-            "/v1/verifications",
-            br#"{"phone_number":"+1","channels":["sms","call"]}"#,
-        );
-        let b = fingerprint(
-            &Method::POST,
-            "/v1/verifications",
-            b"{ \"channels\": [\"sms\", \"call\"],\n \"phone_number\": \"+1\" }",
-        );
+        let start = |body: &[u8]| fingerprint(&Method::POST, "/v1/verifications", body);
+        let a = start(br#"{"phone_number":"+1","channels":["sms","call"]}"#);
+        let b = start(b"{ \"channels\": [\"sms\", \"call\"],\n \"phone_number\": \"+1\" }");
         assert_eq!(a, b);
-        let other_order = fingerprint(
-            &Method::POST,
-            "/v1/verifications",
-            br#"{"phone_number":"+1","channels":["call","sms"]}"#,
-        );
+        let other_order = start(br#"{"phone_number":"+1","channels":["call","sms"]}"#);
         let other_path = fingerprint(
             &Method::POST,
             "/v1/verifications/check",

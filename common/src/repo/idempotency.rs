@@ -10,20 +10,6 @@ use uuid::Uuid;
 /// How long a key is kept after its first request.
 pub const IDEMPOTENCY_HOURS: i32 = 24;
 
-/// When a request may take a key that exists: it expired, or its holder's lease ran out before
-/// anything was stored for it and the request is the same.
-macro_rules! take_on_conflict {
-    () => {
-        "ON CONFLICT (scope, idem_key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
-           holder = EXCLUDED.holder, locked_until = EXCLUDED.locked_until, status = NULL, body = NULL, \
-           verification_id = NULL, created_at = now(), expires_at = EXCLUDED.expires_at \
-         WHERE idempotency_keys.expires_at <= now() \
-            OR (idempotency_keys.status IS NULL AND idempotency_keys.verification_id IS NULL \
-                AND idempotency_keys.locked_until < now() \
-                AND idempotency_keys.fingerprint = EXCLUDED.fingerprint)"
-    };
-}
-
 /// A key as a request names it: the API key's digest, the key, the request's fingerprint.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
@@ -67,7 +53,7 @@ pub async fn take_idempotency_keys(
          FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) AS t(scope, idem_key, fingerprint, holder), \
               (SELECT set_config('synchronous_commit', 'off', true)) AS no_wait \
          ORDER BY scope, idem_key ",
-        take_on_conflict!(),
+        key_upsert!(),
         " RETURNING scope, idem_key"
     ))
     .bind(keys.iter().map(|(k, _)| k.scope.as_str()).collect::<Vec<_>>())
@@ -100,7 +86,7 @@ pub async fn take_idempotency_key(
         let ours = sqlx::query(concat!(
             "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, holder, locked_until, expires_at) \
                  VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), now() + make_interval(hours => $6)) ",
-            take_on_conflict!(),
+            key_upsert!(),
             " RETURNING 1"
         ))
         .bind(&key.scope)
@@ -175,17 +161,11 @@ pub async fn answer_new_idempotency_key(
     status: u16,
     body: &[u8],
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query(concat!(
         "INSERT INTO idempotency_keys (scope, idem_key, fingerprint, status, body, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(hours => $6)) \
-         ON CONFLICT (scope, idem_key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, holder = NULL, \
-           locked_until = NULL, status = EXCLUDED.status, body = EXCLUDED.body, verification_id = NULL, \
-           created_at = now(), expires_at = EXCLUDED.expires_at \
-         WHERE idempotency_keys.expires_at <= now() \
-            OR (idempotency_keys.status IS NULL AND idempotency_keys.verification_id IS NULL \
-                AND idempotency_keys.locked_until < now() \
-                AND idempotency_keys.fingerprint = EXCLUDED.fingerprint)",
-    )
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(hours => $6)) ",
+        key_upsert!()
+    ))
     .bind(&key.scope)
     .bind(&key.key)
     .bind(&key.fingerprint)

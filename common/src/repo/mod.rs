@@ -16,6 +16,23 @@ macro_rules! columns {
     };
 }
 
+/// Where a key row is written over an existing one, and how (every statement that takes a key
+/// or stores an answer for a key it had not taken): only when the key expired, or its holder's
+/// lease ran out before anything was stored for it and the request is the same; the row then
+/// becomes the inserted one (columns not inserted are NULL).
+macro_rules! key_upsert {
+    () => {
+        "ON CONFLICT (scope, idem_key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
+           holder = EXCLUDED.holder, locked_until = EXCLUDED.locked_until, status = EXCLUDED.status, \
+           body = EXCLUDED.body, verification_id = EXCLUDED.verification_id, created_at = now(), \
+           expires_at = EXCLUDED.expires_at \
+         WHERE idempotency_keys.expires_at <= now() \
+            OR (idempotency_keys.status IS NULL AND idempotency_keys.verification_id IS NULL \
+                AND idempotency_keys.locked_until < now() \
+                AND idempotency_keys.fingerprint = EXCLUDED.fingerprint)"
+    };
+}
+
 mod attempts;
 mod delivery;
 mod events;

@@ -100,15 +100,9 @@ pub async fn insert_batch_with_outbox(
          claimed AS ( \
            INSERT INTO idempotency_keys (scope, idem_key, fingerprint, status, verification_id, expires_at) \
            SELECT scope, idem_key, fingerprint, 202, id, now() + make_interval(hours => $17) FROM keyed \
-           WHERE holder IS NULL ORDER BY scope, idem_key \
-           ON CONFLICT (scope, idem_key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, holder = NULL, \
-             locked_until = NULL, status = 202, body = NULL, verification_id = EXCLUDED.verification_id, \
-             created_at = now(), expires_at = EXCLUDED.expires_at \
-           WHERE idempotency_keys.expires_at <= now() \
-              OR (idempotency_keys.status IS NULL AND idempotency_keys.verification_id IS NULL \
-                  AND idempotency_keys.locked_until < now() \
-                  AND idempotency_keys.fingerprint = EXCLUDED.fingerprint) \
-           RETURNING verification_id), \
+           WHERE holder IS NULL ORDER BY scope, idem_key ",
+        key_upsert!(),
+        " RETURNING verification_id), \
          refused AS (SELECT id FROM keyed WHERE holder IS NULL AND id NOT IN (SELECT verification_id FROM claimed)), \
          tied AS ( \
            UPDATE idempotency_keys i SET verification_id = keyed.id, status = 202, holder = NULL, locked_until = NULL \

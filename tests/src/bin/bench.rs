@@ -225,16 +225,16 @@ async fn drain(env: &Env, fake: &FakeTwilio, pool: &PgPool, workers: usize, targ
 /// has none ready (a worker the caller runs took them all).
 async fn events_settled(pool: &PgPool) -> anyhow::Result<()> {
     let began = Instant::now();
+    let conn = common::broker::connect(&amqp_url(), "bench").await?;
+    let channel = conn.create_channel().await?;
+    let queue = [format!("{QUEUE}.events")];
     loop {
         let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
             .fetch_one(pool)
             .await?;
-        let conn = common::broker::connect(&amqp_url(), "bench").await?;
-        let channel = conn.create_channel().await?;
-        let queue = format!("{QUEUE}.events");
-        let depth = common::broker::queue_depths(&channel, &[queue]).await?;
-        conn.close(200, "ok".into()).await?;
+        let depth = common::broker::queue_depths(&channel, &queue).await?;
         if waiting == 0 && depth.iter().all(|d| d.messages_ready == 0) {
+            conn.close(200, "ok".into()).await?;
             return Ok(());
         }
         anyhow::ensure!(

@@ -33,7 +33,7 @@ pub struct EventSender {
     http: reqwest::Client,
     url: String,
     secret: EventSecret,
-    schedule: Vec<Duration>,
+    schedule: common::settings::Schedule,
     topology: Topology,
 }
 
@@ -65,7 +65,7 @@ impl EventSender {
             http,
             url: url.clone(),
             secret: secret.clone(),
-            schedule: settings.retry_schedule.0.clone(),
+            schedule: settings.retry_schedule.clone(),
             topology: topology.clone(),
         }))
     }
@@ -92,7 +92,7 @@ impl EventSender {
             }
             Err(failure) => failure,
         };
-        match self.schedule.get(tries as usize) {
+        match self.schedule.0.get(tries as usize) {
             Some(&delay) => {
                 let mut headers = FieldTable::default();
                 headers.insert(TRIES_HEADER.into(), AMQPValue::LongLongInt(i64::from(tries) + 1));
@@ -113,8 +113,11 @@ impl EventSender {
                 Ok(Delivered::Retry(delay))
             }
             None => {
-                let total: Duration = self.schedule.iter().sum();
-                let reason = format!("{failure} (last of {} tries over {}s)", tries + 1, total.as_secs());
+                let reason = format!(
+                    "{failure} (last of {} tries over {}s)",
+                    tries + 1,
+                    self.schedule.total().as_secs()
+                );
                 self.dead_letter(publish, delivery, &reason).await?;
                 metrics::counter!(names::EVENT_DELIVERIES, "type" => kind, "outcome" => "dead_lettered").increment(1);
                 Ok(Delivered::Dead(reason))
@@ -171,16 +174,7 @@ impl EventSender {
 
 /// The tries an event had before this delivery.
 fn tries(delivery: &Delivery) -> u32 {
-    let value = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(TRIES_HEADER).cloned());
-    match value {
-        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(u32::MAX),
-        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(u32::MAX),
-        _ => 0,
-    }
+    crate::consumer::header_int(delivery, TRIES_HEADER).map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// The event's type for metrics: one of the known types, else `unknown` (a bounded label).
