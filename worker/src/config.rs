@@ -41,7 +41,7 @@ pub struct WorkerConfig {
     /// longest wait for one Twilio call, 100 to 120000 ms
     #[arg(long = "twilio-timeout-ms", env = "TWILIO_TIMEOUT_MS", default_value = "10000", value_parser = millis(100..=120_000))]
     pub twilio_timeout: Duration,
-    /// sends in flight per worker (RabbitMQ prefetch), 1 to 1000
+    /// sends in flight per worker (Twilio calls at once; the prefetch is twice this), 1 to 1000
     #[arg(long = "worker-concurrency", env = "WORKER_CONCURRENCY", default_value = "64", value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub concurrency: u16,
     /// the English SMS text; must contain {code} (TEMPLATES_DIR holds the other languages' texts)

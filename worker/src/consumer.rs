@@ -1,9 +1,9 @@
 //! The consumer loop: connects to RabbitMQ (again, after any failure), declares the
-//! topology, consumes with a prefetch of `WORKER_CONCURRENCY`, runs each job as its own task,
-//! and acks only once the job's outcome is committed in PostgreSQL and any follow-up message
-//! (a retry in a delay queue, a dead letter) is confirmed by the broker.
+//! topology, consumes with a prefetch of twice `WORKER_CONCURRENCY`, runs each job as its own
+//! task (its Twilio call in one of `WORKER_CONCURRENCY` slots), and acks only once the job's
+//! outcome is committed in PostgreSQL and any follow-up message (a retry in a delay queue, a
+//! dead letter) is confirmed by the broker.
 
-use common::metric_names as names;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -90,8 +90,11 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
         channel: publish,
         topology: config.shared.topology.clone(),
     });
+    // Twice the sends in flight (the slots, see `SendContext::slots`): the jobs being
+    // recorded and acked after their call, and the next ones, are here already, so a slot
+    // that frees up is taken at once instead of one ack and one delivery later.
     channel
-        .basic_qos(config.concurrency, BasicQosOptions::default())
+        .basic_qos(prefetch(config.concurrency), BasicQosOptions::default())
         .await
         .context("Failed to set the prefetch")?;
     let mut consumer = channel
@@ -107,7 +110,8 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
     connected.store(true, Ordering::Relaxed);
     tracing::info!(
         queue = config.shared.topology.send_queue(),
-        prefetch = config.concurrency,
+        concurrency = config.concurrency,
+        prefetch = prefetch(config.concurrency),
         "consuming"
     );
 
@@ -166,11 +170,13 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
     ended
 }
 
+/// The send queue's prefetch for `concurrency` sends in flight.
+fn prefetch(concurrency: u16) -> u16 {
+    concurrency.saturating_mul(2)
+}
+
 /// Runs one delivery to its ack, or back to the queue.
 async fn handle(ctx: &SendContext, out: &Outbound, delivery: Delivery, shutdown: &CancellationToken) {
-    let in_flight = metrics::gauge!(names::SENDS_IN_FLIGHT);
-    in_flight.increment(1.0);
-    let _done = scopeguard(move || in_flight.decrement(1.0));
     let finished = match SendJob::from_bytes(&delivery.data, &ctx.config.shared.sealer) {
         Err(e) => {
             out.dead_letter(&delivery.data, None, &format!("unreadable send job: {e}"))
@@ -180,7 +186,15 @@ async fn handle(ctx: &SendContext, out: &Outbound, delivery: Delivery, shutdown:
             .wait_until_due(&job, ctx.config.retry.in_process_max, shutdown)
             .await
         {
-            Ok(true) => run_job(ctx, out, &delivery, job, shutdown).await,
+            Ok(true) => {
+                // A job not begun when the worker stops goes back with the connection
+                // (redelivered: quorum queues count it towards the poison limit).
+                let slot = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    slot = ctx.slot() => slot,
+                };
+                run_job(ctx, out, &delivery, job, shutdown, slot).await
+            }
             other => other.map(|_| ()),
         },
     };
@@ -217,14 +231,16 @@ async fn run_job(
     delivery: &Delivery,
     job: SendJob,
     shutdown: &CancellationToken,
+    slot: crate::send::Slot,
 ) -> anyhow::Result<()> {
     let holder = Uuid::new_v4().to_string();
+    let mut slot = Some(slot);
     loop {
         ctx.database.wait_until_up(shutdown).await?;
         let result = if deliveries(delivery) >= POISON_DELIVERIES {
             poison(ctx, out, delivery, &job).await
         } else {
-            match ctx.process(&job, &holder, shutdown).await {
+            match ctx.process(&job, &holder, shutdown, slot.take()).await {
                 Ok(outcome) => return out.follow_up(job, outcome).await,
                 Err(e) => Err(e),
             }
@@ -265,17 +281,4 @@ pub(crate) fn header_int(delivery: &Delivery, name: &str) -> Option<i64> {
         AMQPValue::ShortShortUInt(n) => Some(n.into()),
         _ => None,
     }
-}
-
-/// Runs `f` when dropped (also when the task is cancelled or panics).
-fn scopeguard(f: impl FnOnce()) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }

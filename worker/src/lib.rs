@@ -56,6 +56,7 @@ impl Worker {
             listener,
             ctx: Arc::new(send::SendContext {
                 finisher: finish::Finisher::spawn(pool.clone()),
+                slots: Arc::new(tokio::sync::Semaphore::new(usize::from(config.concurrency))),
                 database: database::DatabaseGate::new(pool.clone()),
                 pool,
                 twilio,

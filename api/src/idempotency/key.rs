@@ -33,34 +33,46 @@ pub(super) fn scope(authorization: Option<&HeaderValue>) -> String {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map_or("", str::trim);
     let digest = Sha256::digest(token.as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    let mut hex = String::with_capacity(32);
+    for b in &digest[..16] {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    hex
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// SHA-256 of the method, the path and the body; a JSON body in a canonical form (keys
 /// sorted, no spaces), so that the same request sent with other spacing or key order is the
-/// same request.
+/// same request. The canonical form is serde_json's own output: its objects keep their keys
+/// sorted (a B-tree map; the test below fails if a build ever turns on `preserve_order`).
+/// It is written straight into the hash.
 pub(super) fn fingerprint(method: &Method, path: &str, body: &[u8]) -> Vec<u8> {
-    let body = match serde_json::from_slice::<Value>(body) {
-        Ok(value) => serde_json::to_vec(&canonical(value)).unwrap_or_else(|_| body.to_vec()),
-        Err(_) => body.to_vec(),
-    };
     let mut hasher = Sha256::new();
-    for part in [method.as_str().as_bytes(), b"\n", path.as_bytes(), b"\n", &body] {
+    for part in [method.as_str().as_bytes(), b"\n", path.as_bytes(), b"\n"] {
         hasher.update(part);
+    }
+    let written = serde_json::from_slice::<Value>(body)
+        .ok()
+        .is_some_and(|value| serde_json::to_writer(Hashing(&mut hasher), &value).is_ok());
+    if !written {
+        hasher.update(body);
     }
     hasher.finalize().to_vec()
 }
 
-/// The value with every object's keys in sorted order.
-fn canonical(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k, canonical(v))).collect())
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
-        other => other,
+/// Writes into a hash.
+struct Hashing<'a>(&'a mut Sha256);
+
+impl std::io::Write for Hashing<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -74,6 +86,11 @@ mod tests {
         let a = start(br#"{"phone_number":"+1","channels":["sms","call"]}"#);
         let b = start(b"{ \"channels\": [\"sms\", \"call\"],\n \"phone_number\": \"+1\" }");
         assert_eq!(a, b);
+        let nested = |body: &[u8]| fingerprint(&Method::POST, "/v1/x", body);
+        assert_eq!(
+            nested(br#"{"b":{"y":1,"x":2},"a":0}"#),
+            nested(br#"{"a":0,"b":{"x":2,"y":1}}"#)
+        );
         let other_order = start(br#"{"phone_number":"+1","channels":["call","sms"]}"#);
         let other_path = fingerprint(
             &Method::POST,

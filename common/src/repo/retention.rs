@@ -64,10 +64,11 @@ const OLD_DELIVERY_EVENTS: &str = "WITH oldest AS (SELECT id, received_at AS at 
                 FOR UPDATE SKIP LOCKED) \
      DELETE FROM delivery_events WHERE id IN (SELECT id FROM doomed)";
 
-/// Expired idempotency keys, oldest first (by the expiry index).
+/// Expired idempotency keys, a batch at a time (found by the expiry's BRIN index: the pages
+/// of the oldest keys).
 const EXPIRED_IDEMPOTENCY_KEYS: &str = "DELETE FROM idempotency_keys WHERE (scope, idem_key) IN ( \
        SELECT scope, idem_key FROM idempotency_keys WHERE expires_at < now() \
-       ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)";
+       LIMIT $1 FOR UPDATE SKIP LOCKED)";
 
 async fn delete_batch(pool: &PgPool, statement: &'static str, days: u32) -> sqlx::Result<u64> {
     let done = sqlx::query(statement)

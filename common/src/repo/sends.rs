@@ -78,8 +78,9 @@ pub async fn claim_send_and_begin(
 
 async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f64)>) -> sqlx::Result<Claim> {
     let row = sqlx::query(
-        "WITH current AS (SELECT step FROM verifications WHERE id = $1), \
-         earlier AS ( \
+        // MATERIALIZED: each look-up runs once, not once per reference.
+        "WITH current AS MATERIALIZED (SELECT step FROM verifications WHERE id = $1), \
+         earlier AS MATERIALIZED ( \
            SELECT EXISTS (SELECT 1 FROM send_attempts a WHERE a.verification_id = $1 \
                           AND a.step = (SELECT step FROM current) AND a.outcome = ANY($6)) AS needs_lookup, \
                   (SELECT a.provider_message_sid FROM send_attempts a WHERE a.verification_id = $1 \

@@ -187,8 +187,13 @@ fn event_type(body: &[u8]) -> &'static str {
         "verification.canceled",
         "delivery.updated",
     ];
-    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    let kind = parsed.as_ref().and_then(|v| v.get("type")).and_then(|t| t.as_str());
+    // Only the type is read; the rest of the body is skipped, not built.
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: &'a str,
+    }
+    let kind = serde_json::from_slice::<Kind>(body).ok().map(|k| k.kind);
     TYPES.into_iter().find(|t| Some(*t) == kind).unwrap_or("unknown")
 }
 

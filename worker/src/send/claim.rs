@@ -19,6 +19,7 @@ impl SendContext {
         job: &'a SendJob,
         code: Code,
         holder: &'a str,
+        slot: super::Slot,
     ) -> anyhow::Result<Result<ClaimedSend<'a>, JobOutcome>> {
         let id = job.verification_id;
         let min_lifetime = self.config.retry.min_useful_lifetime.as_secs_f64();
@@ -56,6 +57,7 @@ impl SendContext {
                     made: job.attempt,
                     recorded: send_attempts,
                     begun: attempt_row,
+                    slot: Some(slot),
                 },
                 needs_lookup,
             ),

@@ -65,6 +65,21 @@ pub struct SendContext {
     pub texts: Texts,
     /// Delivers event webhooks (`None`: events are off).
     pub events: Option<crate::events::EventSender>,
+    /// `WORKER_CONCURRENCY` slots: a send holds one from its claim until its provider call
+    /// returns, so at most that many calls are in flight; recording the outcome and acking
+    /// happen outside it, while the next job already calls.
+    pub slots: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// A held slot of [`SendContext::slots`], counted by `verify_sends_in_flight`.
+pub struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        metrics::gauge!(names::SENDS_IN_FLIGHT).decrement(1.0);
+    }
 }
 
 /// A claimed send.
@@ -88,6 +103,8 @@ struct ClaimedSend<'a> {
     recorded: i32,
     /// The first call's `in_flight` row, begun with the claim (already in `recorded`).
     begun: Option<i64>,
+    /// Held while a provider call is made or about to be.
+    slot: Option<Slot>,
 }
 
 impl ClaimedSend<'_> {
@@ -102,6 +119,16 @@ impl ClaimedSend<'_> {
 }
 
 impl SendContext {
+    /// Waits for a free slot.
+    pub async fn slot(&self) -> Slot {
+        let permit = std::sync::Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .expect("the slots are never closed");
+        metrics::gauge!(names::SENDS_IN_FLIGHT).increment(1.0);
+        Slot { _permit: permit }
+    }
+
     fn lease<'a>(&self, holder: &'a str) -> repo::Lease<'a> {
         repo::Lease {
             holder,
@@ -113,13 +140,15 @@ impl SendContext {
     /// is final, and it may be run again (after an outage, with the same `holder`, which
     /// takes its own lease back) or returned to the queue. `holder` is the lease token of
     /// this job's runs. `shutdown` cuts in-process waits short: the retry is handed to the
-    /// broker instead.
+    /// broker instead. `slot`: one of [`Self::slots`] the caller holds already (else one is
+    /// taken first).
     #[tracing::instrument(skip_all, fields(verification_id = %job.verification_id, request_id = job.request_id.as_deref().unwrap_or("")))]
     pub async fn process(
         &self,
         job: &SendJob,
         holder: &str,
         shutdown: &CancellationToken,
+        slot: Option<Slot>,
     ) -> anyhow::Result<JobOutcome> {
         let code = match self
             .config
@@ -136,7 +165,11 @@ impl SendContext {
                 return Ok(JobOutcome::DeadLetter { reason });
             }
         };
-        match self.claim(job, code, holder).await? {
+        let slot = match slot {
+            Some(slot) => slot,
+            None => self.slot().await,
+        };
+        match self.claim(job, code, holder, slot).await? {
             Ok(send) => self.send(send, shutdown).await,
             Err(settled) => Ok(settled),
         }
@@ -176,6 +209,9 @@ impl SendContext {
     /// One Twilio call, recorded before (in flight) and after (its outcome).
     async fn call(&self, send: &mut ClaimedSend<'_>, body: &str) -> anyhow::Result<Called> {
         send.made += 1;
+        if send.slot.is_none() {
+            send.slot = Some(self.slot().await);
+        }
         let Some(row) = self.begin_call(send).await? else {
             // The lease ran out and another worker took the send: it is theirs.
             tracing::warn!("the send's lease was taken over; not calling Twilio");
@@ -183,6 +219,8 @@ impl SendContext {
             return Ok(Called::Done(busy(send.made)));
         };
         let result = self.create(send, body).await;
+        // The call is over: the slot goes to the next job while this one is recorded.
+        send.slot = None;
         let (decision, sid, outcome) = self.settle(send, &result).await;
         self.record_call(send, row, &result, decision, sid.as_deref(), outcome)
             .await?;
