@@ -221,17 +221,21 @@ async fn drain(env: &Env, fake: &FakeTwilio, pool: &PgPool, workers: usize, targ
     }
 }
 
-/// Waits until every event written is published (the table is empty) and the events queue
-/// has none ready (a worker the caller runs took them all).
+/// Waits until every send is over (the worker the caller runs also drains the last burst,
+/// whose sends raise events of their own), every event written is published (the table is
+/// empty) and the events queue has none ready (that worker took them all).
 async fn events_settled(pool: &PgPool) -> anyhow::Result<()> {
     let began = Instant::now();
     let conn = common::broker::connect(&amqp_url(), "bench").await?;
     let channel = conn.create_channel().await?;
     let queue = [format!("{QUEUE}.events")];
     loop {
-        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(pool)
-            .await?;
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM verifications \
+             WHERE status = 'pending' AND delivery_status IN ('queued', 'sending'))",
+        )
+        .fetch_one(pool)
+        .await?;
         let depth = common::broker::queue_depths(&channel, &queue).await?;
         if waiting == 0 && depth.iter().all(|d| d.messages_ready == 0) {
             conn.close(200, "ok".into()).await?;
@@ -434,8 +438,9 @@ async fn run(a: Args) -> anyhow::Result<Report> {
     report.events = if !a.events {
         (0, 0, 0)
     } else {
-        // The events of the last bursts are still to be delivered: one worker does it, and
-        // finishes its deliveries under way when stopped (SIGTERM, waited for).
+        // The events of the last bursts are still to be delivered, and the last burst is still
+        // to be sent: one worker does both, and finishes its deliveries under way when
+        // stopped (SIGTERM, waited for).
         let worker = env.spawn("verify-worker", &[]);
         events_settled(&pool).await?;
         drop(worker);
