@@ -106,7 +106,8 @@ pub async fn insert_batch_with_outbox(
          refused AS (SELECT id FROM keyed WHERE holder IS NULL AND id NOT IN (SELECT verification_id FROM claimed)), \
          tied AS ( \
            UPDATE idempotency_keys i SET verification_id = keyed.id, status = 202, holder = NULL, locked_until = NULL \
-           FROM keyed WHERE i.scope = keyed.scope AND i.idem_key = keyed.idem_key AND i.holder = keyed.holder), \
+           FROM keyed WHERE keyed.holder IS NOT NULL \
+             AND i.scope = keyed.scope AND i.idem_key = keyed.idem_key AND i.holder = keyed.holder), \
          admitted AS (SELECT * FROM input WHERE id NOT IN (SELECT id FROM refused)), \
          superseded AS ( \
            UPDATE verifications SET \
