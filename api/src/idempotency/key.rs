@@ -1,6 +1,8 @@
 //! The key as a request sends it: the header, its checks, the API key's scope, and the
 //! request's fingerprint.
 
+use std::fmt::Write as _;
+
 use axum::http::{HeaderValue, Method};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -33,15 +35,12 @@ pub(super) fn scope(authorization: Option<&HeaderValue>) -> String {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map_or("", str::trim);
     let digest = Sha256::digest(token.as_bytes());
-    let mut hex = String::with_capacity(32);
-    for b in &digest[..16] {
-        hex.push(char::from(HEX[usize::from(b >> 4)]));
-        hex.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    hex
+    digest[..16].iter().fold(String::with_capacity(32), |mut hex, b| {
+        // Writing into a String cannot fail.
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// SHA-256 of the method, the path and the body; a JSON body in a canonical form (keys
 /// sorted, no spaces), so that the same request sent with other spacing or key order is the
