@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use common::broker::{Publisher, event_properties};
+use common::broker::{Publisher, event_pack, event_properties};
 use common::metric_names as names;
 use common::repo;
 use sqlx::PgPool;
@@ -55,10 +55,7 @@ pub async fn relay_once(pool: &PgPool, publisher: &Publisher) -> anyhow::Result<
     }
     let queue = publisher.topology().events_queue();
     let published = events.len();
-    let messages: Vec<_> = events
-        .into_iter()
-        .map(|e| (e.body.into_bytes(), event_properties(&e.webhook_id)))
-        .collect();
+    let messages: Vec<_> = events.chunks(event_pack::PER_MESSAGE).flat_map(messages).collect();
     let results = publisher.publish_batch(&queue, &messages).await;
     // Rolled back (by the drop) on any failure: every event of the batch comes back.
     if let Some(e) = results.into_iter().find_map(Result::err) {
@@ -67,6 +64,28 @@ pub async fn relay_once(pool: &PgPool, publisher: &Publisher) -> anyhow::Result<
     tx.commit().await.context("Failed to commit the published events")?;
     metrics::counter!(names::EVENTS_PUBLISHED).increment(published as u64);
     Ok(published)
+}
+
+/// The messages of some events: one pack, or each alone when there is one or a body is
+/// not JSON (it is POSTed as it is, and its receiver says what it thinks of it).
+fn messages(events: &[repo::EventRow]) -> Vec<(Vec<u8>, lapin::BasicProperties)> {
+    let alone = || {
+        events
+            .iter()
+            .map(|e| (e.body.clone().into_bytes(), event_properties(&e.webhook_id)))
+            .collect()
+    };
+    if events.len() < 2 {
+        return alone();
+    }
+    let pairs: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.webhook_id.as_str(), e.body.as_str()))
+        .collect();
+    match event_pack::pack(&pairs) {
+        Some(body) => vec![(body, event_pack::pack_properties(events.len()))],
+        None => alone(),
+    }
 }
 
 /// Marks the verifications whose code ran out `expired`, every `interval`, until dropped.

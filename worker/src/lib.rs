@@ -48,7 +48,12 @@ impl Worker {
             config.shared.twilio_auth_token.clone(),
             config.twilio_timeout,
         )?;
-        let events = events::EventSender::new(&config.shared.events, &config.shared.topology, config.events_timeout)?;
+        let events = events::EventSender::new(
+            &config.shared.events,
+            &config.shared.topology,
+            config.events_timeout,
+            config.events_concurrency,
+        )?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("Failed to listen on {}", config.listen))?;

@@ -5,10 +5,12 @@
 //! - `connection`: opening a connection
 //! - `publishing`: the confirming [`Publisher`], [`publish_confirmed`], message properties
 //! - `inspection`: queue depths and the operators' queue views
+//! - `event_pack`: several events to one message of the events queue
 //!
 //! Everything is re-exported here, so callers name `common::broker::…` only.
 
 mod connection;
+pub mod event_pack;
 mod inspection;
 mod publishing;
 mod topology;

@@ -4,6 +4,7 @@
 //! verifies each signature with the test secret.
 
 mod finals;
+mod packs;
 mod retries;
 
 use std::collections::HashSet;
@@ -34,6 +35,29 @@ pub async fn events_about(
             .unwrap_or_else(|err| panic!("{} does not read as an Event: {err}", e.event));
     }
     events
+}
+
+/// Takes the message at the head of the events dead-letter queue (once it has one) with its
+/// `x-dead-reason`.
+pub async fn take_dead_event(app: &TestApp) -> (lapin::message::BasicGetMessage, String) {
+    let dead = app.topology().events_dead_queue();
+    app.wait_for_queue_depth(&dead, 1).await;
+    let conn = common::broker::connect(&verify_tests::harness::amqp_url(), "verify-tests")
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let message = channel
+        .basic_get(dead.as_str().into(), lapin::options::BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("a dead-lettered event");
+    drop(conn.close(200, "ok".into()).await);
+    let headers = message.properties.headers().clone().unwrap_or_default();
+    let reason = match headers.inner().get("x-dead-reason") {
+        Some(lapin::types::AMQPValue::LongString(s)) => s.to_string(),
+        other => panic!("no reason: {other:?}"),
+    };
+    (message, reason)
 }
 
 pub fn has(events: &[ReceivedEvent], kind: &str) -> bool {

@@ -1,6 +1,7 @@
 //! The events queue on a worker's connection: its consumer, and each delivery to its ack.
 
 use anyhow::Context;
+use common::broker::event_pack;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -43,14 +44,19 @@ pub(crate) async fn consume(
 pub(crate) type EventStream =
     std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Delivery, lapin::Error>> + Send>>;
 
-/// Delivers one event, then acks it; hands it back if what follows a failed try (a retry
-/// or a dead letter) could not be published.
+/// Delivers one event or a pack of them, then acks the message; hands it back if what follows
+/// a failed try (a retry or a dead letter) could not be published.
 pub(crate) async fn handle(ctx: &SendContext, publish: &lapin::Channel, delivery: Delivery) {
     let Some(events) = ctx.events.as_ref() else {
         return;
     };
-    match events.deliver(publish, &delivery).await {
-        Ok(_) => {
+    let settled = if event_pack::is_pack(&delivery.properties) {
+        events.deliver_pack(publish, &delivery).await.map(drop)
+    } else {
+        events.deliver(publish, &delivery).await.map(drop)
+    };
+    match settled {
+        Ok(()) => {
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                 tracing::warn!(error = %e, "could not ack an event");
             }

@@ -13,7 +13,7 @@ pub(crate) use consume::{consume, handle};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::anyhow;
-use common::broker::{Topology, publish_confirmed};
+use common::broker::{Topology, event_pack, event_properties, publish_confirmed};
 use common::metric_names as names;
 use common::settings::EventSettings;
 use common::standard_webhooks::EventSecret;
@@ -35,6 +35,8 @@ pub struct EventSender {
     secret: EventSecret,
     schedule: common::settings::Schedule,
     topology: Topology,
+    /// EVENTS_CONCURRENCY permits, one per POST under way.
+    posts: tokio::sync::Semaphore,
 }
 
 /// What one try of an event came to.
@@ -50,7 +52,12 @@ pub enum Delivered {
 
 impl EventSender {
     /// `None` when events are off.
-    pub fn new(settings: &EventSettings, topology: &Topology, timeout: Duration) -> anyhow::Result<Option<Self>> {
+    pub fn new(
+        settings: &EventSettings,
+        topology: &Topology,
+        timeout: Duration,
+        concurrency: u16,
+    ) -> anyhow::Result<Option<Self>> {
         let (Some(url), Some(secret)) = (&settings.url, &settings.secret) else {
             return Ok(None);
         };
@@ -67,23 +74,70 @@ impl EventSender {
             secret: secret.clone(),
             schedule: settings.retry_schedule.clone(),
             topology: topology.clone(),
+            posts: tokio::sync::Semaphore::new(usize::from(concurrency)),
         }))
     }
 
-    /// Tries one delivery of the events queue, then publishes what follows a failed try (to
-    /// a delay queue or the dead letters, confirmed): once this returns `Ok` the delivery may
-    /// be acked. `Err`: the follow-up could not be published; hand the delivery back.
+    /// Tries one delivery of the events queue that holds one event, then publishes what
+    /// follows a failed try (to a delay queue or the dead letters, confirmed): once this
+    /// returns `Ok` the delivery may be acked. `Err`: the follow-up could not be published;
+    /// hand the delivery back.
     pub async fn deliver(&self, publish: &Channel, delivery: &Delivery) -> anyhow::Result<Delivered> {
-        let tries = tries(delivery);
-        let kind = event_type(&delivery.data);
-        let Some(id) = delivery.properties.message_id().as_ref().map(|id| id.to_string()) else {
+        let event = Event {
+            id: delivery.properties.message_id().as_ref().map(|id| id.to_string()),
+            body: &delivery.data,
+            properties: delivery.properties.clone(),
+            tries: tries(delivery),
+        };
+        self.deliver_event(publish, event).await
+    }
+
+    /// Tries every event of a pack ([`event_pack`]) at once, each as [`Self::deliver`] does
+    /// (a failed one goes alone to its delay queue); `Ok` once every event is settled, so the
+    /// pack may be acked. `Err`: some follow-up could not be published; hand the pack back
+    /// (its delivered events are POSTed again, with the same `webhook-id`s). A pack that
+    /// cannot be read is dead-lettered whole.
+    pub async fn deliver_pack(&self, publish: &Channel, delivery: &Delivery) -> anyhow::Result<Vec<Delivered>> {
+        let events = match event_pack::unpack(&delivery.data) {
+            Ok(events) => events,
+            Err(e) => {
+                let reason = format!("the event pack could not be read: {e}");
+                self.dead_letter(publish, &delivery.data, &delivery.properties, &reason)
+                    .await?;
+                metrics::counter!(names::EVENT_DELIVERIES, "type" => "unknown", "outcome" => "dead_lettered")
+                    .increment(1);
+                return Ok(vec![Delivered::Dead(reason)]);
+            }
+        };
+        let tries = events.iter().map(|packed| {
+            self.deliver_event(
+                publish,
+                Event {
+                    id: Some(packed.id.to_owned()),
+                    body: packed.event.get().as_bytes(),
+                    properties: event_properties(packed.id),
+                    tries: 0,
+                },
+            )
+        });
+        futures_util::future::join_all(tries).await.into_iter().collect()
+    }
+
+    /// Tries one event, then publishes what follows a failed try.
+    async fn deliver_event(&self, publish: &Channel, event: Event<'_>) -> anyhow::Result<Delivered> {
+        let kind = event_type(event.body);
+        let Some(id) = event.id else {
             let reason = "the message has no message id (webhook-id)".to_owned();
-            self.dead_letter(publish, delivery, &reason).await?;
+            self.dead_letter(publish, event.body, &event.properties, &reason)
+                .await?;
             return Ok(Delivered::Dead(reason));
         };
+        // Held until the answer is read: at most EVENTS_CONCURRENCY POSTs at once, packs or not.
+        let permit = self.posts.acquire().await?;
         let began = Instant::now();
-        let result = self.post(&id, &delivery.data).await;
+        let result = self.post(&id, event.body).await;
         metrics::histogram!(names::EVENT_DELIVERY_DURATION).record(began.elapsed().as_secs_f64());
+        drop(permit);
         let failure = match result {
             Ok(()) => {
                 metrics::counter!(names::EVENT_DELIVERIES, "type" => kind, "outcome" => "delivered").increment(1);
@@ -92,17 +146,17 @@ impl EventSender {
             }
             Err(failure) => failure,
         };
-        match self.schedule.0.get(tries as usize) {
+        match self.schedule.0.get(event.tries as usize) {
             Some(&delay) => {
                 let mut headers = FieldTable::default();
-                headers.insert(TRIES_HEADER.into(), AMQPValue::LongLongInt(i64::from(tries) + 1));
+                headers.insert(TRIES_HEADER.into(), AMQPValue::LongLongInt(i64::from(event.tries) + 1));
                 headers.insert(
                     LAST_ERROR_HEADER.into(),
                     AMQPValue::LongString(LongString::from(failure.as_str())),
                 );
-                let properties = delivery.properties.clone().with_headers(headers);
+                let properties = event.properties.with_headers(headers);
                 let queue = self.topology.events_retry_queue(delay);
-                publish_confirmed(publish, &queue, &delivery.data, properties, CONFIRM_TIMEOUT).await?;
+                publish_confirmed(publish, &queue, event.body, properties, CONFIRM_TIMEOUT).await?;
                 metrics::counter!(names::EVENT_DELIVERIES, "type" => kind, "outcome" => "retried").increment(1);
                 tracing::info!(
                     webhook_id = id,
@@ -115,10 +169,11 @@ impl EventSender {
             None => {
                 let reason = format!(
                     "{failure} (last of {} tries over {}s)",
-                    tries + 1,
+                    event.tries + 1,
                     self.schedule.total().as_secs()
                 );
-                self.dead_letter(publish, delivery, &reason).await?;
+                self.dead_letter(publish, event.body, &event.properties, &reason)
+                    .await?;
                 metrics::counter!(names::EVENT_DELIVERIES, "type" => kind, "outcome" => "dead_lettered").increment(1);
                 Ok(Delivered::Dead(reason))
             }
@@ -156,20 +211,37 @@ impl EventSender {
         }
     }
 
-    /// Publishes the event to the events dead-letter queue with the reason.
-    async fn dead_letter(&self, publish: &Channel, delivery: &Delivery, reason: &str) -> anyhow::Result<()> {
+    /// Publishes an event (or a pack that cannot be read) to the events dead-letter queue
+    /// with the reason.
+    async fn dead_letter(
+        &self,
+        publish: &Channel,
+        body: &[u8],
+        properties: &BasicProperties,
+        reason: &str,
+    ) -> anyhow::Result<()> {
         let mut headers = FieldTable::default();
         headers.insert("x-dead-reason".into(), AMQPValue::LongString(LongString::from(reason)));
         let at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
         headers.insert("x-dead-at".into(), AMQPValue::LongString(LongString::from(at.as_str())));
-        let properties: BasicProperties = delivery.properties.clone().with_headers(headers);
+        let properties = properties.clone().with_headers(headers);
         let queue = self.topology.events_dead_queue();
-        publish_confirmed(publish, &queue, &delivery.data, properties, CONFIRM_TIMEOUT)
+        let webhook_id = properties.message_id().clone();
+        publish_confirmed(publish, &queue, body, properties, CONFIRM_TIMEOUT)
             .await
             .map_err(|e| anyhow!(e).context("Failed to dead-letter an event"))?;
-        tracing::warn!(webhook_id = ?delivery.properties.message_id(), reason, "event dead-lettered");
+        tracing::warn!(webhook_id = ?webhook_id, reason, "event dead-lettered");
         Ok(())
     }
+}
+
+/// One event to try: its `webhook-id`, its body, the properties its retry or dead letter
+/// carries, and how many tries it had before.
+struct Event<'a> {
+    id: Option<String>,
+    body: &'a [u8],
+    properties: BasicProperties,
+    tries: u32,
 }
 
 /// The tries an event had before this delivery.

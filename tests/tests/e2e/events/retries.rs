@@ -2,11 +2,9 @@
 //! signature, after each delay of `EVENTS_RETRY_SCHEDULE`; after the last one the event is
 //! dead-lettered with the reason.
 
-use lapin::options::BasicGetOptions;
-use lapin::types::AMQPValue;
-use verify_tests::harness::{Options, Scrape, amqp_url, spawn_app_with};
+use verify_tests::harness::{Options, Scrape, spawn_app_with};
 
-use super::events_about;
+use super::{events_about, take_dead_event};
 
 const TEST_NUMBER: &str = "+14155550100";
 
@@ -67,8 +65,7 @@ async fn an_event_that_no_try_delivers_is_dead_lettered_with_the_reason() {
     let app = spawn_app_with(options("1s,1s")).await;
     app.fake.fail_next_events(100, 500);
     let id = approve(&app).await;
-    let dead = app.topology().events_dead_queue();
-    app.wait_for_queue_depth(&dead, 1).await;
+    let (message, reason) = take_dead_event(&app).await;
     let events = events_about(&app, &id, "three tries", |e| e.len() >= 3).await;
     assert_eq!(events.len(), 3, "a first try and one per delay: {events:#?}");
     assert!(
@@ -76,19 +73,6 @@ async fn an_event_that_no_try_delivers_is_dead_lettered_with_the_reason() {
             .iter()
             .all(|e| e.answered == 500 && e.webhook_id == events[0].webhook_id)
     );
-
-    let conn = common::broker::connect(&amqp_url(), "verify-tests").await.unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let message = channel
-        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .expect("the dead event");
-    let headers = message.properties.headers().clone().unwrap_or_default();
-    let reason = match headers.inner().get("x-dead-reason") {
-        Some(AMQPValue::LongString(s)) => s.to_string(),
-        other => panic!("no reason: {other:?}"),
-    };
     assert!(
         reason.contains("answered 500") && reason.contains("3 tries"),
         "{reason}"
@@ -99,9 +83,8 @@ async fn an_event_that_no_try_delivers_is_dead_lettered_with_the_reason() {
     );
     let body: serde_json::Value = serde_json::from_slice(&message.data).unwrap();
     assert_eq!(body["type"], "verification.approved");
-    drop(conn.close(200, "ok".into()).await);
-    // Nothing more is tried: the event left every queue (waited for by the dead letter above,
-    // which comes after the last try).
+    // Nothing more is tried: the event left every queue (the dead letter, taken above, comes
+    // after the last try).
     assert_eq!(app.unfinished(&[app.topology().events_queue()]).await, 0);
     assert_eq!(app.fake.events().len(), 3);
     app.stop().await;
