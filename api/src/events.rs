@@ -1,6 +1,7 @@
 //! Event webhooks, the API's part: the relay that publishes the `events` table (written by
-//! triggers in the same transaction as each change) to the events queue, and the expiry
-//! sweep that turns a code running out into a change of its own.
+//! triggers in the same transaction as each change) to the events queue, up to 25 events to
+//! a message ([`event_pack`]), and the expiry sweep that turns a code running out into a
+//! change of its own.
 //!
 //! Every API replica runs both. The relay deletes the rows it takes in a transaction that
 //! commits only once the broker confirmed every one of them: rows come back if the broker
