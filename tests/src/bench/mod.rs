@@ -1,9 +1,10 @@
 //! The signup-burst benchmark (`cargo run --release -p verify-tests --bin bench`): the raw
 //! limits of this machine, then a burst of starts at a running `verify-api`, its drain by
 //! one and two `verify-worker`s against the fake Twilio, a mixed-channel burst with
-//! fallbacks, a run of checks, peak memory, and a check that every verification got exactly
-//! one SMS (or exactly its channels).
+//! fallbacks, a run of checks, peak memory, CPU by process, and a check that every
+//! verification got exactly one SMS (or exactly its channels).
 
+pub mod cpu;
 pub mod load;
 pub mod mixed;
 pub mod raw;
@@ -12,6 +13,28 @@ pub mod report;
 use std::time::{Duration, Instant};
 
 use crate::fake_twilio::FakeTwilio;
+
+/// A drain of the queue by some workers.
+#[derive(Debug, Clone, Default)]
+pub struct Drain {
+    pub workers: usize,
+    pub jobs: usize,
+    /// From starting the worker processes to the first Twilio call.
+    pub startup: Duration,
+    /// From the first Twilio call to the last job submitted.
+    pub elapsed: Duration,
+    /// `workers × WORKER_CONCURRENCY / Twilio latency`.
+    pub bound: f64,
+    /// Start → submitted, seconds: p50, p90, p99, max.
+    pub to_submitted: [f64; 4],
+    pub peak_rss_kib: Vec<u64>,
+}
+
+impl Drain {
+    pub fn rate(&self) -> f64 {
+        self.jobs as f64 / self.elapsed.as_secs_f64()
+    }
+}
 
 /// Waits for the first Twilio create request after `before` (within a minute), then until
 /// `target` have been made (within 30 minutes); returns when the first came. Reads the fake

@@ -7,27 +7,7 @@ use super::load::LoadResult;
 use super::mixed::Mixed;
 use super::raw::RawLimits;
 
-/// A drain of the queue by some workers.
-#[derive(Debug, Clone, Default)]
-pub struct Drain {
-    pub workers: usize,
-    pub jobs: usize,
-    /// From starting the worker processes to the first Twilio call.
-    pub startup: Duration,
-    /// From the first Twilio call to the last job submitted.
-    pub elapsed: Duration,
-    /// `workers × WORKER_CONCURRENCY / Twilio latency`.
-    pub bound: f64,
-    /// Start → submitted, seconds: p50, p90, p99, max.
-    pub to_submitted: [f64; 4],
-    pub peak_rss_kib: Vec<u64>,
-}
-
-impl Drain {
-    pub fn rate(&self) -> f64 {
-        self.jobs as f64 / self.elapsed.as_secs_f64()
-    }
-}
+pub use super::Drain;
 
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -66,6 +46,8 @@ pub struct Report {
     /// `--events`).
     pub keyed: bool,
     pub events_on: bool,
+    /// CPU by process in the bursts, the drains and the checks.
+    pub cpu: Vec<super::cpu::Phase>,
 }
 
 fn ms(d: Duration) -> String {
@@ -139,9 +121,8 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "### HTTP\n\n| run | requests | throughput | p50 | p90 | p99 | max | errors |"
+            "### HTTP\n\n| run | requests | throughput | p50 | p90 | p99 | max | errors |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
         );
-        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
         load_row(&mut out, "POST /v1/verifications (first burst)", &self.starts);
         load_row(&mut out, "POST /v1/verifications (second burst)", &self.starts_again);
         load_row(&mut out, "POST /v1/verifications (mixed channels)", &self.mixed_starts);
@@ -162,13 +143,17 @@ impl Report {
         let _ = writeln!(out, "\n### Drain against the fake Twilio\n");
         let _ = writeln!(
             out,
-            "| workers | jobs | start-up | drain time | rate | bound | rate / bound | start → submitted p50 / p90 / p99 / max | worker peak RSS |"
+            "| workers | jobs | start-up | drain time | rate | bound | rate / bound | start → submitted p50 / p90 / p99 / max | worker peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
         );
-        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         drain_row(&mut out, &self.one_worker);
         drain_row(&mut out, &self.two_workers);
         out.push_str(&self.mixed.markdown(self.fallback_after));
-        let _ = writeln!(out, "\nAPI peak RSS: {}\n", mib(self.api_peak_rss_kib));
+        let _ = writeln!(
+            out,
+            "\n### CPU per operation, by process (from /proc)\n\n{}",
+            super::cpu::table(&self.cpu)
+        );
+        let _ = writeln!(out, "API peak RSS: {}\n", mib(self.api_peak_rss_kib));
         let _ = writeln!(
             out,
             "Outcome: {} of {} verifications texted; {} numbers texted twice; {} never texted.\n",

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::{Connection, PgConnection, PgPool};
-use verify_tests::bench::load::post_all;
+use verify_tests::bench::cpu::{Cpu, Phase};
+use verify_tests::bench::load::{LoadResult, post_all};
 use verify_tests::bench::mixed::{self, Mixed};
 use verify_tests::bench::raw;
 use verify_tests::bench::report::{Drain, Report};
@@ -182,8 +183,17 @@ async fn submitted(pool: &PgPool) -> i64 {
 /// Progress is read off the fake Twilio (in this process) until it has taken `target`
 /// messages, and only then from PostgreSQL: counting rows every few milliseconds during
 /// the drain would take CPU from the system under test.
-async fn drain(env: &Env, fake: &FakeTwilio, pool: &PgPool, workers: usize, target: i64, jobs: usize) -> Drain {
+async fn drain(
+    env: &Env,
+    fake: &FakeTwilio,
+    pool: &PgPool,
+    api: u32,
+    workers: usize,
+    target: i64,
+    jobs: usize,
+) -> (Drain, Phase) {
     let spawned = Instant::now();
+    let cpu_before = Cpu::now(api, &[]);
     let before = fake.create_calls();
     let children: Vec<Proc> = (0..workers).map(|_| env.spawn("verify-worker", &[])).collect();
     // The drain is timed from the first Twilio call: process start-up is reported apart.
@@ -198,6 +208,14 @@ async fn drain(env: &Env, fake: &FakeTwilio, pool: &PgPool, workers: usize, targ
     }
     let elapsed = started.elapsed();
     let peak_rss_kib = children.iter().map(Proc::peak_rss_kib).collect();
+    let pids: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
+    let phase = Phase {
+        name: format!("drain, {workers} worker{}", if workers == 1 { "" } else { "s" }),
+        unit: "send",
+        ops: jobs,
+        wall: spawned.elapsed(),
+        cpu: Cpu::now(api, &pids).since(&cpu_before),
+    };
     drop(children);
     let since = target - jobs as i64;
     let q: Vec<f64> = sqlx::query_scalar(
@@ -210,7 +228,7 @@ async fn drain(env: &Env, fake: &FakeTwilio, pool: &PgPool, workers: usize, targ
     .await
     .unwrap_or_else(|_| vec![0.0; 4]);
     let bound = workers as f64 * env.worker_concurrency as f64 / env.twilio_latency.as_secs_f64();
-    Drain {
+    let drained = Drain {
         workers,
         jobs,
         startup,
@@ -218,7 +236,27 @@ async fn drain(env: &Env, fake: &FakeTwilio, pool: &PgPool, workers: usize, targ
         bound,
         to_submitted: [q[0], q[1], q[2], q[3]],
         peak_rss_kib,
-    }
+    };
+    (drained, phase)
+}
+
+/// Runs `load` and measures the CPU that every process used meanwhile.
+async fn measured(
+    api: u32,
+    name: &str,
+    unit: &'static str,
+    load: impl Future<Output = LoadResult>,
+) -> (LoadResult, Phase) {
+    let (before, began) = (Cpu::now(api, &[]), Instant::now());
+    let result = load.await;
+    let phase = Phase {
+        name: name.to_owned(),
+        unit,
+        ops: result.requests - result.errors,
+        wall: began.elapsed(),
+        cpu: Cpu::now(api, &[]).since(&before),
+    };
+    (result, phase)
 }
 
 /// Waits until every send is over (the worker the caller runs also drains the last burst,
@@ -363,16 +401,27 @@ async fn run(a: Args) -> anyhow::Result<Report> {
 
     let first = numbers(0, a.n);
     println!("burst of {} starts at concurrency {}…", a.n, a.concurrency);
-    report.starts = post_all(&start_url, KEY, bodies(&first), a.concurrency, 202, a.keyed).await;
+    let api_pid = api.0.id();
+    let load = post_all(&start_url, KEY, bodies(&first), a.concurrency, 202, a.keyed);
+    let (starts, phase) = measured(api_pid, "first burst", "start", load).await;
+    report.starts = starts;
+    report.cpu.push(phase);
     println!("draining with 1 worker…");
-    report.one_worker = drain(&env, &fake, &pool, 1, a.n as i64, a.n).await;
+    let (drained, phase) = drain(&env, &fake, &pool, api_pid, 1, a.n as i64, a.n).await;
+    report.one_worker = drained;
+    report.cpu.push(phase);
 
     let second = numbers(a.n, a.n);
     println!("second burst, draining with 2 workers…");
-    report.starts_again = post_all(&start_url, KEY, bodies(&second), a.concurrency, 202, a.keyed).await;
+    let load = post_all(&start_url, KEY, bodies(&second), a.concurrency, 202, a.keyed);
+    let (starts, phase) = measured(api_pid, "second burst", "start", load).await;
+    report.starts_again = starts;
+    report.cpu.push(phase);
     let failed = report.starts_again.errors;
     anyhow::ensure!(failed == 0, "{failed} starts of the second burst failed");
-    report.two_workers = drain(&env, &fake, &pool, 2, 2 * a.n as i64, a.n).await;
+    let (drained, phase) = drain(&env, &fake, &pool, api_pid, 2, 2 * a.n as i64, a.n).await;
+    report.two_workers = drained;
+    report.cpu.push(phase);
 
     let mixed_phones = numbers(3 * a.n, a.n / 4);
     println!(
@@ -407,15 +456,11 @@ async fn run(a: Args) -> anyhow::Result<Report> {
         .iter()
         .map(|p| json!({"phone_number": p, "code": "0000000"[..6].to_string()}))
         .collect();
-    report.checks = post_all(
-        &format!("{base}/v1/verifications/check"),
-        KEY,
-        checks,
-        a.concurrency,
-        200,
-        false,
-    )
-    .await;
+    let check_url = format!("{base}/v1/verifications/check");
+    let load = post_all(&check_url, KEY, checks, a.concurrency, 200, false);
+    let (checked, phase) = measured(api_pid, "checks", "check", load).await;
+    report.checks = checked;
+    report.cpu.push(phase);
 
     println!("third burst while a retention sweep deletes the first (aged 40 days)…");
     sqlx::query("UPDATE verifications SET created_at = created_at - interval '40 days' WHERE phone_number = ANY($1)")
