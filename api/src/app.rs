@@ -148,6 +148,7 @@ impl Application {
         )?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         common::db::warm(&pool, std::time::Duration::from_secs(5)).await;
+        crate::batch::warm(&pool, std::time::Duration::from_secs(5)).await;
         let publisher = Publisher::new(
             config.shared.amqp_url.expose(),
             "verify-api",

@@ -23,4 +23,5 @@ mod tasks;
 pub mod test_numbers;
 
 pub use app::{Application, router};
+pub use batch::warm as warm_batch_statements;
 pub use config::ApiConfig;

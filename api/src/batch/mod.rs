@@ -287,3 +287,6 @@ async fn reserve_checks(pool: &PgPool, batch: Vec<Request<(), Option<ReservedChe
 
 #[cfg(test)]
 mod tests;
+mod warm;
+
+pub use warm::warm;

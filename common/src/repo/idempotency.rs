@@ -43,7 +43,7 @@ pub enum Taken {
 /// key's row with it; a key lost with a crash of PostgreSQL before anything else was written
 /// only lets a retry run afresh, which is what it would do without a key.
 pub async fn take_idempotency_keys(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     keys: &[(&IdempotencyKey, &str)],
     lease_seconds: f64,
 ) -> sqlx::Result<Vec<bool>> {
@@ -62,7 +62,7 @@ pub async fn take_idempotency_keys(
     .bind(keys.iter().map(|(_, h)| *h).collect::<Vec<_>>())
     .bind(lease_seconds)
     .bind(IDEMPOTENCY_HOURS)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     let taken: std::collections::HashSet<(String, String)> = rows
         .iter()

@@ -86,7 +86,7 @@ pub struct NewRow {
 /// scan of every pending verification hashed against the batch: in a new deployment's
 /// first burst every batch read all the pending rows (a million index fetches a second).
 pub async fn insert_batch_with_outbox(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     rows: &[NewRow],
     relay_after_seconds: i64,
 ) -> sqlx::Result<Vec<Option<(Verification, i64)>>> {
@@ -157,7 +157,7 @@ pub async fn insert_batch_with_outbox(
     .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|k| k.key().fingerprint.as_slice())).collect::<Vec<_>>())
     .bind(super::IDEMPOTENCY_HOURS)
     .persistent(false)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     let mut by_id: std::collections::HashMap<Uuid, (Verification, i64)> = stored
         .iter()

@@ -135,7 +135,10 @@ pub struct ReservedCheck {
 /// `max_check_attempts` comparisons: once the count is reached no further attempt is handed
 /// out (a concurrent update of the row makes PostgreSQL re-check the conditions on the new
 /// version). `None` where no verification can be checked. The numbers must be distinct.
-pub async fn reserve_checks(pool: &PgPool, phone_numbers: &[&str]) -> sqlx::Result<Vec<Option<ReservedCheck>>> {
+pub async fn reserve_checks(
+    db: impl sqlx::PgExecutor<'_>,
+    phone_numbers: &[&str],
+) -> sqlx::Result<Vec<Option<ReservedCheck>>> {
     // A number has at most one pending verification (a unique index), so no ordering: the
     // index lookup is the whole subquery, with no sort on top.
     // Each number's pending verification is looked up on its own (the subquery per
@@ -156,7 +159,7 @@ pub async fn reserve_checks(pool: &PgPool, phone_numbers: &[&str]) -> sqlx::Resu
     .bind(phone_numbers)
     // Planned at every execution, like the batched start (see `repo::outbox`).
     .persistent(false)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     // The numbers are distinct (see above), so each row goes back to its number's slot.
     let slots: std::collections::HashMap<&str, usize> =

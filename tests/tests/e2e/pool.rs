@@ -50,3 +50,41 @@ async fn a_pooled_connection_that_died_while_idle_is_replaced_before_use() {
     assert_ne!(first, second);
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_connection_runs_the_batch_statements_once_before_work_and_nothing_is_stored() {
+    let app = verify_tests::harness::spawn_app_with(verify_tests::harness::Options::default().without_worker()).await;
+    let (server, _) = admin_database_url()
+        .rsplit_once('/')
+        .map(|(s, d)| (s.to_owned(), d.to_owned()))
+        .unwrap();
+    let name = format!("warm-{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{server}/{}?application_name={name}", app.database_name);
+    let pool = common::db::pool(&url, 4, true).unwrap();
+    common::db::warm(&pool, Duration::from_secs(5)).await;
+    verify_api::warm_batch_statements(&pool, Duration::from_secs(5)).await;
+
+    // Each of the four connections ran them: the key statement, the last of the three, is
+    // what each one ran last.
+    let last: Vec<String> = sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE application_name = $1")
+        .bind(&name)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(last.len(), 4, "{last:#?}");
+    assert!(
+        last.iter().all(|q| q.starts_with("INSERT INTO idempotency_keys")),
+        "{last:#?}"
+    );
+    // Empty batches store, count and take nothing.
+    let stored: Vec<i64> = sqlx::query_scalar(
+        "SELECT unnest(ARRAY[(SELECT count(*) FROM verifications), (SELECT count(*) FROM outbox), \
+           (SELECT count(*) FROM idempotency_keys), (SELECT count(*) FROM events)])",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, [0, 0, 0, 0], "verifications, outbox, keys, events");
+    pool.close().await;
+    app.stop().await;
+}
