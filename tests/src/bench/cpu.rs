@@ -136,14 +136,12 @@ mod tests {
     #[test]
     fn this_process_has_used_some_cpu() {
         // Spin until the clock-tick counter moves, bounded by the number of rounds.
-        let mut x = 0u64;
         for i in 0..200_000_000u64 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+            std::hint::black_box(i);
             if i % 1_000_000 == 0 && seconds(std::process::id()) > 0.0 {
                 break;
             }
         }
-        assert!(x != 1, "keeps the loop");
         assert!(seconds(std::process::id()) > 0.0);
         assert_eq!(seconds(u32::MAX), 0.0, "no such process");
     }

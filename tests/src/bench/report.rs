@@ -7,7 +7,7 @@ use super::load::LoadResult;
 use super::mixed::Mixed;
 use super::raw::RawLimits;
 
-pub use super::Drain;
+use super::Drain;
 
 #[derive(Debug, Clone, Default)]
 pub struct Report {

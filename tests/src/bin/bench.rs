@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::{Connection, PgConnection, PgPool};
+use verify_tests::bench::Drain;
 use verify_tests::bench::cpu::{Cpu, Phase};
 use verify_tests::bench::load::{LoadResult, post_all};
 use verify_tests::bench::mixed::{self, Mixed};
 use verify_tests::bench::raw;
-use verify_tests::bench::report::{Drain, Report};
+use verify_tests::bench::report::Report;
 use verify_tests::bench::wait_for_creates;
 use verify_tests::fake_twilio::{FakeConfig, FakeTwilio};
 use verify_tests::harness::{admin_database_url, amqp_url, sibling_binary};

@@ -54,10 +54,8 @@ async fn a_pooled_connection_that_died_while_idle_is_replaced_before_use() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_connection_runs_the_batch_statements_once_before_work_and_nothing_is_stored() {
     let app = verify_tests::harness::spawn_app_with(verify_tests::harness::Options::default().without_worker()).await;
-    let (server, _) = admin_database_url()
-        .rsplit_once('/')
-        .map(|(s, d)| (s.to_owned(), d.to_owned()))
-        .unwrap();
+    let admin = admin_database_url();
+    let (server, _) = admin.rsplit_once('/').unwrap();
     let name = format!("warm-{}", uuid::Uuid::new_v4().simple());
     let url = format!("{server}/{}?application_name={name}", app.database_name);
     let pool = common::db::pool(&url, 4, true).unwrap();

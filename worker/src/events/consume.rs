@@ -51,7 +51,7 @@ pub(crate) async fn handle(ctx: &SendContext, publish: &lapin::Channel, delivery
         return;
     };
     let settled = if event_pack::is_pack(&delivery.properties) {
-        events.deliver_pack(publish, &delivery).await.map(drop)
+        events.deliver_pack(publish, &delivery).await
     } else {
         events.deliver(publish, &delivery).await.map(drop)
     };

@@ -84,7 +84,7 @@ impl EventSender {
     /// hand the delivery back.
     pub async fn deliver(&self, publish: &Channel, delivery: &Delivery) -> anyhow::Result<Delivered> {
         let event = Event {
-            id: delivery.properties.message_id().as_ref().map(|id| id.to_string()),
+            id: delivery.properties.message_id().as_ref().map(|id| id.as_str()),
             body: &delivery.data,
             properties: delivery.properties.clone(),
             tries: tries(delivery),
@@ -97,7 +97,7 @@ impl EventSender {
     /// pack may be acked. `Err`: some follow-up could not be published; hand the pack back
     /// (its delivered events are POSTed again, with the same `webhook-id`s). A pack that
     /// cannot be read is dead-lettered whole.
-    pub async fn deliver_pack(&self, publish: &Channel, delivery: &Delivery) -> anyhow::Result<Vec<Delivered>> {
+    pub async fn deliver_pack(&self, publish: &Channel, delivery: &Delivery) -> anyhow::Result<()> {
         let events = match event_pack::unpack(&delivery.data) {
             Ok(events) => events,
             Err(e) => {
@@ -106,21 +106,22 @@ impl EventSender {
                     .await?;
                 metrics::counter!(names::EVENT_DELIVERIES, "type" => "unknown", "outcome" => "dead_lettered")
                     .increment(1);
-                return Ok(vec![Delivered::Dead(reason)]);
+                return Ok(());
             }
         };
         let tries = events.iter().map(|packed| {
             self.deliver_event(
                 publish,
                 Event {
-                    id: Some(packed.id.to_owned()),
+                    id: Some(packed.id),
                     body: packed.event.get().as_bytes(),
                     properties: event_properties(packed.id),
                     tries: 0,
                 },
             )
         });
-        futures_util::future::join_all(tries).await.into_iter().collect()
+        let settled: anyhow::Result<Vec<Delivered>> = futures_util::future::join_all(tries).await.into_iter().collect();
+        settled.map(drop)
     }
 
     /// Tries one event, then publishes what follows a failed try.
@@ -135,7 +136,7 @@ impl EventSender {
         // Held until the answer is read: at most EVENTS_CONCURRENCY POSTs at once, packs or not.
         let permit = self.posts.acquire().await?;
         let began = Instant::now();
-        let result = self.post(&id, event.body).await;
+        let result = self.post(id, event.body).await;
         metrics::histogram!(names::EVENT_DELIVERY_DURATION).record(began.elapsed().as_secs_f64());
         drop(permit);
         let failure = match result {
@@ -238,7 +239,7 @@ impl EventSender {
 /// One event to try: its `webhook-id`, its body, the properties its retry or dead letter
 /// carries, and how many tries it had before.
 struct Event<'a> {
-    id: Option<String>,
+    id: Option<&'a str>,
     body: &'a [u8],
     properties: BasicProperties,
     tries: u32,
