@@ -5,7 +5,9 @@
 //! `FAKE_TWILIO_FAULT_RATE` (0..1), `FAKE_TWILIO_CALLBACKS` (true/false), `EVENTS_SECRET`
 //! (what the event receiver at `/events` verifies signatures with),
 //! `FAKE_TWILIO_WHATSAPP_FREE_FORM` (`outside-window`: a WhatsApp `Body` without
-//! `ContentSid` fails with 63016, as Twilio does; `inside-window`: it is delivered).
+//! `ContentSid` fails with 63016, as Twilio does; `inside-window`: it is delivered),
+//! `SANDBOX_API_URL` and `SANDBOX_API_KEY` (the API the sandbox page at `/` tries, and the
+//! key it uses; without them the page shows what arrives but cannot start verifications).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -42,6 +44,12 @@ struct Settings {
     /// whsec_ secret the event receiver (/events) verifies signatures with [default: none, nothing verifies]
     #[arg(long = "events-secret", env = "EVENTS_SECRET", value_parser = common::standard_webhooks::EventSecret::parse)]
     events_secret: Option<common::standard_webhooks::EventSecret>,
+    /// the API the sandbox page's "try it" panel and queue strip talk to (e.g. http://127.0.0.1:8080) [default: none]
+    #[arg(long = "sandbox-api-url", env = "SANDBOX_API_URL", requires = "sandbox_api_key")]
+    sandbox_api_url: Option<String>,
+    /// the API key the sandbox page's requests carry (one of the API's API_KEYS)
+    #[arg(long = "sandbox-api-key", env = "SANDBOX_API_KEY")]
+    sandbox_api_key: Option<String>,
     /// json, text, or auto
     #[arg(long, env = "LOG_FORMAT", default_value = "auto", value_parser = ["auto", "json", "text"])]
     log_format: String,
@@ -85,7 +93,15 @@ async fn main() -> ExitCode {
     let fake = FakeTwilio::serve(listener, config);
     fake.set_latency(settings.latency);
     fake.set_fault_rate(settings.fault_rate);
-    tracing::info!(base_url = %fake.base_url, "fake Twilio listening; read codes at /inbox?to=+1…");
+    if let (Some(url), Some(key)) = (&settings.sandbox_api_url, &settings.sandbox_api_key) {
+        // API_KEYS may be given as is: its first key.
+        fake.set_sandbox_api(url, key.split(',').next().unwrap_or_default().trim());
+    }
+    tracing::info!(
+        base_url = %fake.base_url,
+        "fake Twilio listening; the sandbox page is at {}/ (JSON for scripts at /inbox?to=+1…)",
+        fake.base_url
+    );
     shutdown_on_signals().cancelled().await;
     ExitCode::SUCCESS
 }

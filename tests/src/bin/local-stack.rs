@@ -3,15 +3,20 @@
 //! `verify-worker`, with development defaults for every required setting.
 //!
 //! Events go to the fake's receiver (`/events`, signatures verified with the development
-//! `EVENTS_SECRET`) unless `EVENTS_URL` is set. It creates the database named in
-//! `DATABASE_URL` if it does not exist. Any setting of
-//! `verify-api --help` or `verify-worker --help` may be given to override a default.
+//! `EVENTS_SECRET`) unless `EVENTS_URL` is set. It starts PostgreSQL and RabbitMQ when they
+//! are installed on this machine but stopped, and exits with code 2 naming the package to
+//! install when one is missing ([`verify_tests::local_services`]); it creates the database
+//! named in `DATABASE_URL` if it does not exist. Any setting of `verify-api --help` or
+//! `verify-worker --help` may be given to override a default. Its last line, once the API
+//! and the worker are ready, is the fake's sandbox page.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use common::process::shutdown_on_signals;
 use sqlx::{Connection, PgConnection};
 use verify_tests::fake_twilio::{FakeConfig, FakeTwilio};
+use verify_tests::local_services::{self, POSTGRESQL, RABBITMQ, Unavailable};
 
 /// Development values for the settings production must provide.
 const DEV_DEFAULTS: &[(&str, &str)] = &[
@@ -21,6 +26,9 @@ const DEV_DEFAULTS: &[(&str, &str)] = &[
     ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000001"),
     ("TWILIO_AUTH_TOKEN", "fake-auth-token"),
     ("TWILIO_FROM", "+15005550006"),
+    // Every channel on, so that the sandbox can try WhatsApp and calls too.
+    ("TWILIO_WHATSAPP_FROM", "+15005550006"),
+    ("TWILIO_WHATSAPP_CONTENT_SID", "HX00000000000000000000000000000001"),
     ("TWILIO_API_BASE", "http://127.0.0.1:8081"),
     ("EVENTS_SECRET", DEV_EVENTS_SECRET),
     ("LOG_FORMAT", "text"),
@@ -76,6 +84,8 @@ async fn run() -> anyhow::Result<()> {
     let api_config = common::settings::from_vars::<verify_api::ApiConfig>(values.clone())?;
     let worker_config = common::settings::from_vars::<verify_worker::WorkerConfig>(values)?;
     common::observability::init_logging(&api_config.shared.log_format);
+    local_services::ensure(&POSTGRESQL, api_config.shared.database_url.expose()).await?;
+    local_services::ensure(&RABBITMQ, api_config.shared.amqp_url.expose()).await?;
     ensure_database(api_config.shared.database_url.expose()).await?;
 
     let fake_addr = worker_config.twilio_api_base.trim_start_matches("http://").to_owned();
@@ -89,19 +99,60 @@ async fn run() -> anyhow::Result<()> {
             ..FakeConfig::default()
         },
     );
+    // Already split and trimmed by the API's own parser; the setting is required, so never empty.
+    let api_key = api_config
+        .api_keys
+        .first()
+        .map(|key| key.expose().to_owned())
+        .unwrap_or_default();
+    let http = reqwest::Client::builder().no_proxy().build()?;
     let shutdown = shutdown_on_signals();
     let api = verify_api::Application::build(api_config, &shutdown).await?;
     let worker = verify_worker::Worker::build(worker_config, &shutdown).await?;
-    tracing::info!(
-        fake_twilio = %fake.base_url,
-        "local stack up: API on port {}, codes at {}/inbox, events at {}/events",
-        api.port(),
-        fake.base_url,
-        fake.base_url
-    );
-    let (api_result, worker_result) = tokio::join!(api.run(shutdown.clone()), worker.run(shutdown.clone()));
+    let api_port = api.port();
+    let api_base = format!("http://127.0.0.1:{api_port}");
+    let readiness = [
+        format!("{api_base}/readyz"),
+        format!("http://127.0.0.1:{}/readyz", worker.port()),
+    ];
+    let announce = async {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = until_ready(&http, &readiness) => {}
+        }
+        tracing::info!(
+            fake_twilio = %fake.base_url,
+            "local stack up: API on port {api_port}, events at {}/events",
+            fake.base_url
+        );
+        fake.set_sandbox_api(&api_base, &api_key);
+        // Printed, not logged: it is for the person at the terminal whatever RUST_LOG and
+        // LOG_FORMAT say, and nothing of the start-up comes after it.
+        eprintln!(
+            "Sandbox: {}/  (open it in a browser: every code that arrives, a \"try it\" panel, faults; \
+             scripts: /inbox as JSON)",
+            fake.base_url
+        );
+    };
+    let (api_result, worker_result, ()) =
+        tokio::join!(api.run(shutdown.clone()), worker.run(shutdown.clone()), announce);
     api_result?;
     worker_result
+}
+
+/// Returns once every URL answers 2xx, trying every 200 ms. The API and the worker log their
+/// own start-up lines from `run` (listening, connected to RabbitMQ, consuming), before they
+/// report ready, so whatever is printed after this comes after those.
+async fn until_ready(http: &reqwest::Client, urls: &[String]) {
+    for url in urls {
+        loop {
+            let answer = http.get(url).timeout(Duration::from_secs(5)).send().await;
+            if answer.is_ok_and(|a| a.status().is_success()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 #[tokio::main]
@@ -110,7 +161,13 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("local-stack: {e:#}");
-            ExitCode::FAILURE
+            // A server missing or not starting here: the person has something to install or fix
+            // on this machine, not in the settings.
+            if e.is::<Unavailable>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

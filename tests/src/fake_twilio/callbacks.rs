@@ -8,7 +8,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
-use super::state::{FinalStatus, SentMessage, Shared};
+use super::state::{FinalStatus, MessageCallback, SentMessage, Shared};
 use super::twiml;
 use super::voice::{CallCallback, CallEnd, SentCall};
 
@@ -57,7 +57,7 @@ pub(crate) async fn send_signed(
 
 fn delivered(shared: &Shared) {
     shared.memory.lock().expect("fake memory").callbacks_sent += 1;
-    shared.changed.notify_waiters();
+    shared.touch();
 }
 
 /// SMS: `sent`, then the final status. WhatsApp: `failed` alone, or `sent`, the final status,
@@ -80,7 +80,7 @@ pub(crate) async fn run_message(shared: Arc<Shared>, message: SentMessage, end: 
                 m.error_code = error_code;
             }
         }
-        shared.changed.notify_waiters();
+        shared.touch();
         let Some(url) = message.status_callback.as_deref().filter(|_| shared.config.callbacks) else {
             continue;
         };
@@ -109,11 +109,20 @@ pub(crate) async fn run_message(shared: Arc<Shared>, message: SentMessage, end: 
                 params.push(("EventType".to_owned(), status.to_uppercase()));
             }
         }
-        if send_signed(&shared, url, "POST", &params)
-            .await
-            .is_some_and(|(s, _)| (200..300).contains(&s))
+        let http_status = send_signed(&shared, url, "POST", &params).await.map(|(s, _)| s);
         {
+            let mut memory = shared.memory.lock().expect("fake memory");
+            if let Some(m) = memory.messages.iter_mut().rev().find(|m| m.sid == message.sid) {
+                m.callbacks.push(MessageCallback {
+                    status: status.clone(),
+                    http_status,
+                });
+            }
+        }
+        if http_status.is_some_and(|s| (200..300).contains(&s)) {
             delivered(&shared);
+        } else {
+            shared.touch();
         }
     }
 }
@@ -218,7 +227,7 @@ pub(crate) async fn run_call(shared: Arc<Shared>, sid: String) {
             }),
         }
         .expect("calls are never removed");
-        shared.changed.notify_waiters();
+        shared.touch();
         let wanted = call.status_callback_events.iter().any(|e| e == event);
         let Some(url) = call
             .status_callback
@@ -257,7 +266,7 @@ pub(crate) async fn run_call(shared: Arc<Shared>, sid: String) {
         if http_status.is_some_and(|s| (200..300).contains(&s)) {
             delivered(&shared);
         } else {
-            shared.changed.notify_waiters();
+            shared.touch();
         }
     }
 }

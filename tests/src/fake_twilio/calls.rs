@@ -144,7 +144,7 @@ pub(crate) async fn create(
         callbacks_sent: Vec::new(),
     };
     shared.memory.lock().expect("fake memory").calls.push(call.clone());
-    shared.changed.notify_waiters();
+    shared.touch();
     let resource = call_json(&shared, &call);
     tokio::spawn(callbacks::run_call(Arc::clone(&shared), call.sid));
     answer_after_create(fault, hold, resource).await

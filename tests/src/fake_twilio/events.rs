@@ -100,7 +100,7 @@ pub(crate) async fn receive(State(shared): AppState, headers: HeaderMap, body: B
         }
         answered
     };
-    shared.changed.notify_waiters();
+    shared.touch();
     StatusCode::from_u16(answered).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 

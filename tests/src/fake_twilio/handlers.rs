@@ -14,6 +14,7 @@ use base64::Engine;
 use rand::Rng;
 use serde_json::{Value, json};
 
+use super::sandbox::FaultedRequest;
 use super::state::{Fault, FinalStatus, Shared, WhatsAppFreeForm};
 use super::voice::CallEnd;
 use super::{call_list, calls, events, messages};
@@ -34,10 +35,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route(&format!("{account}/Calls/{{sid}}"), get(calls::fetch))
         .route("/inbox", get(inbox))
-        .route("/_fake/faults", post(control))
+        .route("/_fake/faults", post(control).get(faults_now))
         .route("/events", post(events::receive).get(events::list))
         .route("/_fake/events", post(events::faults))
         .route("/healthz", get(|| async { "ok" }))
+        .merge(super::sandbox::routes())
         .with_state(shared)
 }
 
@@ -143,13 +145,26 @@ pub(crate) async fn begin_create<'a>(
     let Some(to) = form.non_empty("To") else {
         return Err(bad_request(missing_to.0, missing_to.1));
     };
-    log_create(shared, arrived, to);
+    log_create(shared, arrived, to, fault, missing_to.0);
     Ok((fault, to))
 }
 
-fn log_create(shared: &Shared, arrived: std::time::Instant, to: &str) {
+/// Logs a create request; one answered with a fault is also kept for the sandbox's threads.
+fn log_create(shared: &Shared, arrived: std::time::Instant, to: &str, fault: Option<Fault>, missing_to: i32) {
     let mut memory = shared.memory.lock().expect("fake memory");
     memory.create_call_log.push((arrived, to.to_owned()));
+    if let Some(fault) = fault {
+        memory.faulted.push(FaultedRequest {
+            at: time::OffsetDateTime::now_utc(),
+            to: to.to_owned(),
+            // Each create names its own error for a missing `To` (21201 is the Calls one).
+            resource: if missing_to == 21201 { "call" } else { "message" },
+            answer: fault.answer().to_owned(),
+            created: matches!(fault, Fault::InternalErrorAfterCreate | Fault::TimeoutAfterCreate),
+        });
+        drop(memory);
+        shared.touch();
+    }
 }
 
 /// The answer of a fault that strikes before anything is created, if it is one.
@@ -261,5 +276,22 @@ async fn control(State(shared): AppState, Json(c): Json<Control>) -> StatusCode 
     if let Some(mode) = c.whatsapp_free_form {
         memory.whatsapp_free_form = mode;
     }
+    drop(memory);
+    shared.touch();
     StatusCode::NO_CONTENT
+}
+
+/// `GET /_fake/faults`: what is in force now, in the names `POST` takes (`next`: the faults
+/// queued for the next create calls, in order).
+async fn faults_now(State(shared): AppState) -> Json<Value> {
+    let memory = shared.memory.lock().expect("fake memory");
+    Json(json!({
+        "next": memory.faults,
+        "fault_rate": memory.fault_rate,
+        "latency_ms": memory.latency.as_millis() as u64,
+        "whatsapp_free_form": match memory.whatsapp_free_form {
+            WhatsAppFreeForm::OutsideWindow => "outside_window",
+            WhatsAppFreeForm::InsideWindow => "inside_window",
+        },
+    }))
 }

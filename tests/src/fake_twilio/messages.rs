@@ -129,6 +129,7 @@ pub(crate) async fn create(
         content_variables: content_sid.and(content_variables).map(str::to_owned),
         status: if service.is_some() { "accepted" } else { "queued" }.to_owned(),
         error_code: None,
+        callbacks: Vec::new(),
     };
     let final_status = {
         let mut memory = shared.memory.lock().expect("fake memory");
@@ -151,7 +152,7 @@ pub(crate) async fn create(
                 })
         }
     };
-    shared.changed.notify_waiters();
+    shared.touch();
     let resource = message_json(&shared, &message);
     tokio::spawn(callbacks::run_message(Arc::clone(&shared), message, final_status));
     answer_after_create(fault, hold, resource).await

@@ -18,6 +18,8 @@
 //!   its TwiML (inline, or fetched from `Url` when answered) is read into the spoken text
 //!   (`twiml.rs`).
 //!
+//! - The sandbox (`sandbox/`): a live web page at `/` over all of this, with a panel that
+//!   tries the service's API and one that switches faults on.
 //! - Events (`events.rs`): a receiver of the service's event webhooks at `/events` that
 //!   verifies their Standard Webhooks signatures and lists them.
 //!
@@ -32,12 +34,13 @@ mod calls;
 mod events;
 mod handlers;
 mod messages;
+mod sandbox;
 mod state;
 mod twiml;
 mod voice;
 
 pub use events::ReceivedEvent;
 pub use messages::AUTHENTICATION_TEMPLATE;
-pub use state::{FakeConfig, FakeTwilio, Fault, FinalStatus, SentMessage, WhatsAppFreeForm};
+pub use state::{FakeConfig, FakeTwilio, Fault, FinalStatus, MessageCallback, SentMessage, WhatsAppFreeForm};
 pub use twiml::{Segment, parse as parse_twiml, spoken_text};
 pub use voice::{CallCallback, CallEnd, SentCall, join_spoken_digits};

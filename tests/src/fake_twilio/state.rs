@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 /// One fault to inject into the next create call (or drawn at random, see `fault_rate`). The
 /// queue and the rate are shared by `Messages.json` and `Calls.json`: whichever create comes
 /// next takes the next fault, so a test of one channel queues faults as before.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
     /// 429 / 20429: too many concurrent requests (never processed).
@@ -29,6 +29,18 @@ pub enum Fault {
     /// No answer until the client gives up, after the message or call was created: it goes
     /// on (callbacks, inbox, list) as if the answer had arrived.
     TimeoutAfterCreate,
+}
+
+impl Fault {
+    /// What the client is answered, in words (for the sandbox).
+    pub fn answer(self) -> &'static str {
+        match self {
+            Self::TooManyRequests | Self::TooManyRequestsRetryAfter(_) => "429 Too Many Requests",
+            Self::Unavailable => "503 Service Unavailable",
+            Self::InternalError | Self::InternalErrorAfterCreate => "500 Internal Server Error",
+            Self::Timeout | Self::TimeoutAfterCreate => "no answer (timed out)",
+        }
+    }
 }
 
 /// How a message's status callbacks end.
@@ -59,6 +71,17 @@ pub struct SentMessage {
     /// The resource's status now (`queued`/`accepted`, `sent`, `delivered`, `read`, …).
     pub status: String,
     pub error_code: Option<i32>,
+    /// The status callbacks posted for it, in order (for the sandbox; not in `/inbox`).
+    #[serde(skip)]
+    pub callbacks: Vec<MessageCallback>,
+}
+
+/// A status callback posted for a message: the status it told, and the receiver's answer
+/// (`None` when none came).
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageCallback {
+    pub status: String,
+    pub http_status: Option<u16>,
 }
 
 /// What a business-initiated WhatsApp message with a free-form `Body` (no `ContentSid`) does.
@@ -121,6 +144,10 @@ pub(crate) struct Memory {
     pub whatsapp_free_form: WhatsAppFreeForm,
     pub callbacks_sent: u64,
     pub events: super::events::Received,
+    /// Create requests answered with an injected fault, for the sandbox's threads.
+    pub faulted: Vec<super::sandbox::FaultedRequest>,
+    /// Where the sandbox's "try it" panel sends its requests (see [`FakeTwilio::set_sandbox_api`]).
+    pub sandbox_api: Option<super::sandbox::SandboxApi>,
 }
 
 pub(crate) struct Shared {
@@ -129,6 +156,17 @@ pub(crate) struct Shared {
     pub http: reqwest::Client,
     /// Woken whenever a message is accepted, a callback delivered or an event received.
     pub changed: tokio::sync::Notify,
+    /// Counts those changes, so that a reader (the sandbox's live stream) knows whether it has
+    /// seen the newest.
+    pub version: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// Something the fake shows changed: wake the waiters and count it.
+    pub fn touch(&self) {
+        self.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
 }
 
 /// A running fake, bound to a port of 127.0.0.1; stops when dropped.
@@ -160,6 +198,7 @@ impl FakeTwilio {
                 .build()
                 .expect("http client"),
             changed: tokio::sync::Notify::new(),
+            version: std::sync::atomic::AtomicU64::new(0),
         });
         let stop = CancellationToken::new();
         let app = super::handlers::router(Arc::clone(&shared));
@@ -171,6 +210,15 @@ impl FakeTwilio {
             }
         });
         Self { base_url, shared, stop }
+    }
+
+    /// The API the sandbox page's "try it" panel and queue strip talk to (through the fake,
+    /// which adds the bearer `api_key`): the page is served by the fake, the API elsewhere.
+    pub fn set_sandbox_api(&self, base_url: &str, api_key: &str) {
+        self.memory().sandbox_api = Some(super::sandbox::SandboxApi {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key: api_key.to_owned(),
+        });
     }
 
     pub fn config(&self) -> &FakeConfig {
@@ -259,6 +307,7 @@ impl FakeTwilio {
             content_variables: None,
             status: "delivered".to_owned(),
             error_code: None,
+            callbacks: Vec::new(),
         });
         sid
     }
