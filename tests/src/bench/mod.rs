@@ -9,6 +9,7 @@ pub mod load;
 pub mod mixed;
 pub mod raw;
 pub mod report;
+pub mod sandbox;
 
 use std::time::{Duration, Instant};
 
@@ -58,4 +59,14 @@ pub async fn wait_for_creates(fake: &FakeTwilio, before: u64, target: u64) -> In
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     started
+}
+
+/// Peak resident memory (`VmHWM`) of process `pid`, in KiB; 0 if it cannot be read.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }

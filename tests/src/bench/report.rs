@@ -48,6 +48,8 @@ pub struct Report {
     pub events_on: bool,
     /// CPU by process in the bursts, the drains and the checks.
     pub cpu: Vec<super::cpu::Phase>,
+    /// The fake's peak RSS with its sandbox page open (`None`: not measured).
+    pub sandbox: Option<super::sandbox::SandboxRun>,
 }
 
 fn ms(d: Duration) -> String {
@@ -154,6 +156,17 @@ impl Report {
             super::cpu::table(&self.cpu)
         );
         let _ = writeln!(out, "API peak RSS: {}\n", mib(self.api_peak_rss_kib));
+        if let Some(run) = &self.sandbox {
+            let _ = writeln!(
+                out,
+                "Fake Twilio with its sandbox page open in Chromium: {} messages sent in {:.1} s ({:.0}/s, as the two-worker drain sends them), all listed by the page after {:.1} s; peak RSS {}.\n",
+                run.messages,
+                run.sent_in.as_secs_f64(),
+                run.messages as f64 / run.sent_in.as_secs_f64().max(1e-9),
+                run.shown_in.as_secs_f64(),
+                mib(run.fake_peak_rss_kib)
+            );
+        }
         let _ = writeln!(
             out,
             "Outcome: {} of {} verifications texted; {} numbers texted twice; {} never texted.\n",
@@ -234,6 +247,19 @@ impl Report {
                 ),
                 self.api_peak_rss_kib < 64 * 1024 && rss_worst < 64 * 1024,
             ),
+            match &self.sandbox {
+                Some(run) => (
+                    format!(
+                        "fake Twilio with the sandbox page open: peak RSS < 64 MiB: {}",
+                        mib(run.fake_peak_rss_kib)
+                    ),
+                    run.fake_peak_rss_kib < 64 * 1024,
+                ),
+                None => (
+                    "fake Twilio with the sandbox page open: not measured (no Chromium, or --sandbox off)".to_owned(),
+                    false,
+                ),
+            },
             (
                 format!(
                     "no SMS lost or sent twice: {} lost, {} twice",

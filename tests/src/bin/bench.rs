@@ -2,7 +2,7 @@
 //!
 //!     cargo build --release --workspace && target/release/bench [--n 20000] [--concurrency 64]
 //!         [--twilio-latency-ms 100] [--worker-concurrency 64] [--raw-seconds 5] [--markdown PATH]
-//!         [--idempotency-keys on|off] [--events on|off]
+//!         [--idempotency-keys on|off] [--events on|off] [--sandbox on|off]
 //!
 //! Needs PostgreSQL and RabbitMQ on localhost (`TEST_DATABASE_URL`, `TEST_AMQP_URL` as in
 //! the tests). It uses a database `verify_bench` and queues `bench.*`, made afresh each run.
@@ -38,6 +38,8 @@ struct Args {
     keyed: bool,
     /// Event webhooks on (the default; `--events off` to compare).
     events: bool,
+    /// The fake's peak RSS with its sandbox page open in Chromium (`--sandbox off` skips it).
+    sandbox: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -50,6 +52,7 @@ fn args() -> Result<Args, String> {
         markdown: "target/bench.md".into(),
         keyed: true,
         events: true,
+        sandbox: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,6 +67,7 @@ fn args() -> Result<Args, String> {
             "--markdown" => a.markdown = value()?,
             "--idempotency-keys" => a.keyed = on_off(&flag, &value()?)?,
             "--events" => a.events = on_off(&flag, &value()?)?,
+            "--sandbox" => a.sandbox = on_off(&flag, &value()?)?,
             other => {
                 return Err(format!(
                     "unknown argument {other} (see the comment at the top of bench.rs)"
@@ -155,12 +159,7 @@ struct Proc(Child);
 impl Proc {
     /// Peak resident memory (`VmHWM`), in KiB.
     fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        verify_tests::bench::peak_rss_kib(self.0.id())
     }
 }
 
@@ -511,6 +510,11 @@ async fn run(a: Args) -> anyhow::Result<Report> {
     report.numbers_texted_twice = per_number.values().filter(|n| **n > 1).count();
     report.numbers_never_texted = all.iter().filter(|p| !per_number.contains_key(p.as_str())).count();
     delete_queues().await?;
+    if a.sandbox {
+        println!("the fake with its sandbox page open, {} messages…", messages.len());
+        report.sandbox =
+            verify_tests::bench::sandbox::measure(messages.len(), 2 * a.worker_concurrency, a.twilio_latency).await?;
+    }
     Ok(report)
 }
 

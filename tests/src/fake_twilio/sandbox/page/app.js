@@ -42,6 +42,7 @@ function renderNumbers(list) {
     el("span", { class: "n", text: n.number }),
     el("small", { text: `${clock(n.last_at)} · ${n.items} · ${n.last}` })))));
   $("numbers-empty").hidden = list.numbers.length > 0;
+  $("numbers-count").textContent = list.total ? `(${list.total})` : "";
 }
 
 function textWithCode(text, code) {
