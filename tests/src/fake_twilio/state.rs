@@ -309,6 +309,7 @@ impl FakeTwilio {
             error_code: None,
             callbacks: Vec::new(),
         });
+        self.shared.touch();
         sid
     }
 

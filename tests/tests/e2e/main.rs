@@ -19,6 +19,7 @@ mod pool;
 mod pumping;
 mod retry_timing;
 mod safety;
+mod sandbox;
 mod secrets;
 mod storage;
 mod test_numbers;

@@ -130,14 +130,15 @@ fn thread_items(memory: &Memory, number: &str) -> Vec<(OffsetDateTime, Value)> {
         let text = match (&c.twiml_error, c.spoken.is_empty()) {
             (Some(error), _) => format!("(the call's TwiML could not be read: {error})"),
             (None, true) => String::new(),
-            (None, false) => c.spoken.clone(),
+            // Digits said one by one are joined again, so that the code shows as one.
+            (None, false) => join_spoken_digits(&c.spoken),
         };
         items.push((
             c.date_created,
             json!({
                 "kind": "call", "at": rfc3339(c.date_created), "sid": c.sid, "to": c.to,
                 "status": c.status, "error_code": null, "text": text,
-                "code": code_in(&join_spoken_digits(&c.spoken)), "language": c.language,
+                "code": code_in(&text), "language": c.language,
                 "callbacks": callbacks,
             }),
         ));
