@@ -159,10 +159,11 @@ impl Report {
         if let Some(run) = &self.sandbox {
             let _ = writeln!(
                 out,
-                "Fake Twilio with its sandbox page open in Chromium: {} messages sent in {:.1} s ({:.0}/s, as the two-worker drain sends them), all listed by the page after {:.1} s; peak RSS {}.\n",
+                "Fake Twilio (`fake-twilio`, keeping its default newest 10,000) with its sandbox page open in Chromium: {} messages sent in {:.1} s ({:.0}/s, as the two-worker drain sends them), the {} numbers it kept listed by the page after {:.1} s; peak RSS {}.\n",
                 run.messages,
                 run.sent_in.as_secs_f64(),
                 run.messages as f64 / run.sent_in.as_secs_f64().max(1e-9),
+                run.kept,
                 run.shown_in.as_secs_f64(),
                 mib(run.fake_peak_rss_kib)
             );

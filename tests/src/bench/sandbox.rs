@@ -2,7 +2,7 @@
 //! the page open in headless Chromium (live stream and all), and as many messages as the
 //! benchmark's fake received, sent the way the two-worker drain sends them (`concurrency`
 //! clients, the fake answering after `latency`). Its peak RSS is read from `/proc` once the
-//! page shows every number.
+//! page shows every number the fake kept (its default `FAKE_TWILIO_KEEP`).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -21,6 +21,8 @@ const TOKEN: &str = "fake-auth-token";
 #[derive(Debug, Clone, Default)]
 pub struct SandboxRun {
     pub messages: usize,
+    /// The numbers the fake still held at the end (it keeps the newest `FAKE_TWILIO_KEEP`).
+    pub kept: u64,
     /// How long sending them took, and until the page showed them all.
     pub sent_in: Duration,
     pub shown_in: Duration,
@@ -70,12 +72,21 @@ pub async fn measure(messages: usize, concurrency: usize, latency: Duration) -> 
     let began = Instant::now();
     send(&http, &base, messages, concurrency).await?;
     let sent_in = began.elapsed();
-    // Every message went to a number of its own: the page counts them all once it caught up.
+    // Every message went to a number of its own; the fake keeps the newest (FAKE_TWILIO_KEEP),
+    // and the page shows their count once it caught up.
+    let numbers: serde_json::Value = http
+        .get(format!("{base}/sandbox/numbers?limit=1"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let kept = numbers["total"].as_u64().context("no total in /sandbox/numbers")?;
     browser
-        .wait_for("#numbers-count", &format!("({messages})"), Duration::from_secs(120))
+        .wait_for("#numbers-count", &format!("({kept})"), Duration::from_secs(120))
         .await?;
     let run = SandboxRun {
         messages,
+        kept,
         sent_in,
         shown_in: began.elapsed(),
         fake_peak_rss_kib: super::peak_rss_kib(fake.0.id()),

@@ -6,7 +6,8 @@
 //! (what the event receiver at `/events` verifies signatures with),
 //! `FAKE_TWILIO_WHATSAPP_FREE_FORM` (`outside-window`: a WhatsApp `Body` without
 //! `ContentSid` fails with 63016, as Twilio does; `inside-window`: it is delivered),
-//! `SANDBOX_API_URL` and `SANDBOX_API_KEY` (the API the sandbox page at `/` tries, and the
+//! `FAKE_TWILIO_KEEP` (messages, calls and failed requests kept, default 10,000: the
+//! newest; memory stays bounded), `SANDBOX_API_URL` and `SANDBOX_API_KEY` (the API the sandbox page at `/` tries, and the
 //! key it uses; without them the page shows what arrives but cannot start verifications).
 
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ struct Settings {
     /// the API key the sandbox page's requests carry (one of the API's API_KEYS)
     #[arg(long = "sandbox-api-key", env = "SANDBOX_API_KEY")]
     sandbox_api_key: Option<String>,
+    /// messages, calls and failed requests kept, each the newest (memory stays bounded), 100 to 1000000
+    #[arg(long, env = "FAKE_TWILIO_KEEP", default_value = "10000", value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
+    keep: u32,
     /// json, text, or auto
     #[arg(long, env = "LOG_FORMAT", default_value = "auto", value_parser = ["auto", "json", "text"])]
     log_format: String,
@@ -88,6 +92,7 @@ async fn main() -> ExitCode {
             WhatsAppFreeForm::OutsideWindow
         },
         events_secret: settings.events_secret,
+        kept: Some(settings.keep as usize),
         ..FakeConfig::default()
     };
     let fake = FakeTwilio::serve(listener, config);

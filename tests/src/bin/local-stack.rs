@@ -96,6 +96,8 @@ async fn run() -> anyhow::Result<()> {
             account_sid: worker_config.shared.twilio_account_sid.clone(),
             auth_token: worker_config.shared.twilio_auth_token.expose().to_owned(),
             events_secret: worker_config.shared.events.secret.clone(),
+            // As fake-twilio keeps by default: the newest, so that days of use stay small.
+            kept: Some(10_000),
             ..FakeConfig::default()
         },
     );

@@ -143,7 +143,11 @@ pub(crate) async fn create(
         duration: None,
         callbacks_sent: Vec::new(),
     };
-    shared.memory.lock().expect("fake memory").calls.push(call.clone());
+    {
+        let mut memory = shared.memory.lock().expect("fake memory");
+        memory.calls.push(call.clone());
+        memory.trim(shared.config.kept);
+    }
     shared.touch();
     let resource = call_json(&shared, &call);
     tokio::spawn(callbacks::run_call(Arc::clone(&shared), call.sid));

@@ -153,6 +153,7 @@ pub(crate) async fn begin_create<'a>(
 fn log_create(shared: &Shared, arrived: std::time::Instant, to: &str, fault: Option<Fault>, missing_to: i32) {
     let mut memory = shared.memory.lock().expect("fake memory");
     memory.create_call_log.push((arrived, to.to_owned()));
+    memory.trim(shared.config.kept);
     if let Some(fault) = fault {
         memory.faulted.push(FaultedRequest {
             at: time::OffsetDateTime::now_utc(),

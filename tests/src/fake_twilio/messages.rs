@@ -134,6 +134,7 @@ pub(crate) async fn create(
     let final_status = {
         let mut memory = shared.memory.lock().expect("fake memory");
         memory.messages.push(message.clone());
+        memory.trim(shared.config.kept);
         let free_form_fails = memory.whatsapp_free_form == WhatsAppFreeForm::OutsideWindow;
         if channel == "whatsapp" && content_sid.is_none() && free_form_fails {
             FinalStatus {

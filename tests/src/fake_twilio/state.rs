@@ -111,6 +111,10 @@ pub struct FakeConfig {
     pub events_secret: Option<common::standard_webhooks::EventSecret>,
     /// Deliveries the event receiver keeps (the newest).
     pub events_kept: usize,
+    /// Messages, calls and failed create requests kept, each the newest (`None`: all of them,
+    /// as tests that count every message need). A fake that runs for days (`fake-twilio`,
+    /// `local-stack`) keeps a bounded number, so its memory stays bounded too.
+    pub kept: Option<usize>,
 }
 
 impl Default for FakeConfig {
@@ -124,6 +128,7 @@ impl Default for FakeConfig {
             whatsapp_free_form: WhatsAppFreeForm::OutsideWindow,
             events_secret: None,
             events_kept: 10_000,
+            kept: None,
         }
     }
 }
@@ -148,6 +153,23 @@ pub(crate) struct Memory {
     pub faulted: Vec<super::sandbox::FaultedRequest>,
     /// Where the sandbox's "try it" panel sends its requests (see [`FakeTwilio::set_sandbox_api`]).
     pub sandbox_api: Option<super::sandbox::SandboxApi>,
+}
+
+impl Memory {
+    /// Drops the oldest messages, calls and failed requests beyond `kept`, once they are an
+    /// eighth over it (so that the cost of moving the rest is spread over many pushes).
+    pub fn trim(&mut self, kept: Option<usize>) {
+        let Some(kept) = kept else { return };
+        fn oldest_out<T>(list: &mut Vec<T>, kept: usize) {
+            if list.len() > kept + kept / 8 {
+                list.drain(..list.len() - kept);
+            }
+        }
+        oldest_out(&mut self.messages, kept);
+        oldest_out(&mut self.calls, kept);
+        oldest_out(&mut self.faulted, kept);
+        oldest_out(&mut self.create_call_log, kept);
+    }
 }
 
 pub(crate) struct Shared {
@@ -293,7 +315,8 @@ impl FakeTwilio {
     /// Records a message as if it had been created (by a call whose answer was lost).
     pub fn inject_message(&self, to: &str, body: &str) -> String {
         let sid = format!("SM{:032x}", rand::random::<u128>());
-        self.memory().messages.push(SentMessage {
+        let mut memory = self.memory();
+        memory.messages.push(SentMessage {
             sid: sid.clone(),
             to: to.to_owned(),
             from: None,
@@ -309,6 +332,8 @@ impl FakeTwilio {
             error_code: None,
             callbacks: Vec::new(),
         });
+        memory.trim(self.shared.config.kept);
+        drop(memory);
         self.shared.touch();
         sid
     }

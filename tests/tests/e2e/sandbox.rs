@@ -179,3 +179,19 @@ async fn the_stream_sends_a_change_at_once_and_after_each_change() {
     assert!(second.contains("data: 1"), "one change later: {second:?}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fake_that_keeps_a_bounded_number_keeps_the_newest() {
+    let fake = verify_tests::fake_twilio::FakeTwilio::start(verify_tests::fake_twilio::FakeConfig {
+        kept: Some(100),
+        ..Default::default()
+    })
+    .await;
+    for i in 0..1_000 {
+        fake.inject_message(&format!("+1415555{i:04}"), "Your verification code is 123456");
+    }
+    let kept = fake.messages();
+    assert!((100..=112).contains(&kept.len()), "{} kept", kept.len());
+    assert_eq!(kept.last().unwrap().to, "+14155550999", "the newest stays");
+    assert_eq!(kept.first().unwrap().to, format!("+1415555{:04}", 1_000 - kept.len()));
+}
