@@ -46,7 +46,7 @@ pub(crate) async fn create(
     let form = Params::parse(&body);
     let (fault, to) = match begin_create(
         &shared,
-        &account,
+        (&account, "call"),
         &headers,
         &form,
         (21201, "No 'To' number is specified"),

@@ -126,10 +126,10 @@ fn next_fault(shared: &Shared) -> (Option<Fault>, Duration) {
 
 /// The start of every create request (messages and calls): counts it, draws its fault, waits
 /// the latency, checks the credentials, and reads the form with its `To`, which it logs.
-/// `missing_to` is the Twilio error of a form without `To`.
+/// `resource` is `message` or `call`; `missing_to` is the Twilio error of a form without `To`.
 pub(crate) async fn begin_create<'a>(
     shared: &Shared,
-    account: &str,
+    (account, resource): (&str, &'static str),
     headers: &HeaderMap,
     form: &'a Params,
     missing_to: (i32, &str),
@@ -145,12 +145,12 @@ pub(crate) async fn begin_create<'a>(
     let Some(to) = form.non_empty("To") else {
         return Err(bad_request(missing_to.0, missing_to.1));
     };
-    log_create(shared, arrived, to, fault, missing_to.0);
+    log_create(shared, arrived, to, fault, resource);
     Ok((fault, to))
 }
 
 /// Logs a create request; one answered with a fault is also kept for the sandbox's threads.
-fn log_create(shared: &Shared, arrived: std::time::Instant, to: &str, fault: Option<Fault>, missing_to: i32) {
+fn log_create(shared: &Shared, arrived: std::time::Instant, to: &str, fault: Option<Fault>, resource: &'static str) {
     let mut memory = shared.memory.lock().expect("fake memory");
     memory.create_call_log.push((arrived, to.to_owned()));
     memory.trim(shared.config.kept);
@@ -158,8 +158,7 @@ fn log_create(shared: &Shared, arrived: std::time::Instant, to: &str, fault: Opt
         memory.faulted.push(FaultedRequest {
             at: time::OffsetDateTime::now_utc(),
             to: to.to_owned(),
-            // Each create names its own error for a missing `To` (21201 is the Calls one).
-            resource: if missing_to == 21201 { "call" } else { "message" },
+            resource,
             answer: fault.answer().to_owned(),
             created: matches!(fault, Fault::InternalErrorAfterCreate | Fault::TimeoutAfterCreate),
         });
@@ -290,9 +289,6 @@ async fn faults_now(State(shared): AppState) -> Json<Value> {
         "next": memory.faults,
         "fault_rate": memory.fault_rate,
         "latency_ms": memory.latency.as_millis() as u64,
-        "whatsapp_free_form": match memory.whatsapp_free_form {
-            WhatsAppFreeForm::OutsideWindow => "outside_window",
-            WhatsAppFreeForm::InsideWindow => "inside_window",
-        },
+        "whatsapp_free_form": memory.whatsapp_free_form,
     }))
 }

@@ -74,7 +74,7 @@ pub(crate) async fn create(
     let form = Params::parse(&body);
     let (fault, to) = match begin_create(
         &shared,
-        &account,
+        (&account, "message"),
         &headers,
         &form,
         (21604, "A 'To' phone number is required."),

@@ -85,7 +85,7 @@ pub struct MessageCallback {
 }
 
 /// What a business-initiated WhatsApp message with a free-form `Body` (no `ContentSid`) does.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WhatsAppFreeForm {
     /// As Twilio does outside the 24-hour window: accepted (201), then `failed` with 63016.

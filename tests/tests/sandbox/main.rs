@@ -153,6 +153,26 @@ async fn a_fault_switched_on_from_the_page_shows_as_a_retry() {
         .expect("the fault was used up");
     browser.screenshot(&screenshot_path("04-retry")).await.unwrap();
 
+    app.watch.step("keyboard focus survives the list being redrawn");
+    browser
+        .script(
+            "document.querySelector('button.number[data-number=\"' + arguments[0] + '\"]').focus(); return 0",
+            json!([number]),
+        )
+        .await
+        .unwrap();
+    app.fake
+        .inject_message("+14155559999", "Your verification code is 123456");
+    browser
+        .wait_for("#numbers-count", "(2)", SHOWN_WITHIN)
+        .await
+        .expect("the page lists the new number");
+    let focused = browser
+        .script("return document.activeElement.dataset.number || null", json!([]))
+        .await
+        .unwrap();
+    assert_eq!(focused, json!(number), "the focus stays on the number's button");
+
     app.watch.step("the same page on a phone-sized window");
     browser.resize(390, 844).await.unwrap();
     // A fresh load (a new hash alone would not reload), which must open the number's thread.

@@ -94,6 +94,29 @@ function renderFaults(f) {
   if (document.activeElement !== $("fault-rate")) $("fault-rate").value = f.fault_rate;
 }
 
+// What was drawn last, so that an answer like it changes nothing on the page.
+const drawn = {};
+function changed(what, value) {
+  const text = JSON.stringify(value);
+  if (drawn[what] === text) return false;
+  drawn[what] = text;
+  return true;
+}
+
+// Redrawing a list replaces its buttons: the keyboard focus goes back to the button that
+// stands for the same number (or the same message's copy button) afterwards.
+function keepingFocus(redraw) {
+  const focused = document.activeElement;
+  const number = focused && focused.dataset ? focused.dataset.number : undefined;
+  const item = focused && focused.closest ? focused.closest("li[data-sid]") : null;
+  const sid = item && focused.classList.contains("copy") ? item.dataset.sid : undefined;
+  redraw();
+  let again = null;
+  if (number) again = document.querySelector(`button.number[data-number="${CSS.escape(number)}"]`);
+  if (sid) again = document.querySelector(`li[data-sid="${CSS.escape(sid)}"] button.copy`);
+  if (again && again !== document.activeElement) again.focus();
+}
+
 // One refresh at a time; a change during one asks for another after it.
 async function refresh() {
   if (state.busy) { state.again = true; return; }
@@ -107,8 +130,10 @@ async function refresh() {
         state.selected ? getJson(`/sandbox/thread?number=${encodeURIComponent(state.selected)}`) : null,
         getJson("/_fake/faults"),
       ]);
-      renderNumbers(numbers);
-      renderThread(thread);
+      keepingFocus(() => {
+        if (changed("numbers", numbers)) renderNumbers(numbers);
+        if (changed("thread", thread)) renderThread(thread);
+      });
       renderFaults(faults);
     } while (state.again);
   } catch (e) {
