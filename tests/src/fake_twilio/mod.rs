@@ -34,6 +34,7 @@ mod calls;
 mod events;
 mod handlers;
 mod messages;
+mod records;
 mod sandbox;
 mod state;
 mod twiml;
