@@ -69,13 +69,12 @@ impl Browser {
             format!("--window-size={width},{height}"),
         ];
         let created = browser
-            .call(
-                reqwest::Method::POST,
+            .post(
                 "/session",
-                Some(json!({ "capabilities": { "alwaysMatch": {
+                json!({ "capabilities": { "alwaysMatch": {
                     "browserName": "chrome",
                     "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
-                }}})),
+                }}}),
             )
             .await?;
         browser.session = created["sessionId"]
@@ -129,20 +128,23 @@ impl Browser {
         Ok(body["value"].clone())
     }
 
+    /// A command with a JSON body, and one without; their `value`.
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn read(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
     pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
-        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
-            .await?;
-        Ok(())
+        self.post("/url", json!({ "url": url })).await.map(drop)
     }
 
     /// The first element matching `css`, if any.
     pub async fn find(&self, css: &str) -> anyhow::Result<Option<Element>> {
         let found = self
-            .call(
-                reqwest::Method::POST,
-                "/elements",
-                Some(json!({ "using": "css selector", "value": css })),
-            )
+            .post("/elements", json!({ "using": "css selector", "value": css }))
             .await?;
         Ok(found
             .as_array()
@@ -182,67 +184,44 @@ impl Browser {
     }
 
     pub async fn click(&self, element: &Element) -> anyhow::Result<()> {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{}/click", element.0),
-            Some(json!({})),
-        )
-        .await?;
-        Ok(())
+        self.post(&format!("/element/{}/click", element.0), json!({}))
+            .await
+            .map(drop)
     }
 
     pub async fn clear(&self, element: &Element) -> anyhow::Result<()> {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{}/clear", element.0),
-            Some(json!({})),
-        )
-        .await?;
-        Ok(())
+        self.post(&format!("/element/{}/clear", element.0), json!({}))
+            .await
+            .map(drop)
     }
 
     /// Types `text` into the element (keys such as [`ENTER`] included), as a person would.
     pub async fn type_into(&self, element: &Element, text: &str) -> anyhow::Result<()> {
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{}/value", element.0),
-            Some(json!({ "text": text })),
-        )
-        .await?;
-        Ok(())
+        self.post(&format!("/element/{}/value", element.0), json!({ "text": text }))
+            .await
+            .map(drop)
     }
 
     /// The element's rendered text.
     pub async fn text(&self, element: &Element) -> anyhow::Result<String> {
-        let text = self
-            .call(reqwest::Method::GET, &format!("/element/{}/text", element.0), None)
-            .await?;
+        let text = self.read(&format!("/element/{}/text", element.0)).await?;
         Ok(text.as_str().unwrap_or_default().to_owned())
     }
 
     /// A DOM property of the element (`value` of an input).
     pub async fn property(&self, element: &Element, name: &str) -> anyhow::Result<Value> {
-        self.call(
-            reqwest::Method::GET,
-            &format!("/element/{}/property/{name}", element.0),
-            None,
-        )
-        .await
+        self.read(&format!("/element/{}/property/{name}", element.0)).await
     }
 
     /// Runs `script` (a function body; `arguments` are `args`) in the page; its return value.
     pub async fn script(&self, script: &str, args: Value) -> anyhow::Result<Value> {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({ "script": script, "args": args })),
-        )
-        .await
+        self.post("/execute/sync", json!({ "script": script, "args": args }))
+            .await
     }
 
     /// Saves a PNG of the window to `path` (folders made as needed).
     pub async fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
-        let png = self.call(reqwest::Method::GET, "/screenshot", None).await?;
+        let png = self.read("/screenshot").await?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(png.as_str().context("screenshot is not a string")?)
             .context("screenshot is not base64")?;
@@ -254,13 +233,9 @@ impl Browser {
 
     /// Resizes the window (CSS pixels of the outer window).
     pub async fn resize(&self, width: u32, height: u32) -> anyhow::Result<()> {
-        self.call(
-            reqwest::Method::POST,
-            "/window/rect",
-            Some(json!({ "width": width, "height": height })),
-        )
-        .await?;
-        Ok(())
+        self.post("/window/rect", json!({ "width": width, "height": height }))
+            .await
+            .map(drop)
     }
 }
 

@@ -61,12 +61,26 @@ pub async fn wait_for_creates(fake: &FakeTwilio, before: u64, target: u64) -> In
     started
 }
 
-/// Peak resident memory (`VmHWM`) of process `pid`, in KiB; 0 if it cannot be read.
-pub fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+/// A child process that is stopped (SIGTERM, then waited for) when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Proc {
+    /// Peak resident memory (`VmHWM`), in KiB; 0 if it cannot be read.
+    pub fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
 }

@@ -4,13 +4,14 @@
 //! clients, the fake answering after `latency`). Its peak RSS is read from `/proc` once the
 //! page shows every number the fake kept (its default `FAKE_TWILIO_KEEP`).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::Proc;
 use crate::harness::sibling_binary;
 use crate::webdriver::Browser;
 
@@ -29,15 +30,6 @@ pub struct SandboxRun {
     pub fake_peak_rss_kib: u64,
 }
 
-struct Fake(Child);
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs the measurement; `None` when this machine has no Chromium (the report says so).
 pub async fn measure(messages: usize, concurrency: usize, latency: Duration) -> anyhow::Result<Option<SandboxRun>> {
     if !Browser::available() {
@@ -45,7 +37,7 @@ pub async fn measure(messages: usize, concurrency: usize, latency: Duration) -> 
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let base = format!("http://127.0.0.1:{port}");
-    let fake = Fake(
+    let fake = Proc(
         Command::new(sibling_binary("fake-twilio"))
             .env("FAKE_TWILIO_LISTEN", format!("127.0.0.1:{port}"))
             .env("TWILIO_ACCOUNT_SID", ACCOUNT)
@@ -89,7 +81,7 @@ pub async fn measure(messages: usize, concurrency: usize, latency: Duration) -> 
         kept,
         sent_in,
         shown_in: began.elapsed(),
-        fake_peak_rss_kib: super::peak_rss_kib(fake.0.id()),
+        fake_peak_rss_kib: fake.peak_rss_kib(),
     };
     browser.quit().await?;
     Ok(Some(run))

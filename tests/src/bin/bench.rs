@@ -7,18 +7,18 @@
 //! Needs PostgreSQL and RabbitMQ on localhost (`TEST_DATABASE_URL`, `TEST_AMQP_URL` as in
 //! the tests). It uses a database `verify_bench` and queues `bench.*`, made afresh each run.
 
-use std::process::{Child, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::{Connection, PgConnection, PgPool};
-use verify_tests::bench::Drain;
 use verify_tests::bench::cpu::{Cpu, Phase};
 use verify_tests::bench::load::{LoadResult, post_all};
 use verify_tests::bench::mixed::{self, Mixed};
 use verify_tests::bench::raw;
 use verify_tests::bench::report::Report;
 use verify_tests::bench::wait_for_creates;
+use verify_tests::bench::{Drain, Proc};
 use verify_tests::fake_twilio::{FakeConfig, FakeTwilio};
 use verify_tests::harness::{admin_database_url, amqp_url, sibling_binary};
 
@@ -150,25 +150,6 @@ impl Env {
             cmd.env(k, v);
         }
         Proc(cmd.spawn().unwrap_or_else(|e| panic!("starting {binary}: {e}")))
-    }
-}
-
-/// A child process that is stopped (SIGTERM, then waited for) when dropped.
-struct Proc(Child);
-
-impl Proc {
-    /// Peak resident memory (`VmHWM`), in KiB.
-    fn peak_rss_kib(&self) -> u64 {
-        verify_tests::bench::peak_rss_kib(self.0.id())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
     }
 }
 

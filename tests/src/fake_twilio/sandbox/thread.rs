@@ -107,17 +107,12 @@ pub(crate) async fn thread(State(shared): State<Arc<Shared>>, Query(q): Query<Th
 fn thread_items(memory: &Memory, number: &str) -> Vec<(OffsetDateTime, Value)> {
     let mut items = Vec::new();
     for m in memory.messages.iter().filter(|m| bare(&m.to) == number) {
-        let callbacks: Vec<Value> = m
-            .callbacks
-            .iter()
-            .map(|c| json!({ "status": c.status, "http_status": c.http_status }))
-            .collect();
         items.push((
             m.date_created,
             json!({
                 "kind": m.channel, "at": rfc3339(m.date_created), "sid": m.sid, "to": m.to,
                 "status": m.status, "error_code": m.error_code, "text": m.body,
-                "code": code_in(&m.body), "callbacks": callbacks,
+                "code": code_in(&m.body), "callbacks": m.callbacks,
             }),
         ));
     }
