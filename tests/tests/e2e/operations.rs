@@ -105,12 +105,9 @@ async fn metrics_scraped_during_a_burst_show_every_metric_with_sensible_values()
         let worker_done = w.value("verify_sends_in_flight", &[]) == Some(0.0)
             && w.value("verify_jobs_total", &[("outcome", "submitted")]) >= Some(120.0)
             && w.value("verify_event_deliveries_total", &approvals) == Some(10.0);
-        // An event committed with a smaller id than one already relayed (a send whose
-        // transaction took longer) is published by a later pass of the relay.
-        let events_published = a.value("verify_events_published_total", &[]) >= Some(130.0);
         let gauges_drained = a.value("verify_queue_messages_ready", &send_queue) == Some(0.0)
             && a.value("verify_queue_consumers", &send_queue) == Some(1.0);
-        if worker_done && gauges_drained && events_published {
+        if worker_done && gauges_drained {
             break (a, w);
         }
         assert!(
@@ -193,10 +190,15 @@ async fn metrics_scraped_during_a_burst_show_every_metric_with_sensible_values()
     assert_eq!(w.value("verify_jobs_total", &[("outcome", "submitted")]), Some(120.0));
     assert_eq!(w.value("verify_sends_in_flight", &[]), Some(0.0));
     assert_eq!(w.value("verify_dead_letters_total", &[]), Some(0.0));
-    // 120 submitted updates and 10 approvals at least (sent and delivered follow).
+    // The test's own API runs an event relay too, and the two relays share the events
+    // (SKIP LOCKED): how many this process published varies, so the counter is only
+    // required to be there; the worker counts what reached the receiver: 120 submitted
+    // updates and 10 approvals at least (sent and delivered follow).
+    assert!(a.has_family("verify_events_published_total"));
+    let updates = [("type", "delivery.updated"), ("outcome", "delivered")];
     assert!(
-        a.value("verify_events_published_total", &[])
-            .is_some_and(|n| n >= 130.0)
+        w.value("verify_event_deliveries_total", &updates)
+            .is_some_and(|n| n >= 120.0)
     );
     assert!(a.has_family("verify_events_waiting"));
     let approvals = [("type", "verification.approved"), ("outcome", "delivered")];
