@@ -1,5 +1,5 @@
 //! The `verify-worker` binary: `verify-worker` consumes and sends until SIGTERM or SIGINT;
-//! `verify-worker dead-letters list|replay` and `verify-worker stats` are for operators.
+//! `verify-worker dead-letters list|replay [--events]` and `verify-worker stats` are for operators.
 
 use std::process::ExitCode;
 
@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// print every queue's depth, consumers and oldest waiting send
     Stats,
-    /// the dead-letter queue
+    /// the dead-letter queues (of send jobs; of events with --events)
     #[command(subcommand)]
     DeadLetters(DeadLetters),
 }
@@ -34,9 +34,18 @@ enum Command {
 #[derive(Subcommand)]
 enum DeadLetters {
     /// print every message of the dead-letter queue with its reason
-    List,
-    /// send again those whose verification is still pending and unexpired
-    Replay,
+    List {
+        /// the events dead-letter queue instead of the send jobs'
+        #[arg(long)]
+        events: bool,
+    },
+    /// send again those whose verification is still pending and unexpired (with --events:
+    /// deliver again every readable dead event, with its webhook-id)
+    Replay {
+        /// the events dead-letter queue instead of the send jobs'
+        #[arg(long)]
+        events: bool,
+    },
 }
 
 impl Settings for Cli {
@@ -55,10 +64,20 @@ async fn main() -> ExitCode {
     let result = match command {
         None => run(config).await,
         Some(Command::Stats) => stats(config).await,
-        Some(Command::DeadLetters(DeadLetters::List)) => {
+        Some(Command::DeadLetters(DeadLetters::List { events: false })) => {
             dead_letters::list(&config, &mut std::io::stdout()).await.map(drop)
         }
-        Some(Command::DeadLetters(DeadLetters::Replay)) => replay(config).await,
+        Some(Command::DeadLetters(DeadLetters::List { events: true })) => {
+            dead_letters::list_events(&config, &mut std::io::stdout())
+                .await
+                .map(drop)
+        }
+        Some(Command::DeadLetters(DeadLetters::Replay { events: false })) => replay(config).await,
+        Some(Command::DeadLetters(DeadLetters::Replay { events: true })) => {
+            dead_letters::replay_events(&config, &mut std::io::stdout())
+                .await
+                .map(drop)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

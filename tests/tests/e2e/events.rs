@@ -60,6 +60,19 @@ pub async fn take_dead_event(app: &TestApp) -> (lapin::message::BasicGetMessage,
     (message, reason)
 }
 
+/// Publishes `body` with `properties` to `queue` and waits for the broker's confirm.
+pub async fn publish_to(queue: &str, body: &[u8], properties: lapin::BasicProperties) {
+    let conn = common::broker::connect(&verify_tests::harness::amqp_url(), "verify-tests")
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    common::broker::publish_confirmed(&channel, queue, body, properties, Duration::from_secs(5))
+        .await
+        .expect("publishing to a test queue");
+    drop(conn.close(200, "ok".into()).await);
+}
+
 pub fn has(events: &[ReceivedEvent], kind: &str) -> bool {
     events.iter().any(|e| e.kind() == kind)
 }

@@ -5,27 +5,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::broker::{event_pack, publish_confirmed};
-use verify_tests::harness::{Options, TestApp, amqp_url, spawn_app_with};
+use common::broker::event_pack;
+use verify_tests::harness::{Options, TestApp, spawn_app_with};
 
 use super::take_dead_event;
 
 /// Publishes `body` to the events queue as a pack of `count` events, as the relay does.
 async fn publish_pack(app: &TestApp, body: &[u8], count: usize) {
-    let conn = common::broker::connect(&amqp_url(), "verify-tests").await.unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    channel.confirm_select(Default::default()).await.unwrap();
-    let queue = app.topology().events_queue();
-    publish_confirmed(
-        &channel,
-        &queue,
-        body,
-        event_pack::pack_properties(count),
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("publishing a pack");
-    drop(conn.close(200, "ok".into()).await);
+    super::publish_to(&app.topology().events_queue(), body, event_pack::pack_properties(count)).await;
 }
 
 /// An approval event of verification `id`, written with the spacing PostgreSQL gives JSON

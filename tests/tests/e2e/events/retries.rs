@@ -89,3 +89,77 @@ async fn an_event_that_no_try_delivers_is_dead_lettered_with_the_reason() {
     assert_eq!(app.fake.events().len(), 3);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_event_is_listed_then_replayed_with_its_webhook_id() {
+    let app = spawn_app_with(options("1s")).await;
+    // The first try and the one retry fail; the receiver is back for the replay.
+    app.fake.fail_next_events(2, 500);
+    let id = approve(&app).await;
+    let dead = app.topology().events_dead_queue();
+    app.wait_for_queue_depth(&dead, 1).await;
+    // A message that is no event (no webhook-id, not JSON) waits beside it.
+    super::publish_to(&dead, b"not an event", Default::default()).await;
+    app.wait_for_queue_depth(&dead, 2).await;
+    let tried = events_about(&app, &id, "two tries", |e| e.len() >= 2).await;
+    assert!(tried.iter().all(|e| e.answered == 500), "{tried:#?}");
+
+    let mut listing = Vec::new();
+    let seen = verify_worker::dead_letters::list_events(&app.worker_config(), &mut listing)
+        .await
+        .unwrap();
+    let listing = String::from_utf8(listing).unwrap();
+    assert_eq!(seen, 2, "{listing}");
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&tried[0].webhook_id))
+        .unwrap_or_else(|| panic!("the dead event is listed: {listing}"));
+    assert!(
+        line.contains("verification.approved") && line.contains("answered 500") && line.contains("2 tries"),
+        "{line}"
+    );
+    assert!(listing.contains("(no webhook-id)"), "{listing}");
+    // Listing leaves the queue as it was.
+    app.wait_for_queue_depth(&dead, 2).await;
+
+    let mut output = Vec::new();
+    let summary = verify_worker::dead_letters::replay_events(&app.worker_config(), &mut output)
+        .await
+        .unwrap();
+    assert_eq!(
+        summary,
+        verify_worker::dead_letters::ReplaySummary { replayed: 1, kept: 1 },
+        "{}",
+        String::from_utf8_lossy(&output)
+    );
+    let events = events_about(&app, &id, "the replayed event delivered", |e| {
+        e.iter().any(|e| e.answered == 204)
+    })
+    .await;
+    assert_eq!(events.len(), 3, "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.verified && e.webhook_id == tried[0].webhook_id && e.kind() == "verification.approved"),
+        "the same webhook-id, signed again: {events:#?}"
+    );
+    // What is not an event stays for the operator; the events queue is empty.
+    app.wait_for_queue_depth(&dead, 1).await;
+    assert_eq!(app.unfinished(&[app.topology().events_queue()]).await, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_events_dead_letter_commands_say_when_events_are_off() {
+    let app = spawn_app_with(Options::default()).await;
+    let mut out = Vec::new();
+    let error = verify_worker::dead_letters::list_events(&app.worker_config(), &mut out)
+        .await
+        .expect_err("events are off");
+    assert!(format!("{error:#}").contains("event webhooks are off"), "{error:#}");
+    let error = verify_worker::dead_letters::replay_events(&app.worker_config(), &mut out)
+        .await
+        .expect_err("events are off");
+    assert!(format!("{error:#}").contains("event webhooks are off"), "{error:#}");
+    app.stop().await;
+}
