@@ -165,12 +165,19 @@ impl Browser {
     /// Waits (at most `limit`, polling) until an element matches `css` and its text contains
     /// `text`; returns it.
     pub async fn wait_for(&self, css: &str, text: &str, limit: Duration) -> anyhow::Result<Element> {
+        self.wait_for_text(css, text, limit).await.map(|(found, _)| found)
+    }
+
+    /// [`Browser::wait_for`], with the element's whole text as read when it matched: a page
+    /// that redraws may replace the element right after, so reading it again can fail.
+    pub async fn wait_for_text(&self, css: &str, text: &str, limit: Duration) -> anyhow::Result<(Element, String)> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(found) = self.find(css).await?
-                && self.text(&found).await.is_ok_and(|t| t.contains(text))
+                && let Ok(shown) = self.text(&found).await
+                && shown.contains(text)
             {
-                return Ok(found);
+                return Ok((found, shown));
             }
             if tokio::time::Instant::now() >= deadline {
                 let shown = self.script("return document.body.innerText", json!([])).await?;
