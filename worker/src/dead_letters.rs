@@ -10,7 +10,7 @@ use std::io::Write;
 use anyhow::Context;
 use common::broker::{event_properties, job_properties, publish_confirmed};
 use common::job::SendJob;
-use lapin::message::Delivery;
+use lapin::message::{BasicGetMessage, Delivery};
 use lapin::options::{BasicAckOptions, BasicGetOptions, ConfirmSelectOptions};
 use lapin::types::AMQPValue;
 use lapin::{Channel, Connection};
@@ -46,6 +46,12 @@ async fn confirming(conn: &Connection) -> anyhow::Result<Channel> {
     )
     .await?;
     Ok(publish)
+}
+
+/// The next message of `queue`, held unacked (closing the channel puts it back); `None` once
+/// every message was read.
+async fn next_message(channel: &Channel, queue: &str, what: &str) -> anyhow::Result<Option<BasicGetMessage>> {
+    broker(what, channel.basic_get(queue.into(), BasicGetOptions { no_ack: false })).await
 }
 
 /// One dead letter as shown to an operator.
@@ -86,12 +92,7 @@ pub async fn list(config: &WorkerConfig, out: &mut impl Write) -> anyhow::Result
     let (conn, channel) = open(config).await?;
     let queue = config.shared.topology.dead_letter_queue();
     let mut seen = 0;
-    while let Some(message) = broker(
-        "get a dead letter",
-        channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }),
-    )
-    .await?
-    {
+    while let Some(message) = next_message(&channel, &queue, "get a dead letter").await? {
         let d = describe(&message.delivery);
         seen += 1;
         let id = d
@@ -113,12 +114,7 @@ pub async fn replay(config: &WorkerConfig, pool: &PgPool, out: &mut impl Write) 
     let publish = confirming(&conn).await?;
     let queue = config.shared.topology.dead_letter_queue();
     let mut summary = ReplaySummary::default();
-    while let Some(message) = broker(
-        "get a dead letter",
-        channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }),
-    )
-    .await?
-    {
+    while let Some(message) = next_message(&channel, &queue, "get a dead letter").await? {
         let delivery = message.delivery;
         let Ok(mut job) = SendJob::from_bytes(&delivery.data, &config.shared.sealer) else {
             summary.kept += 1;
@@ -177,12 +173,7 @@ pub async fn list_events(config: &WorkerConfig, out: &mut impl Write) -> anyhow:
     let (conn, channel) = events_channel(config).await?;
     let queue = config.shared.topology.events_dead_queue();
     let mut seen = 0;
-    while let Some(message) = broker(
-        "get a dead event",
-        channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }),
-    )
-    .await?
-    {
+    while let Some(message) = next_message(&channel, &queue, "get a dead event").await? {
         let d = describe(&message.delivery);
         let (id, kind) = describe_event(&message.delivery);
         seen += 1;
@@ -202,14 +193,12 @@ pub async fn list_events(config: &WorkerConfig, out: &mut impl Write) -> anyhow:
 pub async fn replay_events(config: &WorkerConfig, out: &mut impl Write) -> anyhow::Result<ReplaySummary> {
     let (conn, channel) = events_channel(config).await?;
     let publish = confirming(&conn).await?;
-    let queue = config.shared.topology.events_dead_queue();
+    let (queue, events_queue) = (
+        config.shared.topology.events_dead_queue(),
+        config.shared.topology.events_queue(),
+    );
     let mut summary = ReplaySummary::default();
-    while let Some(message) = broker(
-        "get a dead event",
-        channel.basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false }),
-    )
-    .await?
-    {
+    while let Some(message) = next_message(&channel, &queue, "get a dead event").await? {
         let delivery = message.delivery;
         let (Some(id), Some(kind)) = describe_event(&delivery) else {
             summary.kept += 1;
@@ -218,7 +207,7 @@ pub async fn replay_events(config: &WorkerConfig, out: &mut impl Write) -> anyho
         };
         publish_confirmed(
             &publish,
-            &config.shared.topology.events_queue(),
+            &events_queue,
             &delivery.data,
             event_properties(&id),
             std::time::Duration::from_secs(10),
