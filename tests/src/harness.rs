@@ -35,10 +35,11 @@ pub fn amqp_url() -> String {
     std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
-/// The virtual host of [`amqp_url`]: its path, percent-decoded (`/` when it has none).
-fn amqp_vhost() -> String {
-    let url = amqp_url();
-    let after_scheme = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+/// The virtual host of a broker URL (the first of a list): its path, percent-decoded (`/`
+/// when it has none).
+fn amqp_vhost(list: &str) -> String {
+    let url = common::broker::split_nodes(list).next().unwrap_or_default();
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     let path = after_scheme
         .split_once('/')
         .map_or("", |(_, path)| path)
@@ -70,10 +71,15 @@ fn amqp_vhost() -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
-/// Runs `rabbitmqctl -q <args>` (or the command line in `TEST_RABBITMQCTL`, split at
-/// spaces) and returns its output's rows, split at tabs.
-async fn rabbitmqctl(args: &[&str]) -> Vec<Vec<String>> {
-    let command = std::env::var("TEST_RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into());
+/// The command that reaches the test broker's node: `rabbitmqctl`, or the command line in
+/// `TEST_RABBITMQCTL`.
+pub fn rabbitmqctl_command() -> String {
+    std::env::var("TEST_RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into())
+}
+
+/// Runs `<command> -q <args>` (`command` is a command line such as [`rabbitmqctl_command`],
+/// split at spaces) and returns its output's rows, split at tabs.
+async fn rabbitmqctl(command: &str, args: &[&str]) -> Vec<Vec<String>> {
     let mut words = command.split_whitespace();
     let program = words.next().expect("TEST_RABBITMQCTL is empty");
     let run = tokio::process::Command::new(program)
@@ -112,6 +118,9 @@ pub struct Options {
     pub events: bool,
     pub extra_env: Vec<(&'static str, String)>,
     pub fake: FakeConfig,
+    /// The broker (`AMQP_URL`, a node list for a cluster) and the command line of
+    /// `rabbitmqctl` that reaches it; by default `TEST_AMQP_URL` and `TEST_RABBITMQCTL`.
+    pub broker: (String, String),
 }
 
 impl Default for Options {
@@ -137,6 +146,7 @@ impl Default for Options {
                 timeout_hold: Duration::from_secs(3),
                 ..FakeConfig::default()
             },
+            broker: (amqp_url(), rabbitmqctl_command()),
         }
     }
 }
@@ -173,6 +183,9 @@ pub struct TestApp {
     /// Ends the suite with the test's name and step if the test hangs.
     pub watch: Watch,
     env: Vec<(String, String)>,
+    /// `AMQP_URL` of this app, and the `rabbitmqctl` command line that reaches its broker.
+    amqp_url: String,
+    rabbitmqctl: String,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -194,9 +207,8 @@ async fn create_database() -> (String, String) {
     (name, url)
 }
 
-async fn check_broker() {
-    let url = amqp_url();
-    let conn = common::broker::connect(&url, "verify-tests")
+async fn check_broker(url: &str) {
+    let conn = common::broker::connect(url, "verify-tests")
         .await
         .unwrap_or_else(|e| panic!("RabbitMQ is required for these tests and is not reachable at {url}: {e}"));
     drop(conn.close(200, "ok".into()).await);
@@ -221,14 +233,15 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(options: Options) -> TestApp {
     let watch = Watch::start();
     let (database_name, database_url) = create_database().await;
-    check_broker().await;
+    let (amqp_url, rabbitmqctl) = options.broker.clone();
+    check_broker(&amqp_url).await;
     let fake = FakeTwilio::start(options.fake.clone()).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the API");
     let api_base = format!("http://{}", listener.local_addr().expect("API address"));
     let queue = format!("test.{}.sms.send", Uuid::new_v4().simple());
     let mut env: Vec<(String, String)> = [
         ("DATABASE_URL", database_url.as_str()),
-        ("AMQP_URL", &amqp_url()),
+        ("AMQP_URL", &amqp_url),
         ("API_LISTEN", "127.0.0.1:0"),
         ("WORKER_LISTEN", "127.0.0.1:0"),
         ("API_KEYS", &format!("{API_KEY},second-key-0123456789")),
@@ -273,6 +286,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         database_name,
         watch,
         env,
+        amqp_url,
+        rabbitmqctl,
         tasks: vec![tokio::spawn(api.run(shutdown.clone()))],
         shutdown,
     };
@@ -386,7 +401,7 @@ impl TestApp {
 
     /// Publishes a job straight into the send queue, as the API (or a duplicate) would.
     pub async fn publish_job(&self, job: &common::job::SendJob) {
-        let conn = common::broker::connect(&amqp_url(), "verify-tests")
+        let conn = common::broker::connect(&self.amqp_url, "verify-tests")
             .await
             .expect("broker");
         let channel = conn.create_channel().await.expect("channel");
@@ -501,7 +516,7 @@ impl TestApp {
     /// Ready messages and consumers of each of `queues`, from passive declares.
     async fn depths(&self, queues: &[String]) -> Vec<common::broker::QueueDepth> {
         let read = async {
-            let conn = common::broker::connect(&amqp_url(), "verify-tests")
+            let conn = common::broker::connect(&self.amqp_url, "verify-tests")
                 .await
                 .expect("broker");
             let channel = conn.create_channel().await.expect("channel");
@@ -547,7 +562,7 @@ impl TestApp {
             // with `basic.get` and keep it).
             return ready;
         }
-        let vhost = amqp_vhost();
+        let vhost = amqp_vhost(&self.amqp_url);
         let consumers_of = [
             "list_consumers",
             "-p",
@@ -557,7 +572,10 @@ impl TestApp {
             "channel_pid",
         ];
         let channels_of = ["list_channels", "--no-table-headers", "pid", "messages_unacknowledged"];
-        let (listed, channels) = tokio::join!(rabbitmqctl(&consumers_of), rabbitmqctl(&channels_of));
+        let (listed, channels) = tokio::join!(
+            rabbitmqctl(&self.rabbitmqctl, &consumers_of),
+            rabbitmqctl(&self.rabbitmqctl, &channels_of)
+        );
         let ours: Vec<&str> = listed
             .iter()
             .filter(|row| row.len() == 2 && queues.contains(&row[0]))
@@ -610,7 +628,7 @@ impl TestApp {
         self.watch.step(&format!("waiting for {n} consumers"));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let conn = common::broker::connect(&amqp_url(), "verify-tests")
+            let conn = common::broker::connect(&self.amqp_url, "verify-tests")
                 .await
                 .expect("broker");
             let channel = conn.create_channel().await.expect("channel");
@@ -664,7 +682,7 @@ impl TestApp {
         self.watch.step("closing the test's pool");
         self.pool.close().await;
         self.watch.step("deleting the test's queues and database");
-        if let Ok(conn) = common::broker::connect(&amqp_url(), "verify-tests").await {
+        if let Ok(conn) = common::broker::connect(&self.amqp_url, "verify-tests").await {
             if let Ok(channel) = conn.create_channel().await {
                 for q in queues {
                     drop(channel.queue_delete(q.as_str().into(), Default::default()).await);

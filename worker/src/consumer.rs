@@ -5,10 +5,10 @@
 //! dead letter) is confirmed by the broker.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use common::broker::{NodeInUse, Nodes};
 use common::job::SendJob;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -35,15 +35,17 @@ const POISON_DELIVERIES: i64 = 5;
 const SESSION_THAT_LASTED: Duration = Duration::from_secs(60);
 
 /// Consumes until `shutdown`, reconnecting after any connection or channel failure
-/// ([`common::reconnect`]). `connected` tells `/readyz` whether a consumer is live.
-pub async fn run(ctx: Arc<SendContext>, connected: Arc<AtomicBool>, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// ([`common::reconnect`]), each time to the next node of `AMQP_URL`'s list. `connected`
+/// tells `/readyz` whether a consumer is live, and through which node.
+pub async fn run(ctx: Arc<SendContext>, connected: Arc<NodeInUse>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut delays = common::reconnect::Delays::default();
+    let nodes = Nodes::new(ctx.config.shared.amqp_url.expose());
     while !shutdown.is_cancelled() {
         let began = tokio::time::Instant::now();
-        match session(&ctx, &connected, &shutdown).await {
+        match session(&ctx, &nodes, &connected, &shutdown).await {
             Ok(()) => break,
             Err(e) => {
-                connected.store(false, Ordering::Relaxed);
+                connected.set(None);
                 // A session that lasted was a success: the next outage starts the delays over.
                 if began.elapsed() > SESSION_THAT_LASTED {
                     delays.reset();
@@ -61,14 +63,20 @@ pub async fn run(ctx: Arc<SendContext>, connected: Arc<AtomicBool>, shutdown: Ca
             }
         }
     }
-    connected.store(false, Ordering::Relaxed);
+    connected.set(None);
     Ok(())
 }
 
 /// One connection's life. `Ok` only after a clean shutdown.
-async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn session(
+    ctx: &Arc<SendContext>,
+    nodes: &Nodes,
+    connected: &NodeInUse,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let config = &ctx.config;
-    let conn = common::broker::connect(config.shared.amqp_url.expose(), "verify-worker")
+    let (conn, node) = nodes
+        .connect("verify-worker")
         .await
         .context("Failed to connect to RabbitMQ")?;
     let channel = conn.create_channel().await.context("Failed to open a channel")?;
@@ -107,8 +115,9 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
         .await
         .context("Failed to start consuming")?;
     let (events_channel, mut events) = crate::events::consume(ctx, &conn).await?;
-    connected.store(true, Ordering::Relaxed);
+    connected.set(Some(node.clone()));
     tracing::info!(
+        node = %node,
         queue = config.shared.topology.send_queue(),
         concurrency = config.concurrency,
         prefetch = prefetch(config.concurrency),
@@ -137,7 +146,7 @@ async fn session(ctx: &Arc<SendContext>, connected: &AtomicBool, shutdown: &Canc
             },
         }
     };
-    connected.store(false, Ordering::Relaxed);
+    connected.set(None);
     if ended.is_ok() {
         // Stop taking new jobs, then let in-flight sends finish within the grace period
         // (their in-process waits end at once and go to the delay queues); whatever is still

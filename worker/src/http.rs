@@ -1,7 +1,6 @@
 //! The worker's own small HTTP server: `/healthz`, `/readyz`, `/metrics`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -17,7 +16,8 @@ use sqlx::PgPool;
 pub struct HealthState {
     pub pool: PgPool,
     pub database: crate::database::DatabaseGate,
-    pub consuming: Arc<AtomicBool>,
+    /// The node the send queue's consumer is attached through, `None` while it is not.
+    pub consuming: Arc<common::broker::NodeInUse>,
     pub metrics: PrometheusHandle,
 }
 
@@ -36,7 +36,8 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
         && tokio::time::timeout(Duration::from_secs(2), common::repo::ping(&state.pool))
             .await
             .unwrap_or(false);
-    let broker = state.consuming.load(Ordering::Relaxed);
+    let node = state.consuming.get();
+    let broker = node.is_some();
     let word = |up: bool| if up { "up" } else { "down" };
     let status = if database && broker {
         StatusCode::OK
@@ -45,7 +46,7 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
     };
     (
         status,
-        axum::Json(json!({"database": word(database), "broker": word(broker)})),
+        axum::Json(json!({"database": word(database), "broker": word(broker), "broker_node": node})),
     )
 }
 

@@ -18,7 +18,6 @@ pub mod stats;
 pub mod twilio;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -78,7 +77,7 @@ impl Worker {
 
     /// Consumes until `shutdown`, then finishes in-flight sends within the grace period.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let consuming = Arc::new(AtomicBool::new(false));
+        let consuming = Arc::new(common::broker::NodeInUse::default());
         let health = http::router(http::HealthState {
             pool: self.ctx.pool.clone(),
             database: self.ctx.database.clone(),

@@ -31,6 +31,10 @@ pub struct Readiness {
     /// `up` or `down`
     #[schema(example = "up")]
     broker: &'static str,
+    /// `host:port` of the RabbitMQ node in use (one of `AMQP_URL`'s list), absent while down
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "127.0.0.1:5672")]
+    broker_node: Option<String>,
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "The process runs", body = Health)))]
@@ -51,12 +55,14 @@ pub async fn healthz() -> Json<Health> {
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let (database, broker) = tokio::join!(
         tokio::time::timeout(READY_TIMEOUT, common::repo::ping(&state.pool)),
-        tokio::time::timeout(READY_TIMEOUT, state.publisher.is_ready()),
+        tokio::time::timeout(READY_TIMEOUT, state.publisher.ready_node()),
     );
-    let up = |r: Result<bool, _>| if r.unwrap_or(false) { "up" } else { "down" };
+    let up = |up: bool| if up { "up" } else { "down" };
+    let broker_node = broker.ok().flatten();
     let readiness = Readiness {
-        database: up(database),
-        broker: up(broker),
+        database: up(database.unwrap_or(false)),
+        broker: up(broker_node.is_some()),
+        broker_node,
     };
     let status = if readiness.database == "up" && readiness.broker == "up" {
         StatusCode::OK

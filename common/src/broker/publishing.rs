@@ -10,7 +10,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Mutex;
 
-use super::connection::connect;
+use super::connection::Nodes;
 use super::inspection::{QueueDepth, queue_depths};
 use super::topology::Topology;
 use crate::job::SendJob;
@@ -21,7 +21,7 @@ use crate::job::SendJob;
 /// ([`crate::reconnect`]) so that an outage does not turn every request into a connection
 /// attempt.
 pub struct Publisher {
-    url: String,
+    nodes: Nodes,
     name: String,
     topology: Topology,
     timeout: Duration,
@@ -30,6 +30,8 @@ pub struct Publisher {
 
 struct Link {
     current: Option<(Connection, Channel)>,
+    /// `host:port` of the node of `current`.
+    node: Option<String>,
     /// No new connection attempt before this.
     retry_at: Option<tokio::time::Instant>,
     delays: crate::reconnect::Delays,
@@ -41,11 +43,12 @@ impl Publisher {
     pub fn new(url: &str, name: &str, topology: Topology, timeout: Duration) -> Self {
         let link = Link {
             current: None,
+            node: None,
             retry_at: None,
             delays: crate::reconnect::Delays::default(),
         };
         Self {
-            url: url.into(),
+            nodes: Nodes::new(url),
             name: name.into(),
             topology,
             timeout,
@@ -67,7 +70,13 @@ impl Publisher {
         {
             return Ok(channel.clone());
         }
-        link.current = None;
+        if link.current.take().is_some() {
+            tracing::warn!(
+                node = link.node.as_deref().unwrap_or("?"),
+                "lost the connection to RabbitMQ"
+            );
+        }
+        link.node = None;
         if let Some(at) = link.retry_at
             && tokio::time::Instant::now() < at
         {
@@ -77,12 +86,12 @@ impl Publisher {
             .await
             .unwrap_or_else(|_| Err(anyhow!("timed out connecting to RabbitMQ")));
         match opened {
-            Ok(fresh) => {
-                let channel = fresh.1.clone();
-                link.current = Some(fresh);
+            Ok((conn, channel, node)) => {
+                tracing::info!(node = %node, "connected to RabbitMQ");
+                link.current = Some((conn, channel.clone()));
+                link.node = Some(node);
                 link.retry_at = None;
                 link.delays.reset();
-                tracing::info!("connected to RabbitMQ");
                 Ok(channel)
             }
             Err(e) => {
@@ -93,8 +102,10 @@ impl Publisher {
         }
     }
 
-    async fn open(&self) -> anyhow::Result<(Connection, Channel)> {
-        let conn = connect(&self.url, &self.name)
+    async fn open(&self) -> anyhow::Result<(Connection, Channel, String)> {
+        let (conn, node) = self
+            .nodes
+            .connect(&self.name)
             .await
             .context("Failed to connect to RabbitMQ")?;
         let channel = conn.create_channel().await.context("Failed to open a channel")?;
@@ -106,7 +117,7 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .context("Failed to enable publisher confirms")?;
-        Ok((conn, channel))
+        Ok((conn, channel, node))
     }
 
     /// Publishes jobs to the send queue all at once (every message in flight before the
@@ -146,9 +157,10 @@ impl Publisher {
         results
     }
 
-    /// Whether the broker answers now (used by `/readyz`).
-    pub async fn is_ready(&self) -> bool {
-        self.channel().await.is_ok()
+    /// Whether the broker answers now, and through which node (`/readyz`).
+    pub async fn ready_node(&self) -> Option<String> {
+        self.channel().await.ok()?;
+        self.link.lock().await.node.clone()
     }
 
     /// Depth of every queue of the topology.

@@ -257,6 +257,18 @@ mod tests {
             assert_eq!(err.name, "AMQP_URL", "{bad}");
             assert!(!err.to_string().contains("secret"), "{err}");
         }
+        let cluster = "amqp://u:p@rabbit-1:5672/%2f, amqp://u:p@rabbit-2:5672/%2f,amqp://u:p@rabbit-3/%2f";
+        assert_eq!(
+            read(&[("AMQP_URL", cluster)]).unwrap().shared.amqp_url.expose(),
+            cluster
+        );
+        let err = read(&[("AMQP_URL", "amqp://u:secret@rabbit-1/%2f,http://rabbit-2/")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("AMQP_URL: entry 2 must be an amqp://"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(read(&[("AMQP_URL", " , ")]).is_err());
         for bad in ["not-a-url", "ftp://h", "http://", "http://h/?q=1", "http://h:99999"] {
             assert_eq!(
                 read(&[("PUBLIC_BASE_URL", bad)]).unwrap_err().name,

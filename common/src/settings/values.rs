@@ -89,17 +89,32 @@ pub fn database_url(raw: &str) -> Result<Secret, String> {
     Ok(Secret::new(raw))
 }
 
-/// `AMQP_URL`: an `amqp://` or `amqps://` URL that lapin can use (the vhost is its path).
-/// The value is never shown (it may hold a password).
+/// `AMQP_URL`: an `amqp://` or `amqps://` URL that lapin can use (the vhost is its path), or
+/// a comma-separated list of them naming the nodes of a cluster. The value is never shown
+/// (it may hold a password); an error names the entry by its position.
 pub fn amqp_url(raw: &str) -> Result<Secret, String> {
-    let url = url::Url::parse(raw).map_err(|e| format!("is not a URL ({e})"))?;
-    if !matches!(url.scheme(), "amqp" | "amqps") || url.host_str().is_none_or(str::is_empty) {
-        return Err(
-            "must be an amqp:// or amqps:// URL with a host, such as amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-        );
+    let nodes: Vec<&str> = crate::broker::split_nodes(raw).collect();
+    if nodes.is_empty() {
+        return Err("must name at least one node, such as amqp://guest:guest@127.0.0.1:5672/%2f".into());
     }
-    if raw.parse::<lapin::uri::AMQPUri>().is_err() {
-        return Err("cannot be used (check the port, the vhost's percent-encoding and the query parameters)".into());
+    let many = nodes.len() > 1;
+    for (i, node) in nodes.iter().enumerate() {
+        let which = if many {
+            format!("entry {} ", i + 1)
+        } else {
+            String::new()
+        };
+        let url = url::Url::parse(node).map_err(|e| format!("{which}is not a URL ({e})"))?;
+        if !matches!(url.scheme(), "amqp" | "amqps") || url.host_str().is_none_or(str::is_empty) {
+            return Err(format!(
+                "{which}must be an amqp:// or amqps:// URL with a host, such as amqp://guest:guest@127.0.0.1:5672/%2f"
+            ));
+        }
+        if node.parse::<lapin::uri::AMQPUri>().is_err() {
+            return Err(format!(
+                "{which}cannot be used (check the port, the vhost's percent-encoding and the query parameters)"
+            ));
+        }
     }
     Ok(Secret::new(raw))
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use serde_json::Value;
-use verify_tests::harness::{API_KEY, Options, amqp_url, spawn_app, spawn_app_with};
+use verify_tests::harness::{API_KEY, Options, amqp_url, sibling_binary, spawn_app, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_and_readiness_answer_when_everything_is_up() {
@@ -15,7 +15,11 @@ async fn health_and_readiness_answer_when_everything_is_up() {
     let readyz = app.http.get(format!("{}/readyz", app.api_base)).send().await.unwrap();
     assert_eq!(readyz.status(), 200);
     let body: Value = readyz.json().await.unwrap();
-    assert_eq!(body, serde_json::json!({"database": "up", "broker": "up"}));
+    let node = common::broker::node_label(&amqp_url());
+    assert_eq!(
+        body,
+        serde_json::json!({"database": "up", "broker": "up", "broker_node": node})
+    );
     let metrics = app.http.get(format!("{}/metrics", app.api_base)).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
     app.stop().await;
@@ -127,5 +131,49 @@ async fn a_malformed_message_is_dead_lettered_and_does_not_block_the_queue() {
     }
     assert_eq!(app.queue_depth(&app.queue).await, 0);
     drop(conn.close(200, "ok".into()).await);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_list_naming_a_dead_node_first_still_serves_and_readiness_names_the_node_in_use() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut options = Options::default().without_worker();
+    options.broker.0 = format!("amqp://guest:guest@{closed}/%2f, {}", amqp_url());
+    let app = spawn_app_with(options).await;
+    let mut service = app.spawn_service_processes(&[]).await;
+    let live = common::broker::node_label(&amqp_url());
+    for base in [&app.api_base, &service.api_base, &service.worker_base] {
+        let readyz = app.http.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(readyz.status(), 200, "{base}");
+        assert_eq!(readyz.json::<Value>().await.unwrap()["broker_node"], live, "{base}");
+    }
+    let answer = app
+        .http
+        .post(format!("{}/v1/verifications", service.api_base))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({"phone_number": "+14155552671"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    app.wait_for_code("+14155552671", 1).await;
+    let log = std::fs::read_to_string(&service.worker_log).unwrap();
+    assert!(
+        log.contains("did not accept a connection") && log.contains(&closed.to_string()),
+        "the worker logs the node it passed over"
+    );
+    assert!(!log.contains("guest:guest"), "no URL (with its password) in the log");
+    let stats = std::process::Command::new(sibling_binary("verify-worker"))
+        .arg("stats")
+        .env_clear()
+        .envs(app.env().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    assert!(stats.status.success(), "{}", String::from_utf8_lossy(&stats.stderr));
+    assert!(String::from_utf8_lossy(&stats.stdout).contains(&app.queue));
+    service.stop();
     app.stop().await;
 }

@@ -5,6 +5,7 @@
 //! `cargo test` and run with `--include-ignored` (the README's test command, and CI). They
 //! run one at a time.
 
+mod cluster;
 mod events;
 mod fallback;
 mod outages;
