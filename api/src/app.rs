@@ -39,6 +39,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait at shutdown for the dispatcher to publish the jobs of the last starts.
 const DRAIN_WITHIN: Duration = Duration::from_secs(5);
+/// Connections of DATABASE_MAX_CONNECTIONS kept for the batch statements: one for the start
+/// writer, one for the check reserver (one statement of each kind runs at a time).
+const BATCH_CONNECTIONS: u32 = 2;
 
 /// The router, callable from tests with any state.
 pub fn router(state: AppState) -> Router {
@@ -121,6 +124,8 @@ pub struct Application {
     listener: TcpListener,
     config: ApiConfig,
     pool: PgPool,
+    /// The start writer's and the check reserver's connections ([`common::db::custom_plan_pool`]).
+    batch_pool: PgPool,
     publisher: Arc<Publisher>,
     metrics: PrometheusHandle,
 }
@@ -140,15 +145,16 @@ impl Application {
         listener: TcpListener,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        let pool = common::db::pool_with_events(
-            config.shared.database_url.expose(),
-            config.shared.database_max_connections,
-            true,
-            config.shared.events.enabled(),
-        )?;
+        // DATABASE_MAX_CONNECTIONS in all: the batch statements' connections, the rest for
+        // everything else.
+        let url = config.shared.database_url.expose();
+        let events = config.shared.events.enabled();
+        let total = config.shared.database_max_connections;
+        let pool = common::db::pool_with_events(url, total.saturating_sub(BATCH_CONNECTIONS).max(1), true, events)?;
+        let batch_pool = common::db::custom_plan_pool(url, BATCH_CONNECTIONS, events)?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         common::db::warm(&pool, std::time::Duration::from_secs(5)).await;
-        crate::batch::warm(&pool, std::time::Duration::from_secs(5)).await;
+        crate::batch::warm(&pool, &batch_pool, std::time::Duration::from_secs(5)).await;
         let publisher = Publisher::new(
             config.shared.amqp_url.expose(),
             "verify-api",
@@ -183,6 +189,7 @@ impl Application {
             listener,
             config,
             pool,
+            batch_pool,
             publisher: Arc::new(publisher),
             metrics,
         })
@@ -203,6 +210,7 @@ impl Application {
             listener,
             config,
             pool,
+            batch_pool,
             publisher,
             metrics,
         } = self;
@@ -217,7 +225,7 @@ impl Application {
             );
         }
         let hasher = CodeHasher::new(config.verify_secret.clone());
-        let (tasks, pipeline) = Tasks::start(&config, &pool, &publisher, &hasher, shutdown.child_token());
+        let (tasks, pipeline) = Tasks::start(&config, &pool, &batch_pool, &publisher, &hasher, shutdown.child_token());
         let dispatcher = pipeline.dispatcher.clone();
         let state = AppState::new(config, pool, publisher, hasher, metrics, pipeline);
         let (served, deadline) = serve(listener, state, &shutdown, grace).await;

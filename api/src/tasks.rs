@@ -63,6 +63,7 @@ impl Tasks {
     pub fn start(
         config: &ApiConfig,
         pool: &PgPool,
+        batch_pool: &PgPool,
         publisher: &Arc<Publisher>,
         hasher: &CodeHasher,
         cancel_periodic: CancellationToken,
@@ -76,11 +77,11 @@ impl Tasks {
         tasks.tracker.spawn(settling);
         let (dispatcher, dispatching) = Dispatcher::new(Arc::clone(publisher), settler);
         let (starts, writing) = StartWriter::new(
-            pool.clone(),
+            batch_pool.clone(),
             config.outbox_relay_after.as_secs() as i64,
             dispatcher.clone(),
         );
-        let (checks, reserving) = CheckReserver::new(pool.clone());
+        let (checks, reserving) = CheckReserver::new(batch_pool.clone());
         let (keys, taking) = KeyTaker::new(pool.clone(), crate::idempotency::LEASE_SECONDS);
         for pipeline_loop in dispatching {
             tasks.tracker.spawn(pipeline_loop);

@@ -35,7 +35,35 @@ pub fn pool_with_events(
     keep_full: bool,
     events: bool,
 ) -> anyhow::Result<PgPool> {
-    let mut options: PgConnectOptions = database_url.parse().context("Failed to parse DATABASE_URL")?;
+    let options: PgConnectOptions = database_url.parse().context("Failed to parse DATABASE_URL")?;
+    pool_of(options, max_connections, keep_full, events)
+}
+
+/// A kept-full pool ([`pool_with_events`]) for the statements over many rows (a batch of
+/// starts, of check reservations): its connections plan every statement at every execution
+/// (`plan_cache_mode = force_custom_plan`), so those statements are prepared once per
+/// connection and still never run a plan cached while a table was small. Prepared, they save
+/// a round trip (the parse and describe that an unprepared statement waits for) and the
+/// parsing, about a tenth of a start's time in PostgreSQL (BENCHMARKS.md).
+pub fn custom_plan_pool(database_url: &str, max_connections: u32, events: bool) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = database_url.parse().context("Failed to parse DATABASE_URL")?;
+    pool_of(
+        options.options([(PLAN_CACHE_MODE, "force_custom_plan")]),
+        max_connections,
+        true,
+        events,
+    )
+}
+
+/// The session setting that [`custom_plan_pool`] sets.
+pub const PLAN_CACHE_MODE: &str = "plan_cache_mode";
+
+fn pool_of(
+    mut options: PgConnectOptions,
+    max_connections: u32,
+    keep_full: bool,
+    events: bool,
+) -> anyhow::Result<PgPool> {
     if events {
         options = options.options([(EVENTS_SETTING, "on")]);
     }

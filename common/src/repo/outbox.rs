@@ -50,9 +50,13 @@ pub struct NewRow {
     pub test: bool,
 }
 
-// The statements over many rows are planned at every execution (`persistent(false)`): they
-// run against tables that grow by thousands of rows a second in a burst, and a plan cached
-// while a table was small (a scan of every pending row, say) would stay in use as it grows.
+// The statements over many rows are planned at every execution: they run against tables
+// that grow by thousands of rows a second in a burst, and a plan cached while a table was
+// small (a scan of every pending row, say) would stay in use as it grows. Most are not
+// prepared (`persistent(false)`: parsed and planned each time); the two of the API's batch
+// writers (a batch of starts, of check reservations) are prepared and run on connections that
+// plan every statement at every execution (`db::custom_plan_pool`), which saves their parsing
+// and a round trip.
 
 /// Stores verifications and their send jobs in the outbox, in one statement (one commit),
 /// in the order given: from here on no job can be lost, even if this process dies before
@@ -85,6 +89,9 @@ pub struct NewRow {
 /// phone_number FROM input)`), it was planned, while the table had no statistics yet, as a
 /// scan of every pending verification hashed against the batch: in a new deployment's
 /// first burst every batch read all the pending rows (a million index fetches a second).
+///
+/// The statement is prepared: run it on connections of [`crate::db::custom_plan_pool`], which
+/// plan it afresh at every execution.
 pub async fn insert_batch_with_outbox(
     db: impl sqlx::PgExecutor<'_>,
     rows: &[NewRow],
@@ -156,7 +163,8 @@ pub async fn insert_batch_with_outbox(
     .bind(rows.iter().map(|r| r.test).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.idempotency.as_ref().map(|k| k.key().fingerprint.as_slice())).collect::<Vec<_>>())
     .bind(super::IDEMPOTENCY_HOURS)
-    .persistent(false)
+    // Prepared: run on a `db::custom_plan_pool` connection (see above).
+    .persistent(true)
     .fetch_all(db)
     .await?;
     let mut by_id: std::collections::HashMap<Uuid, (Verification, i64)> = stored

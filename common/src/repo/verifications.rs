@@ -157,8 +157,9 @@ pub async fn reserve_checks(
          RETURNING v.phone_number, v.id, v.code_hmac, v.check_attempts, v.max_check_attempts, v.delivery_status",
     )
     .bind(phone_numbers)
-    // Planned at every execution, like the batched start (see `repo::outbox`).
-    .persistent(false)
+    // Prepared, and planned at every execution by its `db::custom_plan_pool` connection, like
+    // the batched start (see `repo::outbox`).
+    .persistent(true)
     .fetch_all(db)
     .await?;
     // The numbers are distinct (see above), so each row goes back to its number's slot.

@@ -57,22 +57,31 @@ async fn every_connection_runs_the_batch_statements_once_before_work_and_nothing
     let admin = admin_database_url();
     let (server, _) = admin.rsplit_once('/').unwrap();
     let name = format!("warm-{}", uuid::Uuid::new_v4().simple());
-    let url = format!("{server}/{}?application_name={name}", app.database_name);
-    let pool = common::db::pool(&url, 4, true).unwrap();
+    let url = |pool: &str| format!("{server}/{}?application_name={name}-{pool}", app.database_name);
+    let pool = common::db::pool(&url("main"), 4, true).unwrap();
+    let batch_pool = common::db::custom_plan_pool(&url("batch"), 2, false).unwrap();
     common::db::warm(&pool, Duration::from_secs(5)).await;
-    verify_api::warm_batch_statements(&pool, Duration::from_secs(5)).await;
+    verify_api::warm_batch_statements(&pool, &batch_pool, Duration::from_secs(5)).await;
 
-    // Each of the four connections ran them: the key statement, the last of the three, is
-    // what each one ran last.
-    let last: Vec<String> = sqlx::query_scalar("SELECT query FROM pg_stat_activity WHERE application_name = $1")
-        .bind(&name)
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(last.len(), 4, "{last:#?}");
+    // Each connection ran its statements: the check reservation, the last of the start and
+    // check statements, on the two batch connections; the key statement on the four others.
+    let last = |pool: &'static str| {
+        sqlx::query_scalar::<_, String>("SELECT query FROM pg_stat_activity WHERE application_name = $1")
+            .bind(format!("{name}-{pool}"))
+            .fetch_all(&app.pool)
+    };
+    let (batch, main) = (last("batch").await.unwrap(), last("main").await.unwrap());
+    assert_eq!(batch.len(), 2, "{batch:#?}");
     assert!(
-        last.iter().all(|q| q.starts_with("INSERT INTO idempotency_keys")),
-        "{last:#?}"
+        batch
+            .iter()
+            .all(|q| q.starts_with("UPDATE verifications v SET check_attempts")),
+        "{batch:#?}"
+    );
+    assert_eq!(main.len(), 4, "{main:#?}");
+    assert!(
+        main.iter().all(|q| q.starts_with("INSERT INTO idempotency_keys")),
+        "{main:#?}"
     );
     // Empty batches store, count and take nothing.
     let stored: Vec<i64> = sqlx::query_scalar(
@@ -84,5 +93,42 @@ async fn every_connection_runs_the_batch_statements_once_before_work_and_nothing
     .unwrap();
     assert_eq!(stored, [0, 0, 0, 0], "verifications, outbox, keys, events");
     pool.close().await;
+    batch_pool.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_batch_statements_are_prepared_once_and_planned_at_every_execution() {
+    let app = verify_tests::harness::spawn_app_with(verify_tests::harness::Options::default().without_worker()).await;
+    let admin = admin_database_url();
+    let (server, _) = admin.rsplit_once('/').unwrap();
+    let batch_pool = common::db::custom_plan_pool(&format!("{server}/{}", app.database_name), 1, false).unwrap();
+    let mut conn = batch_pool.acquire().await.unwrap();
+    // More runs than the five after which PostgreSQL may switch a prepared statement to a
+    // cached generic plan.
+    for _ in 0..8 {
+        common::repo::insert_batch_with_outbox(&mut *conn, &[], 0)
+            .await
+            .unwrap();
+        common::repo::reserve_checks(&mut *conn, &[]).await.unwrap();
+    }
+    let plans: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE '%unnest%' AND statement NOT LIKE '%pg_prepared_statements%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        plans.len(),
+        2,
+        "both statements are prepared on the connection: {plans:?}"
+    );
+    for (statement, generic, custom) in &plans {
+        assert_eq!(*generic, 0, "never a cached generic plan: {statement}");
+        assert!(*custom >= 8, "planned at every execution ({custom}): {statement}");
+    }
+    drop(conn);
+    batch_pool.close().await;
     app.stop().await;
 }
