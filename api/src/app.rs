@@ -39,9 +39,10 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait at shutdown for the dispatcher to publish the jobs of the last starts.
 const DRAIN_WITHIN: Duration = Duration::from_secs(5);
-/// Connections of DATABASE_MAX_CONNECTIONS kept for the batch statements: one for the start
-/// writer, one for the check reserver (one statement of each kind runs at a time).
-const BATCH_CONNECTIONS: u32 = 2;
+/// Connections of DATABASE_MAX_CONNECTIONS kept for the batch statements: one each for the
+/// start writer, the check reserver, the settler of published jobs' outbox rows and the
+/// outbox relay (each runs one statement at a time).
+const BATCH_CONNECTIONS: u32 = 4;
 
 /// The router, callable from tests with any state.
 pub fn router(state: AppState) -> Router {
@@ -124,7 +125,7 @@ pub struct Application {
     listener: TcpListener,
     config: ApiConfig,
     pool: PgPool,
-    /// The start writer's and the check reserver's connections ([`common::db::custom_plan_pool`]).
+    /// The batch statements' connections ([`common::db::custom_plan_pool`]).
     batch_pool: PgPool,
     publisher: Arc<Publisher>,
     metrics: PrometheusHandle,

@@ -73,7 +73,7 @@ impl Tasks {
             cancel_periodic,
         };
 
-        let (settler, settling) = Settler::new(pool.clone());
+        let (settler, settling) = Settler::new(batch_pool.clone());
         tasks.tracker.spawn(settling);
         let (dispatcher, dispatching) = Dispatcher::new(Arc::clone(publisher), settler);
         let (starts, writing) = StartWriter::new(
@@ -99,7 +99,7 @@ impl Tasks {
         // The relay looks at the outbox a few times per relay age.
         let relay_every = (config.outbox_relay_after / 3).max(Duration::from_secs(1));
         let relay = Relay::new(
-            pool.clone(),
+            batch_pool.clone(),
             Arc::clone(publisher),
             config.shared.sealer.clone(),
             hasher.clone(),

@@ -17,6 +17,7 @@ pub async fn warm(pool: &PgPool, batch_pool: &PgPool, within: std::time::Duratio
         for conn in &mut hold_all(batch_pool).await? {
             repo::insert_batch_with_outbox(&mut **conn, &[], 0).await?;
             repo::reserve_checks(&mut **conn, &[]).await?;
+            repo::delete_outbox_rows(&mut **conn, &[]).await?;
             warmed += 1;
         }
         for conn in &mut hold_all(pool).await? {

@@ -53,8 +53,8 @@ pub struct NewRow {
 // The statements over many rows are planned at every execution: they run against tables
 // that grow by thousands of rows a second in a burst, and a plan cached while a table was
 // small (a scan of every pending row, say) would stay in use as it grows. Most are not
-// prepared (`persistent(false)`: parsed and planned each time); the two of the API's batch
-// writers (a batch of starts, of check reservations) are prepared and run on connections that
+// prepared (`persistent(false)`: parsed and planned each time); the API's batches (of starts,
+// of check reservations, of settled outbox rows) are prepared and run on connections that
 // plan every statement at every execution (`db::custom_plan_pool`), which saves their parsing
 // and a round trip.
 
@@ -192,12 +192,13 @@ pub fn is_pending_conflict(e: &sqlx::Error) -> bool {
             && db.constraint() == Some("verifications_one_pending_per_number"))
 }
 
-/// Drops the outbox rows of jobs the broker confirmed, in one statement.
-pub async fn delete_outbox_rows(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<u64> {
+/// Drops the outbox rows of jobs the broker confirmed, in one statement. Prepared: run it on
+/// connections of [`crate::db::custom_plan_pool`] (see above).
+pub async fn delete_outbox_rows<'c>(db: impl sqlx::PgExecutor<'c>, ids: &[Uuid]) -> sqlx::Result<u64> {
     let done = sqlx::query("DELETE FROM outbox WHERE verification_id = ANY($1)")
         .bind(ids)
-        .persistent(false)
-        .execute(pool)
+        .persistent(true)
+        .execute(db)
         .await?;
     Ok(done.rows_affected())
 }
