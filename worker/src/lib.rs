@@ -33,14 +33,19 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(config: WorkerConfig, shutdown: &CancellationToken) -> anyhow::Result<Self> {
-        let pool = common::db::pool_with_events(
-            config.shared.database_url.expose(),
-            config.shared.database_max_connections,
-            true,
-            config.shared.events.enabled(),
-        )?;
+        // DATABASE_MAX_CONNECTIONS in all: one for the batches of 201s (prepared statements
+        // on a connection that plans them at every execution), the rest for everything else.
+        let (url, events) = (config.shared.database_url.expose(), config.shared.events.enabled());
+        let total = config.shared.database_max_connections;
+        let pool = common::db::pool_with_events(url, total.saturating_sub(1).max(1), true, events)?;
+        let finish_pool = common::db::custom_plan_pool(url, 1, events)?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         common::db::warm(&pool, std::time::Duration::from_secs(5)).await;
+        // The first run of a statement on a connection loads its catalog caches: an empty
+        // batch pays it before the first burst does.
+        if let Err(e) = common::repo::finish_submitted(&finish_pool, &[]).await {
+            tracing::warn!(error = %e, "warming the 201 statement failed; going on");
+        }
         let twilio = twilio::TwilioClient::new(
             &config.twilio_api_base,
             &config.shared.twilio_account_sid,
@@ -59,7 +64,7 @@ impl Worker {
         Ok(Self {
             listener,
             ctx: Arc::new(send::SendContext {
-                finisher: finish::Finisher::spawn(pool.clone()),
+                finisher: finish::Finisher::spawn(finish_pool),
                 slots: Arc::new(tokio::sync::Semaphore::new(usize::from(config.concurrency))),
                 database: database::DatabaseGate::new(pool.clone()),
                 pool,

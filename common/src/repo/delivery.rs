@@ -111,16 +111,18 @@ pub async fn record_event(
 }
 
 /// The callbacks stored for any of `message_sids`, oldest first: (sid, status, error code).
+/// `prepared`: on a custom-plan connection (see [`super::finish_submitted`]).
 pub(super) async fn events_for_many(
     pool: &PgPool,
     message_sids: &[&str],
+    prepared: bool,
 ) -> sqlx::Result<Vec<(String, String, Option<i32>)>> {
     let rows = sqlx::query(
         "SELECT message_sid, message_status, error_code FROM delivery_events \
          WHERE message_sid = ANY($1) ORDER BY id",
     )
     .bind(message_sids)
-    .persistent(false)
+    .persistent(prepared)
     .fetch_all(pool)
     .await?;
     rows.iter()

@@ -160,7 +160,7 @@ pub async fn mark_submitted(pool: &PgPool, id: Uuid, message_sid: &str) -> sqlx:
         message_sid: message_sid.to_owned(),
         attempt_id: None,
     };
-    finish_submitted(pool, &[send]).await
+    record_submitted(pool, &[send], false).await
 }
 
 /// A 201 to record: the verification, the message sid, and the attempt row of the call
@@ -176,7 +176,16 @@ pub struct Submitted {
 /// many sends in one statement (one commit), then one read of callbacks that came before
 /// their sids were stored. The verifications must be distinct. A step with a next channel
 /// waits for approval from here on, `FALLBACK_AFTER_SECONDS` as its start saw it.
+///
+/// Both statements are prepared: run this on connections of [`crate::db::custom_plan_pool`],
+/// which plan them afresh at every execution (see `repo::outbox`).
 pub async fn finish_submitted(pool: &PgPool, sends: &[Submitted]) -> sqlx::Result<()> {
+    record_submitted(pool, sends, true).await
+}
+
+/// [`finish_submitted`]; `prepared`: its statements prepared (on a custom-plan connection),
+/// or parsed and planned at every execution (anywhere).
+async fn record_submitted(pool: &PgPool, sends: &[Submitted], prepared: bool) -> sqlx::Result<()> {
     sqlx::query(
         "WITH input AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[]) AS t(id, sid, attempt_id)), \
          call AS ( \
@@ -197,13 +206,13 @@ pub async fn finish_submitted(pool: &PgPool, sends: &[Submitted]) -> sqlx::Resul
     // Planned per execution, like the API's batched statements (see `repo::outbox`). The
     // `= ANY` conditions keep both tables read by primary key whatever the join order the
     // planner picks without statistics (a join alone could be a scan of either table).
-    .persistent(false)
+    .persistent(prepared)
     .execute(pool)
     .await?;
     // Twilio may call back before a sid was stored: apply what came early, in order. This
     // read must come after the commit above: a callback recorded later finds the sid itself.
     let sids: Vec<&str> = sends.iter().map(|s| s.message_sid.as_str()).collect();
-    for (sid, status, error_code) in events_for_many(pool, &sids).await? {
+    for (sid, status, error_code) in events_for_many(pool, &sids, prepared).await? {
         if let Some(next) = DeliveryStatus::from_callback(&sid, &status) {
             advance_delivery(pool, DeliveryTarget::MessageSid(&sid), next, error_code).await?;
         }
