@@ -85,7 +85,11 @@ async fn run() -> anyhow::Result<()> {
     let worker_config = common::settings::from_vars::<verify_worker::WorkerConfig>(values)?;
     common::observability::init_logging(&api_config.shared.log_format);
     local_services::ensure(&POSTGRESQL, api_config.shared.database_url.expose()).await?;
-    local_services::ensure(&RABBITMQ, api_config.shared.amqp_url.expose()).await?;
+    // A list of nodes is a cluster of someone's making: not this machine's RabbitMQ to start.
+    let amqp_url = api_config.shared.amqp_url.expose();
+    if common::broker::split_nodes(amqp_url).count() == 1 {
+        local_services::ensure(&RABBITMQ, amqp_url).await?;
+    }
     ensure_database(api_config.shared.database_url.expose()).await?;
 
     let fake_addr = worker_config.twilio_api_base.trim_start_matches("http://").to_owned();
