@@ -59,6 +59,26 @@ async fn service_on_a_cluster() -> (TestApp, ServiceProcesses, verify_tests::har
     let service = app.spawn_service_processes(&[]).await;
     let second = app.spawn_worker_process();
     app.wait_for_consumers(2).await;
+    // The send queue, its retry queues and the dead-letter queue: quorum queues with a replica
+    // on each of the three nodes.
+    let rows = cluster(&[
+        "ctl",
+        "-q",
+        "list_queues",
+        "--no-table-headers",
+        "name",
+        "type",
+        "members",
+    ])
+    .await;
+    for queue in app.topology().queues() {
+        let row = rows
+            .lines()
+            .find(|row| row.split('\t').next() == Some(queue.as_str()))
+            .unwrap_or_else(|| panic!("{queue} is not listed: {rows}"));
+        assert!(row.contains("\tquorum\t"), "{row}");
+        assert_eq!(row.matches("@localhost").count(), 3, "a replica on each node: {row}");
+    }
     (app, service, second)
 }
 
