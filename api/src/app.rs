@@ -146,13 +146,12 @@ impl Application {
         listener: TcpListener,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Self> {
-        // DATABASE_MAX_CONNECTIONS in all: the batch statements' connections, the rest for
-        // everything else.
-        let url = config.shared.database_url.expose();
-        let events = config.shared.events.enabled();
-        let total = config.shared.database_max_connections;
-        let pool = common::db::pool_with_events(url, total.saturating_sub(BATCH_CONNECTIONS).max(1), true, events)?;
-        let batch_pool = common::db::custom_plan_pool(url, BATCH_CONNECTIONS, events)?;
+        let (pool, batch_pool) = common::db::split_pools(
+            config.shared.database_url.expose(),
+            config.shared.database_max_connections,
+            BATCH_CONNECTIONS,
+            config.shared.events.enabled(),
+        )?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         common::db::warm(&pool, std::time::Duration::from_secs(5)).await;
         crate::batch::warm(&pool, &batch_pool, std::time::Duration::from_secs(5)).await;

@@ -56,7 +56,15 @@ pub fn custom_plan_pool(database_url: &str, max_connections: u32, events: bool) 
 }
 
 /// The session setting that [`custom_plan_pool`] sets.
-pub const PLAN_CACHE_MODE: &str = "plan_cache_mode";
+const PLAN_CACHE_MODE: &str = "plan_cache_mode";
+
+/// A service's pools within its `total` connections (`DATABASE_MAX_CONNECTIONS`): `custom` of
+/// them in a [`custom_plan_pool`] for its batch statements, the rest (at least one) in a
+/// kept-full [`pool_with_events`] for everything else. Returns (everything else, batches).
+pub fn split_pools(database_url: &str, total: u32, custom: u32, events: bool) -> anyhow::Result<(PgPool, PgPool)> {
+    let pool = pool_with_events(database_url, total.saturating_sub(custom).max(1), true, events)?;
+    Ok((pool, custom_plan_pool(database_url, custom, events)?))
+}
 
 fn pool_of(
     mut options: PgConnectOptions,

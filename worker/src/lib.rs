@@ -33,12 +33,14 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(config: WorkerConfig, shutdown: &CancellationToken) -> anyhow::Result<Self> {
-        // DATABASE_MAX_CONNECTIONS in all: one for the batches of 201s (prepared statements
-        // on a connection that plans them at every execution), the rest for everything else.
-        let (url, events) = (config.shared.database_url.expose(), config.shared.events.enabled());
-        let total = config.shared.database_max_connections;
-        let pool = common::db::pool_with_events(url, total.saturating_sub(1).max(1), true, events)?;
-        let finish_pool = common::db::custom_plan_pool(url, 1, events)?;
+        // One connection for the batches of 201s (prepared statements planned at every
+        // execution), the rest for everything else.
+        let (pool, finish_pool) = common::db::split_pools(
+            config.shared.database_url.expose(),
+            config.shared.database_max_connections,
+            1,
+            config.shared.events.enabled(),
+        )?;
         common::db::migrate_when_ready(&pool, shutdown).await?;
         common::db::warm(&pool, std::time::Duration::from_secs(5)).await;
         // The first run of a statement on a connection loads its catalog caches: an empty

@@ -14,7 +14,7 @@ use lapin::{Connection, ConnectionProperties};
 
 /// How long one node of a list may take to accept a connection before the next is tried:
 /// a host that is down drops packets instead of refusing, and TCP alone would wait minutes.
-pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The nodes of `AMQP_URL`, in order, and where the next connection starts.
 pub struct Nodes {
@@ -32,15 +32,6 @@ impl Nodes {
         }
     }
 
-    /// How many nodes the list names.
-    pub fn len(&self) -> usize {
-        self.urls.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.urls.is_empty()
-    }
-
     /// Connects to the first node that answers, trying each node once, starting after the
     /// node used last (a node that failed is passed over by the next call too, even one
     /// cancelled by its caller's timeout). Returns the connection and the node's `host:port` (never the URL,
@@ -52,20 +43,17 @@ impl Nodes {
             let index = (start + step) % self.urls.len();
             let url = &self.urls[index];
             let props = ConnectionProperties::default().with_connection_name(LongString::from(connection_name));
+            // Whatever comes of this attempt (a connection later lost, a failure, the caller
+            // giving up on it), the next call starts with the next node.
+            self.next.store(index + 1, Ordering::Relaxed);
             let attempt = tokio::time::timeout(NODE_CONNECT_TIMEOUT, Connection::connect(url, props)).await;
             match attempt {
-                Ok(Ok(conn)) => {
-                    // A later connection (after this one is lost) starts with the next node.
-                    self.next.store(index + 1, Ordering::Relaxed);
-                    return Ok((conn, node_label(url)));
-                }
+                Ok(Ok(conn)) => return Ok((conn, node_label(url))),
                 Ok(Err(e)) => {
-                    self.next.store(index + 1, Ordering::Relaxed);
                     tracing::warn!(node = node_label(url), error = %e, "RabbitMQ node did not accept a connection");
                     last_error = Some(e);
                 }
                 Err(_) => {
-                    self.next.store(index + 1, Ordering::Relaxed);
                     tracing::warn!(node = node_label(url), "RabbitMQ node did not answer in time");
                     let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out connecting");
                     last_error = Some(lapin::Error::from(timed_out));
@@ -134,7 +122,7 @@ mod tests {
         assert_eq!(node_label(nodes[0]), "10.0.0.1:5681");
         assert_eq!(node_label(nodes[1]), "rabbit-2:5671");
         assert_eq!(node_label(nodes[2]), "rabbit-3:5672");
-        assert_eq!(Nodes::new(list).len(), 3);
+        assert_eq!(Nodes::new(list).urls, nodes);
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ mod inspection;
 mod publishing;
 mod topology;
 
-pub use connection::{NODE_CONNECT_TIMEOUT, NodeInUse, Nodes, connect, node_label, split as split_nodes};
+pub use connection::{NodeInUse, Nodes, connect, node_label, split as split_nodes};
 pub use inspection::{QueueDepth, QueueView, join_ages, queue_depths};
 pub use publishing::{Publisher, event_properties, job_properties, publish_confirmed};
 pub use topology::{DELIVERY_LIMIT, EVENTS_DEAD_MAX, RETRY_TIERS, Topology};

@@ -53,11 +53,9 @@ async fn a_pooled_connection_that_died_while_idle_is_replaced_before_use() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_connection_runs_the_batch_statements_once_before_work_and_nothing_is_stored() {
-    let app = verify_tests::harness::spawn_app_with(verify_tests::harness::Options::default().without_worker()).await;
-    let admin = admin_database_url();
-    let (server, _) = admin.rsplit_once('/').unwrap();
+    let (app, database_url) = app_without_worker().await;
     let name = format!("warm-{}", uuid::Uuid::new_v4().simple());
-    let url = |pool: &str| format!("{server}/{}?application_name={name}-{pool}", app.database_name);
+    let url = |pool: &str| format!("{database_url}?application_name={name}-{pool}");
     let pool = common::db::pool(&url("main"), 4, true).unwrap();
     let batch_pool = common::db::custom_plan_pool(&url("batch"), 2, false).unwrap();
     common::db::warm(&pool, Duration::from_secs(5)).await;
@@ -94,10 +92,8 @@ async fn every_connection_runs_the_batch_statements_once_before_work_and_nothing
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_batch_statements_are_prepared_once_and_planned_at_every_execution() {
-    let app = verify_tests::harness::spawn_app_with(verify_tests::harness::Options::default().without_worker()).await;
-    let admin = admin_database_url();
-    let (server, _) = admin.rsplit_once('/').unwrap();
-    let batch_pool = common::db::custom_plan_pool(&format!("{server}/{}", app.database_name), 1, false).unwrap();
+    let (app, database_url) = app_without_worker().await;
+    let batch_pool = common::db::custom_plan_pool(&database_url, 1, false).unwrap();
     let mut conn = batch_pool.acquire().await.unwrap();
     // More runs than the five after which PostgreSQL may switch a prepared statement to a
     // cached generic plan.
@@ -126,4 +122,13 @@ async fn the_batch_statements_are_prepared_once_and_planned_at_every_execution()
     drop(conn);
     batch_pool.close().await;
     app.stop().await;
+}
+
+/// A test app without a worker, and the URL of its database.
+async fn app_without_worker() -> (verify_tests::harness::TestApp, String) {
+    let app = verify_tests::harness::spawn_app_with(verify_tests::harness::Options::default().without_worker()).await;
+    let admin = admin_database_url();
+    let (server, _) = admin.rsplit_once('/').unwrap();
+    let url = format!("{server}/{}", app.database_name);
+    (app, url)
 }
