@@ -58,13 +58,14 @@ impl AppState {
             starts,
             checks,
             keys,
+            limits,
             guard,
             guard_metrics,
             dispatcher: _,
         } = pipeline;
         Self(Arc::new(Inner {
             api_keys: ApiKeys::new(&config.api_keys),
-            limits: Limits::new(config.abuse.clone(), Arc::clone(&guard), pool.clone()),
+            limits: Limits::new(config.abuse.clone(), Arc::clone(&guard), pool.clone(), limits),
             guard,
             guard_metrics,
             config,

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::batch::{CheckReserver, KeyTaker, StartWriter};
+use crate::batch::{CheckReserver, KeyTaker, LimitTaker, StartWriter};
 use crate::config::ApiConfig;
 use crate::outbox::{Dispatcher, Relay, Settler};
 use crate::pumping::{Guard, Snapshot};
@@ -42,6 +42,8 @@ pub struct Pipeline {
     pub checks: CheckReserver,
     /// Takes the requests' `Idempotency-Key`s.
     pub keys: KeyTaker,
+    /// Takes the requests' rate limits and budgets.
+    pub limits: LimitTaker,
     /// For the drain at shutdown: every start writer holds one too.
     pub dispatcher: Dispatcher,
     /// The pumping guard, whose counts and pauses the tasks keep in step with PostgreSQL.
@@ -83,6 +85,7 @@ impl Tasks {
         );
         let (checks, reserving) = CheckReserver::new(batch_pool.clone());
         let (keys, taking) = KeyTaker::new(pool.clone(), crate::idempotency::LEASE_SECONDS);
+        let (limits, limiting) = LimitTaker::new(pool.clone());
         for pipeline_loop in dispatching {
             tasks.tracker.spawn(pipeline_loop);
         }
@@ -93,6 +96,9 @@ impl Tasks {
             tasks.tracker.spawn(pipeline_loop);
         }
         for pipeline_loop in taking {
+            tasks.tracker.spawn(pipeline_loop);
+        }
+        for pipeline_loop in limiting {
             tasks.tracker.spawn(pipeline_loop);
         }
 
@@ -157,6 +163,7 @@ impl Tasks {
                 starts,
                 checks,
                 keys,
+                limits,
                 dispatcher,
                 guard,
                 guard_metrics,

@@ -11,8 +11,9 @@ use common::metric_names as names;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::batch::LimitTaker;
 use common::guard;
-use common::limits::{self, Limit, StartRefusal};
+use common::limits::{self, Ask, Limit, Refusal};
 use common::phone::PhoneNumber;
 use common::texts::Channel;
 use sqlx::PgPool;
@@ -38,11 +39,18 @@ pub struct Limits {
     abuse: AbuseConfig,
     guard: Arc<Guard>,
     pool: PgPool,
+    /// Takes the limits of concurrent requests together.
+    taker: LimitTaker,
 }
 
 impl Limits {
-    pub fn new(abuse: AbuseConfig, guard: Arc<Guard>, pool: PgPool) -> Self {
-        Self { abuse, guard, pool }
+    pub fn new(abuse: AbuseConfig, guard: Arc<Guard>, pool: PgPool, taker: LimitTaker) -> Self {
+        Self {
+            abuse,
+            guard,
+            pool,
+            taker,
+        }
     }
 
     /// Whether a start for `phone` on `channels` from `ip` may go ahead: the country and
@@ -80,7 +88,7 @@ impl Limits {
         channels: &[Channel],
         ip: Option<IpAddr>,
     ) -> Result<(), ApiError> {
-        let (abuse, pool) = (&self.abuse, &self.pool);
+        let abuse = &self.abuse;
         if let Some(allowed) = &abuse.allowed_countries
             && !phone.country().is_some_and(|c| allowed.contains(c))
         {
@@ -121,10 +129,13 @@ impl Limits {
         if wanted.is_empty() && budget.is_none() {
             return Ok(());
         }
-        let limits: Vec<Limit> = wanted.iter().map(|(_, l)| l.clone()).collect();
-        let (index, retry_after) = match limits::take_start(pool, &limits, budget).await? {
+        let ask = Ask {
+            limits: wanted.iter().map(|(_, l)| l.clone()).collect(),
+            budget: budget.map(|(country, n)| (country.to_owned(), n)),
+        };
+        let (index, retry_after) = match self.taker.take(ask).await? {
             None => return Ok(()),
-            Some(StartRefusal::Budget(retry_after)) => {
+            Some(Refusal::Budget(retry_after)) => {
                 return Err(ApiError::BudgetExhausted {
                     message: format!(
                         "the daily SMS budget for {country} numbers ({}) is used up; it renews at 00:00 UTC",
@@ -133,7 +144,7 @@ impl Limits {
                     retry_after,
                 });
             }
-            Some(StartRefusal::Limit(index, retry_after)) => (index, retry_after),
+            Some(Refusal::Limit(index, retry_after)) => (index, retry_after),
         };
         let refused = wanted[index].0;
         if refused == StartLimit::Prefix {
@@ -173,7 +184,7 @@ impl Limits {
     /// Whether a check for `phone` from `ip` may go ahead. Counts it as a wrong code up front
     /// (so parallel guesses cannot overrun the daily limit); [`CheckTicket::not_wrong`] undoes that.
     pub async fn admit_check(&self, phone: &PhoneNumber, ip: Option<IpAddr>) -> Result<CheckTicket, ApiError> {
-        let (abuse, pool) = (&self.abuse, &self.pool);
+        let abuse = &self.abuse;
         if !abuse.rate_limits {
             return Ok(CheckTicket { wrong_code_key: None });
         }
@@ -182,15 +193,19 @@ impl Limits {
             .map(|kind| (kind, kind.limit(abuse, phone.as_str(), ip)))
             .filter(|(_, l)| l.limit > 0)
             .collect();
-        let limits: Vec<Limit> = wanted.iter().map(|(_, l)| l.clone()).collect();
-        match limits::take(pool, &limits).await? {
+        let ask = Ask {
+            limits: wanted.iter().map(|(_, l)| l.clone()).collect(),
+            budget: None,
+        };
+        match self.taker.take(ask).await? {
             None => Ok(CheckTicket {
                 wrong_code_key: wanted
                     .into_iter()
                     .find(|(kind, _)| *kind == CheckLimit::WrongCodes)
                     .map(|(_, l)| l.key),
             }),
-            Some((index, retry_after)) => Err(ApiError::RateLimited {
+            Some(Refusal::Budget(_)) => Err(ApiError::Internal(anyhow::anyhow!("a check has no budget"))),
+            Some(Refusal::Limit(index, retry_after)) => Err(ApiError::RateLimited {
                 message: wanted[index].0.message(abuse),
                 retry_after,
             }),

@@ -11,7 +11,9 @@
 //! written by concurrent statements, so the newer one always sees (and supersedes) the older
 //! one. Within one lane, a second start for a number already in the batch waits for the next.
 //! Checks are batched the same way ([`CheckReserver`]), for the same reasons, and so are the
-//! `Idempotency-Key`s that requests take before they run ([`KeyTaker`]).
+//! `Idempotency-Key`s that requests take before they run ([`KeyTaker`]). The rate limits
+//! of starts and checks are taken in batches too ([`LimitTaker`]), in arrival order, with
+//! repeats of a number or an address in one batch.
 //!
 //! One lane of each kind runs: the fewer statements, the larger each batch and the less each
 //! request costs PostgreSQL (parsing, planning, executor start-up, commit). Measured in
@@ -20,7 +22,7 @@
 use std::collections::HashSet;
 
 use common::job::SendJob;
-use common::repo::{self, IdempotencyKey, NewRow, ReservedCheck, Verification};
+use common::repo::{self, NewRow, ReservedCheck, Verification};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -57,7 +59,14 @@ struct Lanes<T, R> {
 impl<T: Send + 'static, R: Send + 'static> Lanes<T, R> {
     /// The handle to `lanes` writers, and their loops for the caller to run; each loop hands
     /// its batches to `write`, and ends once every handle is gone and its requests are served.
-    fn new<F, Fut>(name: &'static str, lanes: usize, write: F) -> (Self, Vec<impl Future<Output = ()> + Send + 'static>)
+    /// A batch holds each number at most once unless `repeats` (its requests are then
+    /// handled in arrival order by `write`).
+    fn new<F, Fut>(
+        name: &'static str,
+        lanes: usize,
+        repeats: bool,
+        write: F,
+    ) -> (Self, Vec<impl Future<Output = ()> + Send + 'static>)
     where
         F: Fn(Vec<Request<T, R>>) -> Fut + Clone + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -65,7 +74,7 @@ impl<T: Send + 'static, R: Send + 'static> Lanes<T, R> {
         let (lanes, loops) = (0..lanes)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                (tx, run_batches(rx, write.clone()))
+                (tx, run_batches(rx, repeats, write.clone()))
             })
             .unzip();
         (Self { lanes, name }, loops)
@@ -95,7 +104,7 @@ impl StartWriter {
         relay_after_seconds: i64,
         dispatcher: Dispatcher,
     ) -> (Self, Vec<impl Future<Output = ()> + Send + 'static>) {
-        let (lanes, loops) = Lanes::new("the start writer", LANES, move |batch| {
+        let (lanes, loops) = Lanes::new("the start writer", LANES, false, move |batch| {
             let (pool, dispatcher) = (pool.clone(), dispatcher.clone());
             async move { write_starts(&pool, batch, relay_after_seconds, &dispatcher).await }
         });
@@ -117,7 +126,7 @@ pub struct CheckReserver(Lanes<(), Option<ReservedCheck>>);
 impl CheckReserver {
     /// The handle, and the reservers' loops for the caller to run, like [`StartWriter::new`].
     pub fn new(pool: PgPool) -> (Self, Vec<impl Future<Output = ()> + Send + 'static>) {
-        let (lanes, loops) = Lanes::new("the check reserver", LANES, move |batch| {
+        let (lanes, loops) = Lanes::new("the check reserver", LANES, false, move |batch| {
             let pool = pool.clone();
             async move { reserve_checks(&pool, batch).await }
         });
@@ -128,28 +137,6 @@ impl CheckReserver {
     /// `None` if there is none that can be checked.
     pub async fn reserve(&self, phone_number: &str) -> Result<Option<ReservedCheck>, ApiError> {
         self.0.ask(phone_number.to_owned(), ()).await
-    }
-}
-
-/// A handle to the key takers: the `Idempotency-Key`s of concurrent requests are taken by
-/// one statement ([`repo::take_idempotency_keys`]); a key appears at most once per statement.
-pub struct KeyTaker(Lanes<(IdempotencyKey, String), bool>);
-
-impl KeyTaker {
-    /// The handle, and the takers' loops for the caller to run, like [`StartWriter::new`].
-    pub fn new(pool: PgPool, lease_seconds: f64) -> (Self, Vec<impl Future<Output = ()> + Send + 'static>) {
-        let (lanes, loops) = Lanes::new("the idempotency key taker", LANES, move |batch| {
-            let pool = pool.clone();
-            async move { take_keys(&pool, batch, lease_seconds).await }
-        });
-        (Self(lanes), loops)
-    }
-
-    /// Takes `key` for the request `holder`: `true` if it is now the request's, `false` if
-    /// it is taken (then [`repo::take_idempotency_key`] says by what).
-    pub async fn take(&self, key: IdempotencyKey, holder: String) -> Result<bool, ApiError> {
-        let name = format!("{}\n{}", key.scope, key.key);
-        self.0.ask(name, (key, holder)).await
     }
 }
 
@@ -168,10 +155,13 @@ fn distinct_numbers<T, R>(batch: Batch<T, R>) -> (Batch<T, R>, Batch<T, R>) {
     batch.into_iter().partition(|r| seen.insert(r.number.clone()))
 }
 
-/// Takes batches of distinct numbers from `rx` and hands each to `write`, until every
-/// sender is gone.
-async fn run_batches<T, R, F>(mut rx: mpsc::UnboundedReceiver<Request<T, R>>, write: impl Fn(Vec<Request<T, R>>) -> F)
-where
+/// Takes batches from `rx` (of distinct numbers unless `repeats`) and hands each to
+/// `write`, until every sender is gone.
+async fn run_batches<T, R, F>(
+    mut rx: mpsc::UnboundedReceiver<Request<T, R>>,
+    repeats: bool,
+    write: impl Fn(Vec<Request<T, R>>) -> F,
+) where
     F: Future<Output = ()>,
 {
     let mut waiting = Vec::new();
@@ -188,9 +178,13 @@ where
                 batch.push(request);
             }
         }
-        let (now, later) = distinct_numbers(batch);
-        waiting = later;
-        write(now).await;
+        if repeats {
+            write(batch).await;
+        } else {
+            let (now, later) = distinct_numbers(batch);
+            waiting = later;
+            write(now).await;
+        }
     }
 }
 
@@ -273,20 +267,18 @@ async fn write_starts(
     answer(replies, stored, "storing a batch of starts");
 }
 
-async fn take_keys(pool: &PgPool, batch: Vec<Request<(IdempotencyKey, String), bool>>, lease_seconds: f64) {
-    let keys: Vec<(&IdempotencyKey, &str)> = batch.iter().map(|r| (&r.item.0, r.item.1.as_str())).collect();
-    let taken = repo::take_idempotency_keys(pool, &keys, lease_seconds).await;
-    answer(split(batch).1, taken, "taking a batch of idempotency keys");
-}
-
 async fn reserve_checks(pool: &PgPool, batch: Vec<Request<(), Option<ReservedCheck>>>) {
     let numbers: Vec<&str> = batch.iter().map(|r| r.number.as_str()).collect();
     let reserved = retry_conflicts(|| repo::reserve_checks(pool, &numbers)).await;
     answer(split(batch).1, reserved, "counting a batch of check attempts");
 }
 
+mod keys;
+mod limits;
 #[cfg(test)]
 mod tests;
 mod warm;
 
+pub use keys::KeyTaker;
+pub use limits::LimitTaker;
 pub use warm::warm;

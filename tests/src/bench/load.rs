@@ -35,9 +35,21 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[rank - 1]
 }
 
+/// Requests per client address: the load comes from distinct clients, as a signup burst
+/// does, each sending this many requests of a kind (its address in `X-Forwarded-For`, which
+/// the API believes of the bench: `TRUSTED_PROXIES`).
+pub const REQUESTS_PER_CLIENT: usize = 4;
+
+/// The client address of the `i`-th request of a run: `10.x.y.z`, a new one every
+/// [`REQUESTS_PER_CLIENT`] requests.
+pub fn client_address(i: usize) -> String {
+    let n = i / REQUESTS_PER_CLIENT;
+    format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
+}
+
 /// Posts `bodies[i]` to `url` for every i, `concurrency` at a time over kept-alive
-/// connections, each with an `Idempotency-Key` of its own when `keyed`; a request counts as
-/// an error unless it answers `expect`.
+/// connections, from client [`client_address`]`(i)`, each with an `Idempotency-Key` of its
+/// own when `keyed`; a request counts as an error unless it answers `expect`.
 pub async fn post_all(
     url: &str,
     api_key: &str,
@@ -68,7 +80,11 @@ pub async fn post_all(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(body) = bodies.get(i) else { break };
                     let sent = Instant::now();
-                    let mut request = client.post(&url).bearer_auth(&key).json(body);
+                    let mut request = client
+                        .post(&url)
+                        .bearer_auth(&key)
+                        .header("X-Forwarded-For", client_address(i))
+                        .json(body);
                     if keyed {
                         request = request.header("Idempotency-Key", uuid::Uuid::new_v4().to_string());
                     }
@@ -106,5 +122,13 @@ mod tests {
         assert_eq!(quantile(&ms, 0.99), Duration::from_millis(99));
         assert_eq!(quantile(&ms, 1.0), Duration::from_millis(100));
         assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn each_client_address_sends_a_few_requests() {
+        assert_eq!(client_address(0), "10.0.0.0");
+        assert_eq!(client_address(REQUESTS_PER_CLIENT - 1), "10.0.0.0");
+        assert_eq!(client_address(REQUESTS_PER_CLIENT), "10.0.0.1");
+        assert_eq!(client_address(REQUESTS_PER_CLIENT * 256), "10.0.1.0");
     }
 }

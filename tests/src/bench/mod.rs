@@ -10,8 +10,29 @@ pub mod mixed;
 pub mod raw;
 pub mod report;
 pub mod sandbox;
+mod targets;
 
 use std::time::{Duration, Instant};
+
+/// The abuse limits of the run: every rate limit on, sized as an operator sizes them for a
+/// signup burst of distinct clients (README, "Sizing the limits for a burst"): the per-number
+/// and per-client limits at their defaults (each client sends
+/// [`load::REQUESTS_PER_CLIENT`] starts and checks, each number is started once), the prefix
+/// ceiling above the most starts a prefix gets in a minute of the burst (each burst sends
+/// 10,000 to each of its area codes), a daily SMS budget far above the run, and the bench's
+/// own address trusted for `X-Forwarded-For`.
+pub const LIMITS: [(&str, &str); 10] = [
+    ("RATE_LIMITS", "on"),
+    ("RESEND_COOLDOWN_SECONDS", "30"),
+    ("SENDS_PER_NUMBER", "5"),
+    ("SENDS_PER_NUMBER_WINDOW_SECONDS", "600"),
+    ("STARTS_PER_IP_PER_MINUTE", "20"),
+    ("CHECKS_PER_IP_PER_MINUTE", "60"),
+    ("WRONG_CODES_PER_NUMBER_PER_DAY", "9"),
+    ("PREFIX_STARTS_PER_MINUTE", "30000"),
+    ("DAILY_SMS_BUDGET", "US:1000000"),
+    ("TRUSTED_PROXIES", "127.0.0.1/32"),
+];
 
 use crate::fake_twilio::FakeTwilio;
 

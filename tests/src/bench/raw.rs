@@ -1,5 +1,8 @@
 //! The raw limits of this machine at a given concurrency: single-row inserts, persistent
-//! publishes with confirms, and one insert then one confirmed publish per operation.
+//! publishes with confirms, and one insert then one confirmed publish per operation (the
+//! naive durable write); and the batched durable write, k rows in one `INSERT … UNNEST`
+//! then k publishes and their confirms, at a concurrency of 8 (the ceiling a start's
+//! persistence allows).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +18,13 @@ pub struct RawLimits {
     pub inserts: f64,
     pub publishes: f64,
     pub insert_then_publish: f64,
+    /// Rows per second of the batched durable write with batches of 8 and of 32 (C = 8).
+    pub batched_8: f64,
+    pub batched_32: f64,
 }
+
+/// The concurrency of the batched durable write.
+pub const BATCHED_CONCURRENCY: usize = 8;
 
 const QUEUE: &str = "bench.raw";
 
@@ -37,33 +46,49 @@ pub async fn measure(pool: &PgPool, amqp_url: &str, concurrency: usize, run: Dur
         .await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
 
-    let ops = |insert: bool, publish: bool| {
+    // `rows` rows per operation: one insert of them all, then their publishes, then their
+    // confirms.
+    let ops = |insert: bool, publish: bool, rows: usize, concurrency: usize| {
         let (pool, channel) = (pool.clone(), channel.clone());
-        run_for(concurrency, run, move || {
+        run_for(concurrency, run, rows, move || {
             let (pool, channel) = (pool.clone(), channel.clone());
             async move {
                 if insert {
-                    sqlx::query("INSERT INTO bench_raw (id, phone_number, code_hmac) VALUES ($1, $2, $3)")
-                        .bind(Uuid::new_v4())
-                        .bind("+14155552671")
-                        .bind(&[7u8; 32][..])
-                        .execute(&pool)
-                        .await?;
+                    sqlx::query(
+                        "INSERT INTO bench_raw (id, phone_number, code_hmac) \
+                         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[])",
+                    )
+                    .bind((0..rows).map(|_| Uuid::new_v4()).collect::<Vec<_>>())
+                    .bind(vec!["+14155552671"; rows])
+                    .bind(vec![&[7u8; 32][..]; rows])
+                    .execute(&pool)
+                    .await?;
                 }
                 if publish {
                     let payload =
                         br#"{"v":1,"verification_id":"00000000-0000-4000-8000-000000000000","code":"123456"}"#;
                     let props = lapin::BasicProperties::default().with_delivery_mode(2);
-                    common::broker::publish_confirmed(&channel, QUEUE, payload, props, Duration::from_secs(10)).await?;
+                    futures_util::future::try_join_all((0..rows).map(|_| {
+                        common::broker::publish_confirmed(
+                            &channel,
+                            QUEUE,
+                            payload,
+                            props.clone(),
+                            Duration::from_secs(10),
+                        )
+                    }))
+                    .await?;
                 }
                 anyhow::Ok(())
             }
         })
     };
     let limits = RawLimits {
-        inserts: ops(true, false).await?,
-        publishes: ops(false, true).await?,
-        insert_then_publish: ops(true, true).await?,
+        inserts: ops(true, false, 1, concurrency).await?,
+        publishes: ops(false, true, 1, concurrency).await?,
+        insert_then_publish: ops(true, true, 1, concurrency).await?,
+        batched_8: ops(true, true, 8, BATCHED_CONCURRENCY).await?,
+        batched_32: ops(true, true, 32, BATCHED_CONCURRENCY).await?,
     };
     channel
         .queue_delete(QUEUE.into(), QueueDeleteOptions::default())
@@ -73,8 +98,9 @@ pub async fn measure(pool: &PgPool, amqp_url: &str, concurrency: usize, run: Dur
     Ok(limits)
 }
 
-/// Runs `op` in `concurrency` loops for `run`; returns completed operations per second.
-async fn run_for<F, Fut>(concurrency: usize, run: Duration, op: F) -> anyhow::Result<f64>
+/// Runs `op` in `concurrency` loops for `run`; returns completed rows per second (`rows`
+/// per operation).
+async fn run_for<F, Fut>(concurrency: usize, run: Duration, rows: usize, op: F) -> anyhow::Result<f64>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
@@ -98,5 +124,5 @@ where
     for task in tasks {
         total += task.await??;
     }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    Ok((total * rows as u64) as f64 / started.elapsed().as_secs_f64())
 }

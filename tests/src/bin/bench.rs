@@ -2,7 +2,7 @@
 //!
 //!     cargo build --release --workspace && target/release/bench [--n 20000] [--concurrency 64]
 //!         [--twilio-latency-ms 100] [--worker-concurrency 64] [--raw-seconds 5] [--markdown PATH]
-//!         [--idempotency-keys on|off] [--events on|off] [--sandbox on|off]
+//!         [--idempotency-keys on|off] [--events on|off] [--rate-limits on|off] [--sandbox on|off]
 //!
 //! Needs PostgreSQL and RabbitMQ on localhost (`TEST_DATABASE_URL`, `TEST_AMQP_URL` as in
 //! the tests). It uses a database `verify_bench` and queues `bench.*`, made afresh each run.
@@ -38,6 +38,9 @@ struct Args {
     keyed: bool,
     /// Event webhooks on (the default; `--events off` to compare).
     events: bool,
+    /// The abuse limits on, as `bench::LIMITS` sizes them (the default; `--rate-limits off`
+    /// to compare).
+    limits: bool,
     /// The fake's peak RSS with its sandbox page open in Chromium (`--sandbox off` skips it).
     sandbox: bool,
 }
@@ -52,6 +55,7 @@ fn args() -> Result<Args, String> {
         markdown: "target/bench.md".into(),
         keyed: true,
         events: true,
+        limits: true,
         sandbox: true,
     };
     let mut it = std::env::args().skip(1);
@@ -67,6 +71,7 @@ fn args() -> Result<Args, String> {
             "--markdown" => a.markdown = value()?,
             "--idempotency-keys" => a.keyed = on_off(&flag, &value()?)?,
             "--events" => a.events = on_off(&flag, &value()?)?,
+            "--rate-limits" => a.limits = on_off(&flag, &value()?)?,
             "--sandbox" => a.sandbox = on_off(&flag, &value()?)?,
             other => {
                 return Err(format!(
@@ -101,6 +106,7 @@ fn numbers(from: usize, n: usize) -> Vec<String> {
 struct Env {
     db_url: String,
     events: bool,
+    limits: bool,
     api_port: u16,
     fake_base: String,
     fake_account: String,
@@ -129,7 +135,8 @@ impl Env {
             .env("TWILIO_WHATSAPP_CONTENT_SID", "HX0123456789abcdef0123456789abcdef")
             .env("TWILIO_API_BASE", &self.fake_base)
             .env("SEND_QUEUE", QUEUE)
-            .env("RATE_LIMITS", "off")
+            .envs(verify_tests::bench::LIMITS)
+            .env("RATE_LIMITS", if self.limits { "on" } else { "off" })
             .env("SMS_NUMBER_TYPES", "any")
             .env("WORKER_CONCURRENCY", self.worker_concurrency.to_string())
             // PostgreSQL allows 100 connections: the API, two workers and the bench stay under.
@@ -346,6 +353,7 @@ async fn run(a: Args) -> anyhow::Result<Report> {
         worker_concurrency: a.worker_concurrency,
         keyed: a.keyed,
         events_on: a.events,
+        limits_on: a.limits,
         ..Report::default()
     };
     println!("measuring the raw limits ({} s each)…", a.raw_run.as_secs());
@@ -355,6 +363,7 @@ async fn run(a: Args) -> anyhow::Result<Report> {
     let env = Env {
         db_url,
         events: a.events,
+        limits: a.limits,
         api_port,
         fake_base: fake.base_url.clone(),
         fake_account: fake.config().account_sid.clone(),

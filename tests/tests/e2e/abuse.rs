@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use verify_tests::harness::{API_KEY, Options, TestApp, spawn_app_with};
 
-fn limited() -> Options {
+pub(crate) fn limited() -> Options {
     Options::default()
         .without_worker()
         .env("RATE_LIMITS", "on")
@@ -18,7 +18,7 @@ fn limited() -> Options {
         .env("PREFIX_STARTS_PER_MINUTE", "0")
 }
 
-async fn refusal(response: reqwest::Response) -> (u16, String, Option<u64>, String) {
+pub(crate) async fn refusal(response: reqwest::Response) -> (u16, String, Option<u64>, String) {
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -59,7 +59,7 @@ async fn start_when_admitted(app: &TestApp, phone: &str, since: tokio::time::Ins
     }
 }
 
-async fn start_from(app: &TestApp, phone: &str, forwarded_for: &str) -> reqwest::Response {
+pub(crate) async fn start_from(app: &TestApp, phone: &str, forwarded_for: &str) -> reqwest::Response {
     app.http
         .post(format!("{}/v1/verifications", app.api_base))
         .bearer_auth(API_KEY)

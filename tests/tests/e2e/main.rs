@@ -2,6 +2,7 @@
 //! with its own database and queue names, and the fake Twilio on a random port.
 
 mod abuse;
+mod abuse_batches;
 mod bad_input;
 mod channel_rules;
 mod channels;

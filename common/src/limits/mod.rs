@@ -1,9 +1,17 @@
 //! The SQL of the abuse limits: sliding-window counters shared by every API replica, and
 //! paused number prefixes, the daily SMS budget. Which limits apply, and their messages, is the API's policy.
+//!
+//! The limits of concurrent requests are taken together ([`take_many`]); each key's window
+//! is decided in the process ([`window`]) while PostgreSQL holds the key's lock.
+
+mod batch;
+pub mod window;
+
+pub use batch::{Ask, take_many};
 
 use std::time::Duration;
 
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 /// One limit to take from: at most `limit` events under `key` within `window`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,35 +19,6 @@ pub struct Limit {
     pub key: String,
     pub limit: u32,
     pub window: Duration,
-}
-
-/// Takes one event under every limit, or none if any is full: `Ok(None)` when taken, else
-/// the index (into `limits`) of the first full one and how long until it has room.
-pub async fn take(pool: &PgPool, limits: &[Limit]) -> sqlx::Result<Option<(usize, Duration)>> {
-    if limits.is_empty() {
-        return Ok(None);
-    }
-    let row = bind_limits(
-        sqlx::query("SELECT refused, retry_after FROM rate_take($1, $2, $3)"),
-        limits,
-    )
-    .fetch_one(pool)
-    .await?;
-    let refused: i32 = row.try_get(0)?;
-    let retry_after: f64 = row.try_get(1)?;
-    Ok((refused > 0).then(|| (refused as usize - 1, Duration::from_secs_f64(retry_after.max(1.0)))))
-}
-
-/// Binds `limits` as the first three parameters of `rate_take` and `start_take`: their keys,
-/// counts and windows (seconds).
-fn bind_limits<'q>(
-    statement: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    limits: &[Limit],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let keys: Vec<String> = limits.iter().map(|l| l.key.clone()).collect();
-    let counts: Vec<i32> = limits.iter().map(|l| l.limit as i32).collect();
-    let windows: Vec<f64> = limits.iter().map(|l| l.window.as_secs_f64()).collect();
-    statement.bind(keys).bind(counts).bind(windows)
 }
 
 /// Gives back the newest event under `key` (a check that turned out not to be a wrong code).
@@ -60,36 +39,13 @@ pub async fn prefix_paused(pool: &PgPool, prefix: &str) -> sqlx::Result<Option<D
     Ok(left.map(|s| Duration::from_secs_f64(s.max(1.0))))
 }
 
-/// Why a start was not admitted by [`take_start`].
+/// Why a request was not admitted by [`take_many`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartRefusal {
+pub enum Refusal {
     /// The limit at this index (into the limits given) is full, and has room again after this.
     Limit(usize, Duration),
     /// The country's daily SMS budget is used up, until the next UTC day (this long).
     Budget(Duration),
-}
-
-/// Takes one event under every limit and, with `budget` (a country and its daily budget),
-/// one SMS of that country's budget for today: all of it or nothing (`start_take` in
-/// PostgreSQL, atomic across replicas). `Ok(None)` when admitted.
-pub async fn take_start(
-    pool: &PgPool,
-    limits: &[Limit],
-    budget: Option<(&str, u32)>,
-) -> sqlx::Result<Option<StartRefusal>> {
-    let statement = sqlx::query("SELECT refused, retry_after FROM start_take($1, $2, $3, $4, $5)");
-    let row = bind_limits(statement, limits)
-        .bind(budget.map(|(country, _)| country))
-        .bind(budget.map(|(_, n)| n.min(i32::MAX as u32) as i32))
-        .fetch_one(pool)
-        .await?;
-    let refused: i32 = row.try_get(0)?;
-    let retry_after = Duration::from_secs_f64(row.try_get::<f64, _>(1)?.max(1.0));
-    Ok(match refused {
-        0 => None,
-        -1 => Some(StartRefusal::Budget(retry_after)),
-        i => Some(StartRefusal::Limit(i as usize - 1, retry_after)),
-    })
 }
 
 /// Rows deleted by one statement of [`forget_expired`].
