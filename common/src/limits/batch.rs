@@ -101,8 +101,9 @@ impl Decided {
                 return Some(Refusal::Budget(Duration::from_secs(left as u64)));
             }
         }
+        let empty = Window::default();
         for (i, limit) in ask.limits.iter().enumerate() {
-            let window = self.windows.get(&limit.key).map_or_else(Default::default, Clone::clone);
+            let window = self.windows.get(&limit.key).unwrap_or(&empty);
             if let Some(retry_after) = window.room(limit, self.now) {
                 return Some(Refusal::Limit(i, retry_after));
             }
