@@ -26,6 +26,9 @@ pub const CODE_SEALING_KEYS: &str = "test-sealing-key-0123456789abcdef-012345678
 pub const FROM: &str = "+15005550006";
 /// The event webhooks' signing secret in tests (`whsec_` + base64 of 35 bytes).
 pub const EVENTS_SECRET: &str = "whsec_dGVzdC1ldmVudHMtc2VjcmV0LTAxMjM0NTY3ODlhYmNkZWY=";
+/// How long a stopping test waits for its queues to be deleted, and for its database to be
+/// dropped.
+const CLEANUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub fn admin_database_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -681,18 +684,31 @@ impl TestApp {
         }
         self.watch.step("closing the test's pool");
         self.pool.close().await;
-        self.watch.step("deleting the test's queues and database");
-        if let Ok(conn) = common::broker::connect(&self.amqp_url, "verify-tests").await {
-            if let Ok(channel) = conn.create_channel().await {
-                for q in queues {
-                    drop(channel.queue_delete(q.as_str().into(), Default::default()).await);
+        // Bounded: a broker or database that stalls here leaves leftovers (which `.ci/run`
+        // deletes before the next run) rather than a hung suite.
+        self.watch.step("deleting the test's queues");
+        let queues_deleted = async {
+            if let Ok(conn) = common::broker::connect(&self.amqp_url, "verify-tests").await {
+                if let Ok(channel) = conn.create_channel().await {
+                    for q in queues {
+                        drop(channel.queue_delete(q.as_str().into(), Default::default()).await);
+                    }
                 }
+                drop(conn.close(200, "ok".into()).await);
             }
-            drop(conn.close(200, "ok".into()).await);
+        };
+        if tokio::time::timeout(CLEANUP_TIMEOUT, queues_deleted).await.is_err() {
+            eprintln!("the test's queues were not deleted within {CLEANUP_TIMEOUT:?}; left behind");
         }
-        if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
-            let drop_db = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database_name);
-            drop(sqlx::query(sqlx::AssertSqlSafe(drop_db)).execute(&mut conn).await);
+        self.watch.step("deleting the test's database");
+        let database_dropped = async {
+            if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
+                let drop_db = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database_name);
+                drop(sqlx::query(sqlx::AssertSqlSafe(drop_db)).execute(&mut conn).await);
+            }
+        };
+        if tokio::time::timeout(CLEANUP_TIMEOUT, database_dropped).await.is_err() {
+            eprintln!("the test's database was not dropped within {CLEANUP_TIMEOUT:?}; left behind");
         }
     }
 }
