@@ -11,7 +11,6 @@ use common::metric_names as names;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::batch::LimitTaker;
 use common::guard;
 use common::limits::{self, Ask, Limit, Refusal};
 use common::phone::PhoneNumber;
@@ -20,6 +19,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::LimitTaker;
 use crate::error::ApiError;
 use crate::pumping::Guard;
 

@@ -75,16 +75,16 @@ impl Window {
         if held < u64::from(limit.limit) {
             return None;
         }
-        // Room comes when `held - limit + 1` of the oldest events have left the window.
+        // Room comes when `held - limit + 1` of the oldest events have left the window. `held`
+        // is the sum of `live`, so some entry always brings the count that far.
         let must_leave = held - u64::from(limit.limit) + 1;
         let mut left = 0;
-        for (t, c) in live {
+        let last_to_leave = live.iter().find(|(_, c)| {
             left += u64::from(*c);
-            if left >= must_leave {
-                return Some(whole_seconds(*t + width(limit) + limit.window - now));
-            }
-        }
-        Some(whole_seconds(limit.window.try_into().unwrap_or(time::Duration::ZERO)))
+            left >= must_leave
+        });
+        let at = last_to_leave.map_or(now, |(t, _)| *t);
+        Some(whole_seconds(at + width(limit) + limit.window - now))
     }
 
     /// Records one event at `now`, and forgets what no longer counts: entries out of the
