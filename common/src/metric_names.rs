@@ -131,7 +131,10 @@ pub fn describe() {
         Unit::Seconds,
         "From the start of a channel step (the verification's start, or its fallback) to Twilio's 201"
     );
-    describe_gauge!(SENDS_IN_FLIGHT, "Send jobs this worker is working on");
+    describe_gauge!(
+        SENDS_IN_FLIGHT,
+        "Twilio calls this worker has in flight or is about to make (its slots in use)"
+    );
     describe_counter!(JOBS, "Send jobs finished by a worker, by outcome");
     describe_counter!(DEAD_LETTERS, "Jobs a worker put into the dead-letter queue");
     describe_counter!(

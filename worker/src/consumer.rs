@@ -195,15 +195,10 @@ async fn handle(ctx: &SendContext, out: &Outbound, delivery: Delivery, shutdown:
             .wait_until_due(&job, ctx.config.retry.in_process_max, shutdown)
             .await
         {
-            Ok(true) => {
-                // A job not begun when the worker stops goes back with the connection
-                // (redelivered: quorum queues count it towards the poison limit).
-                let slot = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    slot = ctx.slot() => slot,
-                };
-                run_job(ctx, out, &delivery, job, shutdown, slot).await
-            }
+            // A job not begun when the worker stops goes back with the connection
+            // (redelivered: quorum queues count it towards the poison limit).
+            Ok(true) if shutdown.is_cancelled() => return,
+            Ok(true) => run_job(ctx, out, &delivery, job, shutdown).await,
             other => other.map(|_| ()),
         },
     };
@@ -240,16 +235,14 @@ async fn run_job(
     delivery: &Delivery,
     job: SendJob,
     shutdown: &CancellationToken,
-    slot: crate::send::Slot,
 ) -> anyhow::Result<()> {
     let holder = Uuid::new_v4().to_string();
-    let mut slot = Some(slot);
     loop {
         ctx.database.wait_until_up(shutdown).await?;
         let result = if deliveries(delivery) >= POISON_DELIVERIES {
             poison(ctx, out, delivery, &job).await
         } else {
-            match ctx.process(&job, &holder, shutdown, slot.take()).await {
+            match ctx.process(&job, &holder, shutdown).await {
                 Ok(outcome) => return out.follow_up(job, outcome).await,
                 Err(e) => Err(e),
             }

@@ -2,6 +2,7 @@
 //! Twilio's REST API, retrying transient failures with exponential backoff and recording
 //! every attempt and the delivery status in PostgreSQL.
 
+mod batcher;
 pub mod classify;
 pub mod config;
 mod consumer;
@@ -67,6 +68,7 @@ impl Worker {
             listener,
             ctx: Arc::new(send::SendContext {
                 finisher: finish::Finisher::spawn(finish_pool),
+                claimer: send::claimer(pool.clone(), &config),
                 slots: Arc::new(tokio::sync::Semaphore::new(usize::from(config.concurrency))),
                 database: database::DatabaseGate::new(pool.clone()),
                 pool,

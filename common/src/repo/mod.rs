@@ -34,6 +34,7 @@ macro_rules! key_upsert {
 }
 
 mod attempts;
+mod claims;
 mod delivery;
 mod events;
 mod health;
@@ -45,6 +46,7 @@ mod steps;
 mod verifications;
 
 pub use attempts::*;
+pub use claims::*;
 pub use delivery::*;
 pub use events::*;
 pub use health::*;

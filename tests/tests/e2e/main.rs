@@ -7,6 +7,7 @@ mod bad_input;
 mod channel_rules;
 mod channels;
 mod checks;
+mod claims;
 mod delivery;
 mod events;
 mod fake_twilio_calls;

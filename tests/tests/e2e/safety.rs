@@ -10,11 +10,11 @@ use uuid::Uuid;
 use verify_tests::fake_twilio::Fault;
 use verify_tests::harness::{Options, TestApp, spawn_app, spawn_app_with};
 
-const PHONE: &str = "+14155552671";
-const OTHER_PHONE: &str = "+14155552672";
+pub(super) const PHONE: &str = "+14155552671";
+pub(super) const OTHER_PHONE: &str = "+14155552672";
 
 /// A verification stored as the API stores it, without publishing its job.
-async fn stored_verification(app: &TestApp, phone: &str) -> (Uuid, Code) {
+pub(super) async fn stored_verification(app: &TestApp, phone: &str) -> (Uuid, Code) {
     let id = Uuid::new_v4();
     let code = Code::generate(CodeLength::default());
     let new = NewVerification {
@@ -29,7 +29,7 @@ async fn stored_verification(app: &TestApp, phone: &str) -> (Uuid, Code) {
     (id, code)
 }
 
-fn lease(holder: &str, seconds: f64) -> repo::Lease<'_> {
+pub(super) fn lease(holder: &str, seconds: f64) -> repo::Lease<'_> {
     repo::Lease { holder, seconds }
 }
 

@@ -107,6 +107,16 @@ async fn sigterm_lets_in_flight_sends_finish_and_the_worker_exit_0() {
         .await
         .unwrap();
     assert_eq!(unfinished, 0, "every call under way was finished and recorded");
+    // Jobs claimed while they waited for a slot were closed as never called, so the next
+    // worker need not look them up at Twilio.
+    let uncalled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM send_attempts WHERE outcome = 'not_at_twilio' \
+         AND error_message = 'not called: the worker stopped first'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(uncalled >= 1, "the jobs waiting for a slot were handed back uncalled");
     let sent = app.fake.messages().len();
     assert!(
         sent >= 5 && sent < phones.len(),

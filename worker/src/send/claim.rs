@@ -1,14 +1,17 @@
 //! Taking a send: the claim that leases it to this job's run (and begins its first call),
-//! or the reason there is nothing to call.
+//! made in a batch with the claims of the worker's other jobs, or the reason there is
+//! nothing to call.
 
+use common::broker::RETRY_TIERS;
 use common::code::Code;
 use common::job::SendJob;
 use common::repo::{self, Claim};
-
 use common::texts::Channel;
+use sqlx::PgPool;
 
 use super::{ClaimedSend, JobOutcome, SendContext};
-use common::broker::RETRY_TIERS;
+use crate::batcher::Batcher;
+use crate::config::WorkerConfig;
 
 impl SendContext {
     /// Takes the send: `Ok` with the claimed send to make, or `Err` with the job's outcome
@@ -19,12 +22,15 @@ impl SendContext {
         job: &'a SendJob,
         code: Code,
         holder: &'a str,
-        slot: super::Slot,
     ) -> anyhow::Result<Result<ClaimedSend<'a>, JobOutcome>> {
         let id = job.verification_id;
-        let min_lifetime = self.config.retry.min_useful_lifetime.as_secs_f64();
-        let worker = &self.config.worker_id;
-        let claim = repo::claim_send_and_begin(&self.pool, id, self.lease(holder), worker, min_lifetime).await?;
+        // Taken before the batch: the lease runs from no earlier than this.
+        let claimed = std::time::Instant::now();
+        let ask = repo::ClaimAsk {
+            id,
+            holder: holder.to_owned(),
+        };
+        let claim = self.claimer.ask(ask).await?;
         let (send, needs_lookup) = match claim {
             Claim::Claimed {
                 submitted_sid: Some(sid),
@@ -57,7 +63,8 @@ impl SendContext {
                     made: job.attempt,
                     recorded: send_attempts,
                     begun: attempt_row,
-                    slot: Some(slot),
+                    claimed,
+                    slot: None,
                 },
                 needs_lookup,
             ),
@@ -70,6 +77,23 @@ impl SendContext {
         }
         Ok(Ok(send))
     }
+}
+
+/// Most sends claimed by one call: a worker's prefetch is twice `WORKER_CONCURRENCY`.
+const BATCH: usize = 128;
+
+/// Claims sends in batches ([`repo::claim_sends_and_begin`]) with this worker's lease length.
+pub type Claimer = Batcher<repo::ClaimAsk, Claim>;
+
+/// Starts the claiming task of a worker with `config`.
+pub fn claimer(pool: PgPool, config: &WorkerConfig) -> Claimer {
+    let lease = config.send_lease.as_secs_f64();
+    let min_lifetime = config.retry.min_useful_lifetime.as_secs_f64();
+    let worker = config.worker_id.clone();
+    Batcher::spawn(pool, BATCH, "claiming a batch of sends", move |pool, asks| {
+        let worker = worker.clone();
+        async move { repo::claim_sends_and_begin(&pool, &asks, lease, &worker, min_lifetime).await }
+    })
 }
 
 /// What a job that finds its send held by someone else does: come back shortly. The holder

@@ -20,12 +20,15 @@ use crate::config::WorkerConfig;
 use crate::retry::Next;
 use crate::twilio::{CallResult, TwilioClient};
 
+mod begin;
 mod channel;
 mod claim;
 mod record;
 mod settle;
 
 use claim::busy;
+pub use claim::{Claimer, claimer};
+use common::broker::RETRY_TIERS;
 use record::twilio_code;
 
 /// What became of a job. Every variant ends the delivery: the consumer acks it after doing
@@ -57,6 +60,8 @@ pub enum JobOutcome {
 pub struct SendContext {
     pub pool: PgPool,
     pub finisher: crate::finish::Finisher,
+    /// Claims the sends of concurrent jobs together ([`claimer`]).
+    pub claimer: Claimer,
     /// Whether PostgreSQL answers; jobs wait on it during an outage.
     pub database: crate::database::DatabaseGate,
     pub twilio: TwilioClient,
@@ -65,9 +70,11 @@ pub struct SendContext {
     pub texts: Texts,
     /// Delivers event webhooks (`None`: events are off).
     pub events: Option<crate::events::EventSender>,
-    /// `WORKER_CONCURRENCY` slots: a send holds one from its claim until its provider call
-    /// returns, so at most that many calls are in flight; recording the outcome and acking
-    /// happen outside it, while the next job already calls.
+    /// `WORKER_CONCURRENCY` slots: a send holds one from just before its provider call until
+    /// the call returns, so at most that many calls are in flight. The claim comes before
+    /// (the prefetch lets twice as many jobs claim as there are slots), and recording the
+    /// outcome and acking after: a slot never waits for the database, so a slot that frees up
+    /// goes at once to a job claimed already.
     pub slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
@@ -103,6 +110,8 @@ struct ClaimedSend<'a> {
     recorded: i32,
     /// The first call's `in_flight` row, begun with the claim (already in `recorded`).
     begun: Option<i64>,
+    /// When the claim (and its lease) was taken.
+    claimed: std::time::Instant,
     /// Held while a provider call is made or about to be.
     slot: Option<Slot>,
 }
@@ -139,16 +148,14 @@ impl SendContext {
     /// Runs one job to its outcome. An `Err` means PostgreSQL failed: nothing about the job
     /// is final, and it may be run again (after an outage, with the same `holder`, which
     /// takes its own lease back) or returned to the queue. `holder` is the lease token of
-    /// this job's runs. `shutdown` cuts in-process waits short: the retry is handed to the
-    /// broker instead. `slot`: one of [`Self::slots`] the caller holds already (else one is
-    /// taken first).
+    /// this job's runs. `shutdown` cuts in-process waits (for a retry, or for a slot) short:
+    /// the job is handed to the broker instead.
     #[tracing::instrument(skip_all, fields(verification_id = %job.verification_id, request_id = job.request_id.as_deref().unwrap_or("")))]
     pub async fn process(
         &self,
         job: &SendJob,
         holder: &str,
         shutdown: &CancellationToken,
-        slot: Option<Slot>,
     ) -> anyhow::Result<JobOutcome> {
         let code = match self
             .config
@@ -165,11 +172,7 @@ impl SendContext {
                 return Ok(JobOutcome::DeadLetter { reason });
             }
         };
-        let slot = match slot {
-            Some(slot) => slot,
-            None => self.slot().await,
-        };
-        match self.claim(job, code, holder, slot).await? {
+        match self.claim(job, code, holder).await? {
             Ok(send) => self.send(send, shutdown).await,
             Err(settled) => Ok(settled),
         }
@@ -184,7 +187,7 @@ impl SendContext {
             if send.begun.is_none() && !self.config.retry.worth_sending(send.remaining()) {
                 return self.expire(id).await;
             }
-            let (failure, asked) = match self.call(&mut send, &body).await? {
+            let (failure, asked) = match self.call(&mut send, &body, shutdown).await? {
                 Called::Done(outcome) => return Ok(outcome),
                 Called::Retry { failure, retry_after } => (failure, retry_after),
             };
@@ -206,12 +209,24 @@ impl SendContext {
         }
     }
 
-    /// One Twilio call, recorded before (in flight) and after (its outcome).
-    async fn call(&self, send: &mut ClaimedSend<'_>, body: &str) -> anyhow::Result<Called> {
-        send.made += 1;
+    /// One Twilio call, recorded before (in flight) and after (its outcome), in a slot.
+    async fn call(
+        &self,
+        send: &mut ClaimedSend<'_>,
+        body: &str,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Called> {
         if send.slot.is_none() {
-            send.slot = Some(self.slot().await);
+            tokio::select! {
+                slot = self.slot() => send.slot = Some(slot),
+                // Stopping: the job waits in the broker instead (nothing was called).
+                _ = shutdown.cancelled() => {
+                    self.uncalled(send, "not called: the worker stopped first").await?;
+                    return Ok(Called::Done(self.wait_in(send, RETRY_TIERS[0]).await?));
+                }
+            }
         }
+        send.made += 1;
         let Some(row) = self.begin_call(send).await? else {
             // The lease ran out and another worker took the send: it is theirs.
             tracing::warn!("the send's lease was taken over; not calling Twilio");
@@ -238,17 +253,6 @@ impl SendContext {
                 retry_after: result.retry_after,
             },
         })
-    }
-
-    /// The call's `in_flight` row: begun with the claim, or now (renewing the lease). `None`
-    /// when the lease is no longer this job's.
-    async fn begin_call(&self, send: &mut ClaimedSend<'_>) -> sqlx::Result<Option<i64>> {
-        if let Some(row) = send.begun.take() {
-            return Ok(Some(row));
-        }
-        send.recorded += 1;
-        let lease = self.lease(send.holder);
-        repo::begin_attempt(&self.pool, send.id(), send.recorded, lease, &self.config.worker_id).await
     }
 }
 

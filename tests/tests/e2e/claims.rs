@@ -1,0 +1,116 @@
+//! A worker's claims: taken in batches exactly as one by one, and a lease renewed only by
+//! the holder it still belongs to.
+
+use common::repo::{self, Claim, ClaimAsk};
+use uuid::Uuid;
+use verify_tests::harness::{Options, spawn_app_with};
+
+use super::safety::{OTHER_PHONE, PHONE, lease, stored_verification};
+
+fn ask(id: Uuid, holder: &str) -> ClaimAsk {
+    ClaimAsk {
+        id,
+        holder: holder.to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_claims_each_send_as_a_single_claim_would_in_the_order_asked() {
+    let app = spawn_app_with(Options::default().without_worker()).await;
+    let (free, _) = stored_verification(&app, PHONE).await;
+    let (held, _) = stored_verification(&app, OTHER_PHONE).await;
+    let (earlier, _) = stored_verification(&app, "+14155552673").await;
+    repo::claim_send(&app.pool, held, lease("other", 30.0)).await.unwrap();
+    // A call of `earlier` was in flight when its worker died (its lease has run out).
+    repo::claim_send(&app.pool, earlier, lease("dead", 0.0)).await.unwrap();
+    repo::begin_attempt(&app.pool, earlier, 1, lease("dead", 0.0), "dead")
+        .await
+        .unwrap()
+        .expect("the dead worker's call begun");
+    let unknown = Uuid::new_v4();
+    // `free` twice, as two copies of its job would ask: the first asked takes it.
+    let asks = [
+        ask(unknown, "a"),
+        ask(free, "a"),
+        ask(held, "b"),
+        ask(earlier, "c"),
+        ask(free, "d"),
+    ];
+    let claims = repo::claim_sends_and_begin(&app.pool, &asks, 30.0, "w", 60.0)
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), asks.len());
+    assert!(matches!(claims[0], Claim::Skip(None)), "{:?}", claims[0]);
+    let Claim::Claimed {
+        attempt_row: Some(row),
+        send_attempts: 1,
+        needs_lookup: false,
+        ref phone_number,
+        ..
+    } = claims[1]
+    else {
+        panic!("the free send claimed and its call begun: {:?}", claims[1]);
+    };
+    assert_eq!(phone_number, PHONE);
+    assert!(matches!(claims[2], Claim::Busy), "{:?}", claims[2]);
+    assert!(
+        matches!(
+            claims[3],
+            Claim::Claimed {
+                needs_lookup: true,
+                attempt_row: None,
+                ..
+            }
+        ),
+        "a call to look up first begins nothing: {:?}",
+        claims[3]
+    );
+    assert!(matches!(claims[4], Claim::Busy), "{:?}", claims[4]);
+    let attempts = repo::attempts(&app.pool, free).await.unwrap();
+    assert_eq!(
+        attempts,
+        [(1, "in_flight".to_owned(), None)],
+        "one call begun for two asks"
+    );
+    let begun: Uuid = sqlx::query_scalar("SELECT verification_id FROM send_attempts WHERE id = $1")
+        .bind(row)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(begun, free);
+    // The batch's leases are held: nobody else takes those sends now.
+    for id in [free, earlier] {
+        assert!(matches!(
+            repo::claim_send(&app.pool, id, lease("e", 30.0)).await.unwrap(),
+            Claim::Busy
+        ));
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_that_waited_for_a_slot_renews_the_lease_only_while_it_holds_it() {
+    let app = spawn_app_with(Options::default().without_worker()).await;
+    // Worker a's lease ran out while its job waited for a slot, and nobody took the send:
+    // renewed, it keeps the others out again.
+    let (id, _) = stored_verification(&app, PHONE).await;
+    repo::claim_send(&app.pool, id, lease("a", 0.0)).await.unwrap();
+    assert!(repo::renew_lease(&app.pool, id, lease("a", 30.0)).await.unwrap());
+    assert!(matches!(
+        repo::claim_send(&app.pool, id, lease("b", 30.0)).await.unwrap(),
+        Claim::Busy
+    ));
+    // Worker b took this one over meanwhile: a's renewal fails (and a does not call).
+    let (other, _) = stored_verification(&app, OTHER_PHONE).await;
+    repo::claim_send(&app.pool, other, lease("a", 0.0)).await.unwrap();
+    assert!(matches!(
+        repo::claim_send(&app.pool, other, lease("b", 30.0)).await.unwrap(),
+        Claim::Claimed { .. }
+    ));
+    assert!(!repo::renew_lease(&app.pool, other, lease("a", 30.0)).await.unwrap());
+    assert!(matches!(
+        repo::claim_send(&app.pool, other, lease("c", 30.0)).await.unwrap(),
+        Claim::Busy
+    ));
+    app.stop().await;
+}
