@@ -143,7 +143,7 @@ pub fn describe() {
     );
     describe_counter!(
         BATCH_CONFLICTS,
-        "Batched statements run again after a conflict with another replica, by kind (pending_number, deadlock)"
+        "Batched statements run again after a conflict with another replica or batch, by kind (pending_number, deadlock, claim_deadlock)"
     );
 }
 

@@ -127,7 +127,32 @@ async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f
 /// (`claim_send_and_begin`, whose rules these are) would one by one: the function
 /// `claim_sends` runs its statement for each, in the order of their ids. One round trip and
 /// one commit for the batch; the claims come back in the order of `asks`.
+///
+/// A batch holds its rows' locks until it commits, so another transaction that locks two of
+/// them in the other order (a batch of starts superseding two numbers being claimed, say)
+/// can deadlock with it, and PostgreSQL aborts one side. Nothing of an aborted batch was
+/// done: it runs again (up to 3 times) rather than fail every job in it.
 pub async fn claim_sends_and_begin(
+    pool: &PgPool,
+    asks: &[ClaimAsk],
+    lease_seconds: f64,
+    worker_id: &str,
+    min_lifetime_seconds: f64,
+) -> sqlx::Result<Vec<Claim>> {
+    let mut retries = 0;
+    loop {
+        match claim_batch(pool, asks, lease_seconds, worker_id, min_lifetime_seconds).await {
+            Err(sqlx::Error::Database(e)) if retries < 3 && e.code().as_deref() == Some("40P01") => {
+                retries += 1;
+                metrics::counter!(crate::metric_names::BATCH_CONFLICTS, "kind" => "claim_deadlock").increment(1);
+                tracing::warn!(error = %e, "a batch of claims was aborted by a deadlock; running it again");
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn claim_batch(
     pool: &PgPool,
     asks: &[ClaimAsk],
     lease_seconds: f64,

@@ -114,3 +114,56 @@ async fn a_call_that_waited_for_a_slot_renews_the_lease_only_while_it_holds_it()
     ));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_of_claims_aborted_by_a_deadlock_runs_again() {
+    let app = spawn_app_with(Options::default().without_worker()).await;
+    let (x, _) = stored_verification(&app, PHONE).await;
+    let (y, _) = stored_verification(&app, OTHER_PHONE).await;
+    // The batch takes its rows in the order of their ids.
+    let (first, second) = if x < y { (x, y) } else { (y, x) };
+    let lock = "SELECT 1 FROM verifications WHERE id = $1 FOR UPDATE";
+    // Another transaction holds the row the batch takes second…
+    let mut other = app.pool.begin().await.unwrap();
+    sqlx::query(lock).bind(second).execute(&mut *other).await.unwrap();
+    let pool = app.pool.clone();
+    let batch = tokio::spawn(async move {
+        let asks = [ask(second, "a"), ask(first, "a")];
+        repo::claim_sends_and_begin(&pool, &asks, 30.0, "w", 60.0).await
+    });
+    // …until the batch, holding the first, waits for it…
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                   AND wait_event_type = 'Lock' AND query LIKE '%claim_sends%'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n: i64 = sqlx::query_scalar(waiting).fetch_one(&app.pool).await.unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch never waited for the row"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // …and then wants the first: a deadlock. PostgreSQL aborts the side that has waited
+    // longest, the batch, so this lock is granted.
+    sqlx::query(lock)
+        .bind(first)
+        .execute(&mut *other)
+        .await
+        .expect("the batch was the side aborted");
+    other.commit().await.unwrap();
+    let claims = batch.await.unwrap().expect("the aborted batch ran again");
+    assert!(
+        claims.iter().all(|c| matches!(
+            c,
+            Claim::Claimed {
+                attempt_row: Some(_),
+                ..
+            }
+        )),
+        "both sends claimed by the second run: {claims:?}"
+    );
+    app.stop().await;
+}
