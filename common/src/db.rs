@@ -172,6 +172,12 @@ pub fn is_outage(e: &sqlx::Error) -> bool {
 #[error("the database is unreachable: {0}")]
 pub struct Unreachable(pub String);
 
+/// Whether a transaction was aborted by PostgreSQL to break a deadlock (or a serialization
+/// failure): nothing of it was done, and running it again is safe.
+pub fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
 /// [`is_outage`] for an error chain: whether a database outage is among its causes.
 pub fn caused_by_outage(e: &anyhow::Error) -> bool {
     e.chain()

@@ -30,6 +30,14 @@ pub const EVENTS_SECRET: &str = "whsec_dGVzdC1ldmVudHMtc2VjcmV0LTAxMjM0NTY3ODlhY
 /// dropped.
 const CLEANUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Runs a cleanup step for at most [`CLEANUP_TIMEOUT`]; past it, says `unfinished` and what
+/// is left behind.
+async fn within_cleanup_timeout(unfinished: &str, step: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(CLEANUP_TIMEOUT, step).await.is_err() {
+        eprintln!("{unfinished} within {CLEANUP_TIMEOUT:?}; left behind");
+    }
+}
+
 pub fn admin_database_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -697,9 +705,7 @@ impl TestApp {
                 drop(conn.close(200, "ok".into()).await);
             }
         };
-        if tokio::time::timeout(CLEANUP_TIMEOUT, queues_deleted).await.is_err() {
-            eprintln!("the test's queues were not deleted within {CLEANUP_TIMEOUT:?}; left behind");
-        }
+        within_cleanup_timeout("the test's queues were not deleted", queues_deleted).await;
         self.watch.step("deleting the test's database");
         let database_dropped = async {
             if let Ok(mut conn) = PgConnection::connect(&admin_database_url()).await {
@@ -707,9 +713,7 @@ impl TestApp {
                 drop(sqlx::query(sqlx::AssertSqlSafe(drop_db)).execute(&mut conn).await);
             }
         };
-        if tokio::time::timeout(CLEANUP_TIMEOUT, database_dropped).await.is_err() {
-            eprintln!("the test's database was not dropped within {CLEANUP_TIMEOUT:?}; left behind");
-        }
+        within_cleanup_timeout("the test's database was not dropped", database_dropped).await;
     }
 }
 

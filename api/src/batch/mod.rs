@@ -208,7 +208,7 @@ where
                 metrics::counter!(common::metric_names::BATCH_CONFLICTS, "kind" => "pending_number").increment(1);
                 tracing::debug!(error = %e, "another replica started a verification for a number of this batch; running it again");
             }
-            Err(sqlx::Error::Database(e)) if retries < 3 && matches!(e.code().as_deref(), Some("40P01" | "40001")) => {
+            Err(e) if retries < 3 && common::db::is_deadlock(&e) => {
                 retries += 1;
                 metrics::counter!(common::metric_names::BATCH_CONFLICTS, "kind" => "deadlock").increment(1);
                 tracing::warn!(error = %e, "batch statement aborted by a deadlock; running it again");

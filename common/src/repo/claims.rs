@@ -132,17 +132,11 @@ async fn claim(pool: &PgPool, id: Uuid, lease: Lease<'_>, first: Option<(&str, f
 /// them in the other order (a batch of starts superseding two numbers being claimed, say)
 /// can deadlock with it, and PostgreSQL aborts one side. Nothing of an aborted batch was
 /// done: it runs again (up to 3 times) rather than fail every job in it.
-pub async fn claim_sends_and_begin(
-    pool: &PgPool,
-    asks: &[ClaimAsk],
-    lease_seconds: f64,
-    worker_id: &str,
-    min_lifetime_seconds: f64,
-) -> sqlx::Result<Vec<Claim>> {
+pub async fn claim_sends_and_begin(pool: &PgPool, asks: &[ClaimAsk], terms: &ClaimTerms) -> sqlx::Result<Vec<Claim>> {
     let mut retries = 0;
     loop {
-        match claim_batch(pool, asks, lease_seconds, worker_id, min_lifetime_seconds).await {
-            Err(sqlx::Error::Database(e)) if retries < 3 && e.code().as_deref() == Some("40P01") => {
+        match claim_batch(pool, asks, terms).await {
+            Err(e) if retries < 3 && crate::db::is_deadlock(&e) => {
                 retries += 1;
                 metrics::counter!(crate::metric_names::BATCH_CONFLICTS, "kind" => "claim_deadlock").increment(1);
                 tracing::warn!(error = %e, "a batch of claims was aborted by a deadlock; running it again");
@@ -152,21 +146,26 @@ pub async fn claim_sends_and_begin(
     }
 }
 
-async fn claim_batch(
-    pool: &PgPool,
-    asks: &[ClaimAsk],
-    lease_seconds: f64,
-    worker_id: &str,
-    min_lifetime_seconds: f64,
-) -> sqlx::Result<Vec<Claim>> {
+/// What every claim of a worker's batches shares.
+#[derive(Debug, Clone)]
+pub struct ClaimTerms {
+    /// How long a lease lasts (`SEND_LEASE_SECONDS`).
+    pub lease_seconds: f64,
+    /// Recorded on the call each claim begins.
+    pub worker_id: String,
+    /// A call is begun with the claim only if the code has this long left to live.
+    pub min_lifetime_seconds: f64,
+}
+
+async fn claim_batch(pool: &PgPool, asks: &[ClaimAsk], terms: &ClaimTerms) -> sqlx::Result<Vec<Claim>> {
     let ids: Vec<Uuid> = asks.iter().map(|a| a.id).collect();
     let holders: Vec<&str> = asks.iter().map(|a| a.holder.as_str()).collect();
     let rows = sqlx::query("SELECT * FROM claim_sends($1, $2, $3, $4, $5, $6, $7, $8)")
         .bind(&ids)
         .bind(&holders)
-        .bind(lease_seconds)
-        .bind(worker_id)
-        .bind(min_lifetime_seconds)
+        .bind(terms.lease_seconds)
+        .bind(&terms.worker_id)
+        .bind(terms.min_lifetime_seconds)
         .bind(AttemptOutcome::unknown())
         .bind(AttemptOutcome::Submitted.as_str())
         .bind(AttemptOutcome::InFlight.as_str())

@@ -1,11 +1,19 @@
 //! A worker's claims: taken in batches exactly as one by one, and a lease renewed only by
 //! the holder it still belongs to.
 
-use common::repo::{self, Claim, ClaimAsk};
+use common::repo::{self, Claim, ClaimAsk, ClaimTerms};
 use uuid::Uuid;
 use verify_tests::harness::{Options, spawn_app_with};
 
 use super::safety::{OTHER_PHONE, PHONE, lease, stored_verification};
+
+fn terms() -> ClaimTerms {
+    ClaimTerms {
+        lease_seconds: 30.0,
+        worker_id: "w".into(),
+        min_lifetime_seconds: 60.0,
+    }
+}
 
 fn ask(id: Uuid, holder: &str) -> ClaimAsk {
     ClaimAsk {
@@ -36,9 +44,7 @@ async fn a_batch_claims_each_send_as_a_single_claim_would_in_the_order_asked() {
         ask(earlier, "c"),
         ask(free, "d"),
     ];
-    let claims = repo::claim_sends_and_begin(&app.pool, &asks, 30.0, "w", 60.0)
-        .await
-        .unwrap();
+    let claims = repo::claim_sends_and_begin(&app.pool, &asks, &terms()).await.unwrap();
     assert_eq!(claims.len(), asks.len());
     assert!(matches!(claims[0], Claim::Skip(None)), "{:?}", claims[0]);
     let Claim::Claimed {
@@ -129,7 +135,7 @@ async fn a_batch_of_claims_aborted_by_a_deadlock_runs_again() {
     let pool = app.pool.clone();
     let batch = tokio::spawn(async move {
         let asks = [ask(second, "a"), ask(first, "a")];
-        repo::claim_sends_and_begin(&pool, &asks, 30.0, "w", 60.0).await
+        repo::claim_sends_and_begin(&pool, &asks, &terms()).await
     });
     // …until the batch, holding the first, waits for it…
     let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \

@@ -87,12 +87,14 @@ pub type Claimer = Batcher<repo::ClaimAsk, Claim>;
 
 /// Starts the claiming task of a worker with `config`.
 pub fn claimer(pool: PgPool, config: &WorkerConfig) -> Claimer {
-    let lease = config.send_lease.as_secs_f64();
-    let min_lifetime = config.retry.min_useful_lifetime.as_secs_f64();
-    let worker = config.worker_id.clone();
+    let terms = std::sync::Arc::new(repo::ClaimTerms {
+        lease_seconds: config.send_lease.as_secs_f64(),
+        worker_id: config.worker_id.clone(),
+        min_lifetime_seconds: config.retry.min_useful_lifetime.as_secs_f64(),
+    });
     Batcher::spawn(pool, BATCH, "claiming a batch of sends", move |pool, asks| {
-        let worker = worker.clone();
-        async move { repo::claim_sends_and_begin(&pool, &asks, lease, &worker, min_lifetime).await }
+        let terms = std::sync::Arc::clone(&terms);
+        async move { repo::claim_sends_and_begin(&pool, &asks, &terms).await }
     })
 }
 
