@@ -2,6 +2,10 @@
 
 use std::fmt;
 
+mod rules;
+#[cfg(test)]
+mod rules_tests;
+
 /// A phone number in E.164 form (`+` and 8 to 15 digits) that libphonenumber says is valid,
 /// with what libphonenumber knows of it. The only way to get one is [`PhoneNumber::parse`].
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -103,11 +107,30 @@ impl PhoneNumber {
         if !well_formed {
             return Err(PhoneError::NotE164);
         }
+        match rules::classify(digits) {
+            rules::Verdict::Valid {
+                calling_code,
+                country,
+                kind,
+            } => Ok(Self {
+                e164: input.to_owned(),
+                country: country.map(str::to_owned),
+                calling_code,
+                kind: NumberKind::from_library(kind),
+            }),
+            rules::Verdict::Invalid => Err(PhoneError::Invalid),
+            rules::Verdict::Unsure => Self::parse_with_library(input),
+        }
+    }
+
+    /// The `phonenumber` crate's own parse and checks, for what [`rules`] leaves to it.
+    fn parse_with_library(input: &str) -> Result<Self, PhoneError> {
         let parsed = phonenumber::parse(None, input).map_err(|_| PhoneError::Invalid)?;
         if !phonenumber::is_valid(&parsed) {
             return Err(PhoneError::Invalid);
         }
-        // libphonenumber may normalise (it never should for strict E.164 input); keep its form.
+        // libphonenumber may normalise (a national prefix after the calling code, say); such
+        // input is not the number in E.164 form.
         let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
         if e164 != input {
             return Err(PhoneError::Invalid);
