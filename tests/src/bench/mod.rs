@@ -5,6 +5,7 @@
 //! verification got exactly one SMS (or exactly its channels).
 
 pub mod cpu;
+pub mod floor;
 pub mod load;
 pub mod mixed;
 pub mod raw;

@@ -100,7 +100,7 @@ pub async fn measure(pool: &PgPool, amqp_url: &str, concurrency: usize, run: Dur
 
 /// Runs `op` in `concurrency` loops for `run`; returns completed rows per second (`rows`
 /// per operation).
-async fn run_for<F, Fut>(concurrency: usize, run: Duration, rows: usize, op: F) -> anyhow::Result<f64>
+pub(super) async fn run_for<F, Fut>(concurrency: usize, run: Duration, rows: usize, op: F) -> anyhow::Result<f64>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,

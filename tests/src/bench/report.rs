@@ -18,6 +18,8 @@ pub struct Report {
     pub twilio_latency: Duration,
     pub worker_concurrency: usize,
     pub raw: RawLimits,
+    /// A start's and a check's writes alone (`floor`).
+    pub floor: super::floor::Floor,
     pub starts: LoadResult,
     /// The second burst (the API warm, 20,000 more rows in the tables).
     pub starts_again: LoadResult,
@@ -136,6 +138,20 @@ impl Report {
                 super::raw::BATCHED_CONCURRENCY
             );
         }
+        let _ = writeln!(
+            out,
+            "| a start's writes alone, {k} per transaction: its key, two rate-limit windows, verification and outbox row; then its publish and confirm, and the outbox row's delete (C = {c}) | {:.0} |",
+            self.floor.starts,
+            k = super::floor::BATCH,
+            c = super::raw::BATCHED_CONCURRENCY
+        );
+        let _ = writeln!(
+            out,
+            "| a check's writes alone, {k} per transaction: two rate-limit windows and the attempt (C = {c}) | {:.0} |",
+            self.floor.checks,
+            k = super::floor::BATCH,
+            c = super::raw::BATCHED_CONCURRENCY
+        );
         out.push('\n');
         let _ = writeln!(
             out,
