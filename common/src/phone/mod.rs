@@ -123,8 +123,10 @@ impl PhoneNumber {
         }
     }
 
-    /// The `phonenumber` crate's own parse and checks, for what [`rules`] leaves to it.
-    fn parse_with_library(input: &str) -> Result<Self, PhoneError> {
+    /// The `phonenumber` crate's own parse and checks, for what [`rules`] leaves to it (and
+    /// for the bench, which compares both).
+    #[doc(hidden)]
+    pub fn parse_with_library(input: &str) -> Result<Self, PhoneError> {
         let parsed = phonenumber::parse(None, input).map_err(|_| PhoneError::Invalid)?;
         if !phonenumber::is_valid(&parsed) {
             return Err(PhoneError::Invalid);

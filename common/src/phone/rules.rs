@@ -3,9 +3,10 @@
 //!
 //! That crate compiles its patterns into one process-wide LRU cache of 100 regexes, behind
 //! one mutex held for the whole match, and looks each pattern up by hashing its source (often
-//! hundreds of bytes). A US number cost about 16 µs to parse, with every request of the
-//! process queued on that mutex; numbers of twenty countries in turn cost 0.3-3.8 ms each,
-//! because their patterns no longer fit in the cache and were compiled again and again.
+//! hundreds of bytes). A US number cost 16-18 µs to parse, with every request of the
+//! process queued on that mutex; numbers of twenty countries in turn cost up to 4 ms each,
+//! because their patterns no longer fit in the cache and were compiled again and again
+//! (the bench measures both: "Phone numbers parsed").
 //!
 //! Here each region's patterns are compiled once, the first time a number of its calling
 //! code is seen, ASCII-only and without lazy DFAs (about 50 KB a region; every region of the

@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod floor;
 pub mod load;
 pub mod mixed;
+pub mod phones;
 pub mod raw;
 pub mod report;
 pub mod sandbox;

@@ -20,6 +20,8 @@ pub struct Report {
     pub raw: RawLimits,
     /// A start's and a check's writes alone (`floor`).
     pub floor: super::floor::Floor,
+    /// Phone numbers parsed on one thread (`phones`).
+    pub phones: super::phones::Parsing,
     pub starts: LoadResult,
     /// The second burst (the API warm, 20,000 more rows in the tables).
     pub starts_again: LoadResult,
@@ -153,6 +155,12 @@ impl Report {
             c = super::raw::BATCHED_CONCURRENCY
         );
         out.push('\n');
+        let p = &self.phones;
+        let _ = writeln!(
+            out,
+            "### Phone numbers parsed (one thread)\n\n| numbers | `common::phone` | the `phonenumber` crate's own parse |\n| --- | --- | --- |\n| US | {:.2} µs each | {:.2} µs each |\n| twenty countries in turn | {:.2} µs each | {:.2} µs each |\n",
+            p.us, p.library_us, p.world, p.library_world
+        );
         let _ = writeln!(
             out,
             "### HTTP\n\n| run | requests | throughput | p50 | p90 | p99 | max | errors |\n| --- | --- | --- | --- | --- | --- | --- | --- |"

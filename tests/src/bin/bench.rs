@@ -18,7 +18,7 @@ use verify_tests::bench::mixed::{self, Mixed};
 use verify_tests::bench::report::Report;
 use verify_tests::bench::wait_for_creates;
 use verify_tests::bench::{Drain, Proc};
-use verify_tests::bench::{floor, raw};
+use verify_tests::bench::{floor, phones, raw};
 use verify_tests::fake_twilio::{FakeConfig, FakeTwilio};
 use verify_tests::harness::{admin_database_url, amqp_url, sibling_binary};
 
@@ -359,6 +359,7 @@ async fn run(a: Args) -> anyhow::Result<Report> {
     println!("measuring the raw limits ({} s each)…", a.raw_run.as_secs());
     report.raw = raw::measure(&pool, &amqp_url(), a.concurrency, a.raw_run).await?;
     report.floor = floor::measure(&pool, &amqp_url(), a.raw_run).await?;
+    report.phones = tokio::task::spawn_blocking(phones::measure).await??;
 
     let api_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let env = Env {
