@@ -16,12 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::{AMQPValue, FieldTable};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::raw::{BATCHED_CONCURRENCY, run_for};
+use super::raw::{BATCHED_CONCURRENCY, BenchQueue, run_for};
 
 /// Starts or checks per transaction.
 pub const BATCH: usize = 32;
@@ -37,22 +35,15 @@ pub struct Floor {
 
 /// Runs each for `run`, then empties the tables it wrote.
 pub async fn measure(pool: &PgPool, amqp_url: &str, run: Duration) -> anyhow::Result<Floor> {
-    let conn = common::broker::connect(amqp_url, "bench floor").await?;
-    let channel = conn.create_channel().await?;
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    channel
-        .queue_declare(QUEUE.into(), QueueDeclareOptions::durable(), args)
-        .await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let queue = BenchQueue::open(amqp_url, QUEUE).await?;
     let next = Arc::new(AtomicU64::new(0));
 
     let starts = {
-        let (pool, channel, next) = (pool.clone(), channel.clone(), Arc::clone(&next));
+        let (pool, queue, next) = (pool.clone(), queue.clone(), Arc::clone(&next));
         run_for(BATCHED_CONCURRENCY, run, BATCH, move || {
-            let (pool, channel) = (pool.clone(), channel.clone());
+            let (pool, queue) = (pool.clone(), queue.clone());
             let first = next.fetch_add(BATCH as u64, Ordering::Relaxed);
-            async move { write_starts(&pool, &channel, first).await }
+            async move { write_starts(&pool, &queue, first).await }
         })
         .await?
     };
@@ -67,10 +58,7 @@ pub async fn measure(pool: &PgPool, amqp_url: &str, run: Duration) -> anyhow::Re
         .await?
     };
 
-    channel
-        .queue_delete(QUEUE.into(), QueueDeleteOptions::default())
-        .await?;
-    conn.close(200, "done".into()).await?;
+    queue.delete().await?;
     sqlx::query("TRUNCATE verifications, outbox, idempotency_keys, rate_limits CASCADE")
         .execute(pool)
         .await?;
@@ -82,7 +70,7 @@ fn number(i: u64) -> String {
     format!("+1{}", 2_000_000_000 + i)
 }
 
-async fn write_starts(pool: &PgPool, channel: &lapin::Channel, first: u64) -> anyhow::Result<()> {
+async fn write_starts(pool: &PgPool, queue: &BenchQueue, first: u64) -> anyhow::Result<()> {
     let ids: Vec<Uuid> = (0..BATCH).map(|_| Uuid::new_v4()).collect();
     let numbers: Vec<String> = (first..first + BATCH as u64).map(number).collect();
     let mut keys: Vec<String> = numbers.iter().map(|n| format!("bench-floor:ip:{n}")).collect();
@@ -118,14 +106,7 @@ async fn write_starts(pool: &PgPool, channel: &lapin::Channel, first: u64) -> an
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    let payload = br#"{"v":1,"verification_id":"00000000-0000-4000-8000-000000000000","code":"123456"}"#;
-    let props = lapin::BasicProperties::default().with_delivery_mode(2);
-    futures_util::future::try_join_all(
-        ids.iter().map(|_| {
-            common::broker::publish_confirmed(channel, QUEUE, payload, props.clone(), Duration::from_secs(10))
-        }),
-    )
-    .await?;
+    queue.publish(BATCH).await?;
     sqlx::query("DELETE FROM outbox WHERE verification_id = ANY($1)")
         .bind(&ids)
         .execute(pool)

@@ -37,21 +37,14 @@ pub async fn measure(pool: &PgPool, amqp_url: &str, concurrency: usize, run: Dur
     )
     .execute(pool)
     .await?;
-    let conn = common::broker::connect(amqp_url, "bench raw").await?;
-    let channel = conn.create_channel().await?;
-    let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-    channel
-        .queue_declare(QUEUE.into(), QueueDeclareOptions::durable(), args)
-        .await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let queue = BenchQueue::open(amqp_url, QUEUE).await?;
 
     // `rows` rows per operation: one insert of them all, then their publishes, then their
     // confirms.
     let ops = |insert: bool, publish: bool, rows: usize, concurrency: usize| {
-        let (pool, channel) = (pool.clone(), channel.clone());
+        let (pool, queue) = (pool.clone(), queue.clone());
         run_for(concurrency, run, rows, move || {
-            let (pool, channel) = (pool.clone(), channel.clone());
+            let (pool, queue) = (pool.clone(), queue.clone());
             async move {
                 if insert {
                     sqlx::query(
@@ -65,19 +58,7 @@ pub async fn measure(pool: &PgPool, amqp_url: &str, concurrency: usize, run: Dur
                     .await?;
                 }
                 if publish {
-                    let payload =
-                        br#"{"v":1,"verification_id":"00000000-0000-4000-8000-000000000000","code":"123456"}"#;
-                    let props = lapin::BasicProperties::default().with_delivery_mode(2);
-                    futures_util::future::try_join_all((0..rows).map(|_| {
-                        common::broker::publish_confirmed(
-                            &channel,
-                            QUEUE,
-                            payload,
-                            props.clone(),
-                            Duration::from_secs(10),
-                        )
-                    }))
-                    .await?;
+                    queue.publish(rows).await?;
                 }
                 anyhow::Ok(())
             }
@@ -90,12 +71,62 @@ pub async fn measure(pool: &PgPool, amqp_url: &str, concurrency: usize, run: Dur
         batched_8: ops(true, true, 8, BATCHED_CONCURRENCY).await?,
         batched_32: ops(true, true, 32, BATCHED_CONCURRENCY).await?,
     };
-    channel
-        .queue_delete(QUEUE.into(), QueueDeleteOptions::default())
-        .await?;
-    conn.close(200, "done".into()).await?;
+    queue.delete().await?;
     sqlx::query("DROP TABLE bench_raw").execute(pool).await?;
     Ok(limits)
+}
+
+/// A durable quorum queue of the bench's own, and a channel in confirm mode to publish to it
+/// (as `verify-api` publishes its send jobs).
+#[derive(Clone)]
+pub(super) struct BenchQueue {
+    conn: Arc<lapin::Connection>,
+    channel: lapin::Channel,
+    name: &'static str,
+}
+
+impl BenchQueue {
+    pub(super) async fn open(amqp_url: &str, name: &'static str) -> anyhow::Result<Self> {
+        let conn = common::broker::connect(amqp_url, name).await?;
+        let channel = conn.create_channel().await?;
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        channel
+            .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+            .await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self {
+            conn: Arc::new(conn),
+            channel,
+            name,
+        })
+    }
+
+    /// Publishes `n` persistent send jobs at once and waits for their confirms.
+    pub(super) async fn publish(&self, n: usize) -> anyhow::Result<()> {
+        let payload = br#"{"v":1,"verification_id":"00000000-0000-4000-8000-000000000000","code":"123456"}"#;
+        let props = lapin::BasicProperties::default().with_delivery_mode(2);
+        futures_util::future::try_join_all((0..n).map(|_| {
+            common::broker::publish_confirmed(
+                &self.channel,
+                self.name,
+                payload,
+                props.clone(),
+                Duration::from_secs(10),
+            )
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes the queue and closes the connection.
+    pub(super) async fn delete(self) -> anyhow::Result<()> {
+        self.channel
+            .queue_delete(self.name.into(), QueueDeleteOptions::default())
+            .await?;
+        self.conn.close(200, "done".into()).await?;
+        Ok(())
+    }
 }
 
 /// Runs `op` in `concurrency` loops for `run`; returns completed rows per second (`rows`
